@@ -1,0 +1,47 @@
+"""The ``agenttrail`` command line. Commands are thin: parse, call the library, render.
+
+Exit codes: 0 ok, 1 a problem was found (e.g. an incompatible schema), 2 usage or
+connection error.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from agenttrail import __version__
+
+# Each module defines ``command`` (a click command or group); imported lazily so that
+# ``agenttrail --help`` does not pay for every backend import.
+_COMMAND_MODULES = {
+    "schemas": "agenttrail.cli._schemas",
+    "broker": "agenttrail.cli._broker",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module_name = _COMMAND_MODULES.get(cmd_name)
+        if module_name is None:
+            return None
+        command = importlib.import_module(module_name).command
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="agenttrail")
+def main() -> None:
+    """agenttrail: the flight recorder for AI agents in production.
+
+    \b
+    Example:
+      agenttrail broker --port 9092     # a local Kafka-compatible broker
+    """
+
+
+__all__ = ["main"]
