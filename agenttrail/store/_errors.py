@@ -1,0 +1,51 @@
+"""Errors of the store. Each names the store (password masked) and what to do."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of every error raised by ``agenttrail.store``."""
+
+
+class StoreConfigError(StoreError):
+    """The store location is missing, ambiguous or not a URL agenttrail understands."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or refused the request (connection, auth, I/O).
+
+    Attributes:
+        location: the store's URL with the password masked.
+    """
+
+    def __init__(self, message: str, location: str):
+        super().__init__(message)
+        self.location = location
+
+
+class StoreLocked(StoreError):
+    """An in-process store directory is already open in another process.
+
+    chdb hosts one store directory per process and refuses a second opener, so
+    agenttrail keeps a pid lock file beside the directory to name the holder.
+
+    Attributes:
+        path: the store directory.
+        pid: the process holding it, when known.
+        holder: that process's command line, when known.
+    """
+
+    def __init__(self, path: str, pid: int | None, holder: str | None = None):
+        who = f"process {pid}" if pid else "another process"
+        if holder:
+            who += f" ({holder})"
+        super().__init__(
+            f"Store {path} is in use by {who}. Stop it, or point --clickhouse at a server."
+        )
+        self.path = path
+        self.pid = pid
+        self.holder = holder
+
+
+class MigrationError(StoreError):
+    """A migration file is invalid, was changed after being applied, or failed to apply."""

@@ -1,0 +1,269 @@
+"""Open a store: a ClickHouse server over HTTP, or ClickHouse's engine in-process (chdb).
+
+Both sides are driven through one clickhouse-connect client, so the SQL is the same.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from pydantic import SecretStr
+
+from agenttrail.store import _lock
+from agenttrail.store._config import StoreConfig, StoreTarget
+from agenttrail.store._errors import StoreError, StoreLocked, StoreUnavailable
+
+
+def _short(exc: BaseException, limit: int = 400) -> str:
+    # Engine errors carry multi-kilobyte stack traces; the first lines say what happened.
+    text = " ".join(str(exc).split("Stack trace")[0].split())
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
+class Store:
+    """An open store. Use as a context manager or call :meth:`close`.
+
+    Thread-safety: calls may come from several threads; they are serialised per store
+    (the in-process engine requires it, and a server session must not run two queries).
+
+    Attributes:
+        target: where the store is (``str(target)`` masks the password).
+        database: the database holding agenttrail's tables.
+    """
+
+    def __init__(self, target: StoreTarget, client: Client):
+        self.target = target
+        self.database = target.database
+        self._client = client
+        self._lock = threading.RLock()
+        self._types: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        self._closed = False
+
+    @property
+    def location(self) -> str:
+        """The store's URL with the password masked."""
+        return self.target.masked
+
+    @property
+    def is_embedded(self) -> bool:
+        """Whether this is the in-process engine (one process per directory)."""
+        return self.target.kind == "chdb"
+
+    def command(self, sql: str, settings: Mapping[str, Any] | None = None) -> None:
+        """Run one statement that returns no rows. Blocks until done.
+
+        Raises:
+            StoreUnavailable: the store is unreachable or rejected the statement.
+        """
+        with self._lock:
+            self._check_open()
+            try:
+                self._client.command(sql, settings=dict(settings or {}))
+            except (ClickHouseError, OSError) as exc:
+                raise self._failure("statement", exc) from exc
+
+    def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a query and return its rows. ``{name:Type}`` placeholders bind ``parameters``.
+
+        Raises:
+            StoreUnavailable: the store is unreachable or rejected the query.
+        """
+        with self._lock:
+            self._check_open()
+            try:
+                result = self._client.query(sql, parameters=dict(parameters or {}))
+            except (ClickHouseError, OSError) as exc:
+                raise self._failure("query", exc) from exc
+            return [tuple(row) for row in result.result_rows]
+
+    def insert_columns(
+        self,
+        table: str,
+        column_names: Sequence[str],
+        columns: Sequence[Sequence[Any]],
+        *,
+        dedup_token: str | None = None,
+    ) -> None:
+        """Insert column-oriented data into ``table`` as one block. Blocks until stored.
+
+        Args:
+            table: table in the store's database.
+            column_names: the columns given, in the order of ``columns``.
+            columns: one sequence of values per column, all of equal length.
+            dedup_token: ``insert_deduplication_token``: a repeated insert with the same
+                token (within the table's deduplication window) is stored once.
+
+        Raises:
+            StoreUnavailable: the store is unreachable or refused the insert; nothing or
+                (on a multi-block insert) part of the data was stored, so retry with the
+                same token.
+        """
+        settings: dict[str, Any] = {}
+        if dedup_token is not None:
+            settings["insert_deduplication_token"] = dedup_token
+        with self._lock:
+            self._check_open()
+            try:
+                types = self._column_types(table, tuple(column_names))
+                self._client.insert(
+                    table,
+                    columns,
+                    column_names=list(column_names),
+                    column_type_names=types,
+                    column_oriented=True,
+                    settings=settings,
+                )
+            except (ClickHouseError, OSError) as exc:
+                raise self._failure(f"insert into {table}", exc) from exc
+
+    def use_database(self) -> None:
+        """Make the store's database the default for unqualified names (after it exists)."""
+        with self._lock:
+            self._client.database = self.database
+
+    def close(self) -> None:
+        """Close the client and, for the in-process engine, release the directory lock."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._client.close()
+            finally:
+                if self.target.path is not None:
+                    _lock.release(self.target.path)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.location})"
+
+    def _column_types(self, table: str, names: tuple[str, ...]) -> list[str]:
+        key = (table, names)
+        types = self._types.get(key)
+        if types is None:
+            result = self._client.query(
+                "SELECT name, type FROM system.columns WHERE database = {db:String} "
+                "AND table = {t:String}",
+                parameters={"db": self.database, "t": table},
+            )
+            by_name = {str(r[0]): str(r[1]) for r in result.result_rows}
+            missing = [n for n in names if n not in by_name]
+            if missing:
+                raise StoreError(
+                    f"Table {self.database}.{table} in {self.location} has no column(s) "
+                    f"{', '.join(missing)}; run `agenttrail migrate` against this store."
+                )
+            types = [by_name[n] for n in names]
+            self._types[key] = types
+        return types
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"Store {self.location} is closed; open it again with open_store().")
+
+    def _failure(self, what: str, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"Store {self.location} failed the {what}: {_short(exc)}", self.location
+        )
+
+
+def open_store(
+    clickhouse: str | None = None,
+    data: Path | None = None,
+    *,
+    config: StoreConfig | None = None,
+) -> Store:
+    """Open the store named by ``clickhouse`` (a URL) or ``data`` (a directory).
+
+    With neither argument the location comes from ``config`` or the environment
+    (``AGENTTRAIL_CLICKHOUSE`` / ``AGENTTRAIL_DATA``). Opening checks the connection
+    with one query. Blocks up to the connect timeout for a server.
+
+    Raises:
+        StoreConfigError: no location, both, or an unsupported URL.
+        StoreLocked: the in-process store is held by another process (the error names it).
+        StoreUnavailable: the server cannot be reached or refused the login.
+    """
+    if clickhouse is not None or data is not None:
+        base = config or StoreConfig()
+        config = base.model_copy(
+            update={"clickhouse": SecretStr(clickhouse) if clickhouse else None, "data": data}
+        )
+    config = config or StoreConfig()
+    target = config.target()
+    if target.kind == "chdb":
+        return _open_embedded(target)
+    return _open_server(target, config.connect_timeout_s)
+
+
+def _open_server(target: StoreTarget, timeout_s: float) -> Store:
+    try:
+        client = clickhouse_connect.get_client(
+            host=target.host,
+            port=target.port,
+            username=target.username,
+            password=target.password.get_secret_value(),
+            secure=target.secure,
+            connect_timeout=timeout_s,
+            autogenerate_session_id=False,
+        )
+        client.query("SELECT 1")
+    except Exception as exc:  # connection, TLS, auth and HTTP errors come in many types
+        raise StoreUnavailable(
+            f"Cannot reach the ClickHouse server {target.masked}: {_short(exc)}. "
+            "Check the URL and credentials, and that the server is running.",
+            target.masked,
+        ) from exc
+    store = Store(target, client)
+    if store.query(
+        "SELECT count() FROM system.databases WHERE name = {d:String}", {"d": target.database}
+    )[0][0]:
+        store.use_database()
+    return store
+
+
+def _open_embedded(target: StoreTarget) -> Store:
+    path = target.path
+    assert path is not None
+    _lock.acquire(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+    except Exception as exc:
+        _lock.release(path)
+        text = str(exc)
+        if "EmbeddedServer" in text and "filesystem" not in text:
+            # Held by a process that did not take our lock (e.g. a plain chdb user).
+            raise StoreLocked(str(path), _lock.engine_holder_pid(path)) from None
+        raise StoreUnavailable(
+            f"Cannot open the in-process store {path}: {_short(exc)}", target.masked
+        ) from exc
+    store = Store(target, client)
+    try:
+        exists = store.query(
+            "SELECT count() FROM system.databases WHERE name = {d:String}",
+            {"d": target.database},
+        )[0][0]
+    except BaseException:
+        store.close()
+        raise
+    if exists:
+        store.use_database()
+    return store
