@@ -31,7 +31,7 @@ MAGIC_BYTE = 0
 HEADER = struct.Struct(">BI")
 HEADER_SIZE = HEADER.size
 DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
-"""Largest framed event accepted by default (4 MiB): long LLM histories fit, runaway blobs do not."""
+"""Largest framed event accepted by default (4 MiB): long LLM histories fit, runaways do not."""
 
 # Avro encodes a string as a zig-zag varint length then the bytes; a 64-character hex
 # digest has length 64, whose zig-zag varint is 0x80 0x01.

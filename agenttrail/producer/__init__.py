@@ -1,0 +1,39 @@
+"""The agent SDK: record every LLM call, tool call, transition and guard decision.
+
+Imports ``agenttrail.events`` only; an agent installs it without the backend.
+
+Example:
+    >>> from agenttrail.producer import Recorder, Limits
+    >>> rec = Recorder(bootstrap="127.0.0.1:9092", tenant="acme", agent="invoicer")
+    >>> with rec.task("invoice_generation", limits=Limits(max_steps=10)) as task:
+    ...     ...
+    >>> rec.close()
+"""
+
+from agenttrail.producer._config import RecorderSettings
+from agenttrail.producer._decorator import tool
+from agenttrail.producer._exporter import Exporter, ExporterUnavailable, KafkaExporter, OutRecord
+from agenttrail.producer._limits import LimitExceeded, Limits
+from agenttrail.producer._pipeline import CloseReport
+from agenttrail.producer._recorder import Recorder
+from agenttrail.producer._redact import Redactor
+from agenttrail.producer._spans import LlmCall, ToolSpan
+from agenttrail.producer._task import Task, current_task
+
+__all__ = [
+    "CloseReport",
+    "Exporter",
+    "ExporterUnavailable",
+    "KafkaExporter",
+    "LimitExceeded",
+    "Limits",
+    "LlmCall",
+    "OutRecord",
+    "Recorder",
+    "RecorderSettings",
+    "Redactor",
+    "Task",
+    "ToolSpan",
+    "current_task",
+    "tool",
+]

@@ -1,0 +1,87 @@
+"""Settings of the SDK: constructor argument > ``AGENTTRAIL_*`` environment variable > default."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_spool_root() -> Path:
+    """``$XDG_STATE_HOME/agenttrail/spool`` or ``~/.local/state/agenttrail/spool``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "agenttrail" / "spool"
+
+
+class RecorderSettings(BaseSettings):
+    """Everything a Recorder can be configured with.
+
+    Each field can be set through the environment as ``AGENTTRAIL_<FIELD>``, e.g.
+    ``AGENTTRAIL_BOOTSTRAP=broker:9092``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AGENTTRAIL_", extra="ignore")
+
+    bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers, host:port[,host:port]. Unset and no local stack "
+        "found: the recorder records nothing.",
+    )
+    data: Path | None = Field(
+        default=None,
+        description="Data directory of a local `agenttrail up`; its up.json gives the bootstrap.",
+    )
+    tenant: str = Field(default="default", description="Tenant written into every event.")
+    agent: str = Field(default="agent", description="Agent name written into every event.")
+    agent_version: str = Field(default="0", description="Agent version written into every event.")
+    topic: str = Field(default="agenttrail.events", description="Destination topic.")
+    spool_dir: Path = Field(
+        default_factory=default_spool_root,
+        description="Root of the on-disk spool; one subdirectory per process.",
+    )
+    spool_fsync: Literal["always", "never"] = Field(
+        default="always",
+        description="always: fsync every spool write (survives power loss); never: leave it "
+        "to the OS (survives a process crash).",
+    )
+    queue_size: int = Field(default=20_000, ge=1, description="Events queued in memory.")
+    on_full: Literal["spool", "block"] = Field(
+        default="spool",
+        description="When the queue is full: spool the backlog to disk, or block the agent "
+        "up to block_timeout_s and then spool.",
+    )
+    block_timeout_s: float = Field(default=1.0, ge=0)
+    close_timeout_s: float = Field(default=30.0, ge=0, description="Longest close() waits.")
+    redact_content: bool = Field(
+        default=False,
+        description="Also scrub e-mail addresses and card numbers from message content and "
+        "argument strings (costs a regex scan per string).",
+    )
+    result_summary_chars: int = Field(
+        default=1024, ge=0, description="Tool results are summarised to this many characters."
+    )
+    enabled: bool = Field(default=True, description="false: record nothing at all.")
+
+
+def discover_local_stack(data: Path | None) -> str | None:
+    """Bootstrap address of a running ``agenttrail up`` whose ``up.json`` is in ``data``.
+
+    Looks in ``data`` when given, else in ``./.agenttrail``. Returns None when there is no
+    file or the process it names is gone.
+    """
+    candidates = [data] if data is not None else [Path.cwd() / ".agenttrail"]
+    for d in candidates:
+        try:
+            info = json.loads((d / "up.json").read_text())
+            pid = int(info["pid"])
+            os.kill(pid, 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        bootstrap = info.get("bootstrap")
+        if isinstance(bootstrap, str):
+            return bootstrap
+    return None

@@ -1,0 +1,186 @@
+"""Where sealed events go: the exporter interface and the Kafka exporter.
+
+The pipeline hands an exporter framed records in order; the exporter delivers them
+asynchronously and reports, per record, acknowledged or failed. Exporters never
+raise into agent code: the pipeline calls them from its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agenttrail.events import EVENTS_TOPIC
+
+log = logging.getLogger("agenttrail.producer.exporter")
+
+
+@dataclass(slots=True)
+class OutRecord:
+    """One framed event on its way out: Kafka key (the task id) and value."""
+
+    key: bytes
+    value: bytes
+
+
+AckCallback = Callable[[OutRecord, BaseException | None], None]
+"""Called once per exported record: with None when acked, with the error when failed."""
+
+
+class ExporterUnavailable(Exception):
+    """The destination cannot take records now (broker unreachable, buffer full)."""
+
+
+class Exporter(Protocol):
+    """Destination of sealed events.
+
+    ``export`` must not block for long; it raises :class:`ExporterUnavailable` when the
+    destination cannot take the records now (the pipeline then spools them) and
+    otherwise reports every record through ``on_done`` exactly once, possibly later and
+    from another thread.
+    """
+
+    def export(self, records: list[OutRecord], on_done: AckCallback) -> None: ...
+
+    def probe(self, timeout: float) -> bool:
+        """True when the destination is reachable; may block up to ``timeout``."""
+        ...
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every exported record is reported; True when none is left."""
+        ...
+
+    def shutdown(self) -> None: ...
+
+
+class KafkaExporter:
+    """Delivers records to Kafka with an idempotent producer (acks=all), keyed by task id.
+
+    The producer is created lazily on the pipeline thread, so an absent broker never
+    delays the agent; until it exists, :meth:`export` raises :class:`ExporterUnavailable`.
+
+    Args:
+        bootstrap: ``host:port[,host:port]``.
+        topic: destination topic.
+        max_request_bytes: largest record the producer will send.
+        linger_ms: how long the producer waits to fill a batch.
+        block_ms: how long ``send`` may block on a full buffer or missing metadata
+            before the records are spooled instead.
+        delivery_timeout_ms: how long the producer retries a record before it fails
+            and is spooled.
+        extra: further kafka-python producer settings (security, client id, ...).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str = EVENTS_TOPIC,
+        *,
+        max_request_bytes: int = 5 * 1024 * 1024,
+        linger_ms: int = 5,
+        block_ms: int = 1000,
+        delivery_timeout_ms: int = 30_000,
+        extra: dict[str, Any] | None = None,
+    ):
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._config: dict[str, Any] = {
+            "bootstrap_servers": bootstrap.split(","),
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": linger_ms,
+            "batch_size": 256 * 1024,
+            "max_request_size": max_request_bytes,
+            "max_block_ms": block_ms,
+            "delivery_timeout_ms": delivery_timeout_ms,
+            "request_timeout_ms": min(delivery_timeout_ms - linger_ms - 1, 15_000),
+            "bootstrap_timeout_ms": 2000,
+            "reconnect_backoff_max_ms": 2000,
+            "client_id": "agenttrail-sdk",
+        }
+        self._config.update(extra or {})
+        self._producer: Any = None
+        self._lock = threading.Lock()
+
+    def _ensure_producer(self) -> Any:
+        if self._producer is None:
+            from kafka import KafkaProducer
+            from kafka.errors import KafkaError
+
+            try:
+                self._producer = KafkaProducer(**self._config)
+            except KafkaError as exc:
+                raise ExporterUnavailable(
+                    f"Kafka at {self.bootstrap} is not reachable: {exc}"
+                ) from exc
+        return self._producer
+
+    def export(self, records: list[OutRecord], on_done: AckCallback) -> None:
+        """Send records in order; raises ExporterUnavailable with the unsent tail.
+
+        Raises:
+            PartialExport: some records were handed to the producer, the rest were not.
+            ExporterUnavailable: none was handed over.
+        """
+        from kafka.errors import KafkaError
+
+        producer = self._ensure_producer()
+        for i, rec in enumerate(records):
+            try:
+                future = producer.send(self.topic, key=rec.key, value=rec.value)
+            except KafkaError as exc:
+                if i == 0:
+                    raise ExporterUnavailable(
+                        f"Kafka at {self.bootstrap} did not take the event: {exc}"
+                    ) from exc
+                raise PartialExport(i, exc) from exc
+            future.add_callback(_acked, rec, on_done)
+            future.add_errback(_failed, rec, on_done)
+
+    def probe(self, timeout: float) -> bool:
+        from kafka.errors import KafkaError
+
+        try:
+            producer = self._ensure_producer()
+            partitions = producer.partitions_for(self.topic)
+        except (ExporterUnavailable, KafkaError) as exc:
+            log.debug("broker probe failed: %s", exc)
+            return False
+        return bool(partitions)
+
+    def flush(self, timeout: float) -> bool:
+        from kafka.errors import KafkaError
+
+        if self._producer is None:
+            return True
+        try:
+            self._producer.flush(timeout=timeout)
+        except KafkaError:
+            return False
+        return True
+
+    def shutdown(self) -> None:
+        if self._producer is not None:
+            # Records still unacked were already reported or spooled by the pipeline;
+            # do not let the producer deliver them behind its back.
+            self._producer.close(timeout=0)
+            self._producer = None
+
+
+class PartialExport(ExporterUnavailable):
+    """The first ``handed_over`` records were sent; the rest must be spooled."""
+
+    def __init__(self, handed_over: int, cause: BaseException):
+        super().__init__(f"broker stopped taking events after {handed_over}: {cause}")
+        self.handed_over = handed_over
+
+
+def _acked(rec: OutRecord, on_done: AckCallback, _metadata: Any) -> None:
+    on_done(rec, None)
+
+
+def _failed(rec: OutRecord, on_done: AckCallback, exc: BaseException) -> None:
+    on_done(rec, exc)

@@ -1,0 +1,188 @@
+"""The Recorder: the SDK's entry point."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from agenttrail.events import uuid7
+from agenttrail.producer._config import RecorderSettings, discover_local_stack
+from agenttrail.producer._exporter import Exporter, KafkaExporter
+from agenttrail.producer._limits import Limits
+from agenttrail.producer._null import NullTask
+from agenttrail.producer._pipeline import CloseReport, Pipeline
+from agenttrail.producer._redact import DEFAULT_SENSITIVE_KEYS, Redactor
+from agenttrail.producer._task import Task
+
+log = logging.getLogger("agenttrail.producer")
+
+
+class Recorder:
+    """Records an agent's tasks as events and ships them to Kafka.
+
+    Construction never blocks on the network and never fails because the broker is
+    away: events are spooled to disk until it answers. Without a bootstrap address,
+    an exporter or a local ``agenttrail up`` to find, the recorder is disabled: every
+    call is a cheap no-op.
+
+    Args:
+        bootstrap: Kafka bootstrap servers (``AGENTTRAIL_BOOTSTRAP``).
+        tenant: tenant of every event (``AGENTTRAIL_TENANT``).
+        agent: agent name (``AGENTTRAIL_AGENT``).
+        agent_version: agent version (``AGENTTRAIL_AGENT_VERSION``).
+        exporter: a destination other than Kafka, e.g.
+            :class:`agenttrail.producer.testing.InMemoryExporter`.
+        sensitive_keys: argument keys whose values are redacted.
+        **settings: any other :class:`RecorderSettings` field (``spool_dir``,
+            ``queue_size``, ``on_full``, ...).
+
+    Example:
+        >>> rec = Recorder(bootstrap="127.0.0.1:9092", tenant="acme", agent="invoicer")
+        >>> with rec.task("invoice_generation", entry={"order_id": "7294"}) as task:
+        ...     with task.tool("get_order", args={"order_id": "7294"}) as span:
+        ...         span.result({"status": "confirmed"})
+        >>> report = rec.close()
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | None = None,
+        *,
+        tenant: str | None = None,
+        agent: str | None = None,
+        agent_version: str | None = None,
+        exporter: Exporter | None = None,
+        sensitive_keys: Iterable[str] = DEFAULT_SENSITIVE_KEYS,
+        **settings: Any,
+    ):
+        given: dict[str, Any] = {
+            k: v
+            for k, v in {
+                "bootstrap": bootstrap,
+                "tenant": tenant,
+                "agent": agent,
+                "agent_version": agent_version,
+            }.items()
+            if v is not None
+        }
+        self.settings = RecorderSettings(**given, **settings)
+        self.producer_id = uuid7()
+        self.args_redactor = Redactor(sensitive_keys, scrub_strings=self.settings.redact_content)
+        self.content_redactor = (
+            Redactor((), scrub_strings=True) if self.settings.redact_content else None
+        )
+        self._close_lock = threading.Lock()
+        self._report: CloseReport | None = None
+        if exporter is None and self.settings.enabled:
+            address = self.settings.bootstrap or discover_local_stack(self.settings.data)
+            if address is not None:
+                exporter = KafkaExporter(address, self.settings.topic)
+        self.enabled = self.settings.enabled and exporter is not None
+        self._pipeline: Pipeline | None = None
+        self.pipeline_submit: Callable[[dict[str, Any]], None] = _discard
+        if self.enabled and exporter is not None:
+            self._pipeline = Pipeline(
+                exporter,
+                self.producer_id,
+                spool_root=self.settings.spool_dir,
+                spool_fsync=self.settings.spool_fsync,
+                queue_size=self.settings.queue_size,
+                on_full=self.settings.on_full,
+                block_timeout_s=self.settings.block_timeout_s,
+            )
+            self.pipeline_submit = self._pipeline.submit
+        else:
+            log.info(
+                "agenttrail recorder is disabled (no AGENTTRAIL_BOOTSTRAP, no exporter, "
+                "no running `agenttrail up` found); nothing is recorded."
+            )
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Recorder:
+        """A recorder configured from ``AGENTTRAIL_*`` variables (arguments win).
+
+        Finds a running local stack through ``AGENTTRAIL_DATA/up.json`` (or
+        ``./.agenttrail/up.json``) when ``AGENTTRAIL_BOOTSTRAP`` is unset.
+        """
+        return cls(**overrides)
+
+    def task(
+        self,
+        task_type: str,
+        *,
+        entry: Any = None,
+        task_id: str | None = None,
+        limits: Limits | None = None,
+        tools: Iterable[str] | None = None,
+        exit_condition: str | None = None,
+        side_effect_budget: Iterable[str] = (),
+        escalation_path: str | None = None,
+    ) -> Task:
+        """A task to record; use it as a context manager (see :class:`Task`).
+
+        Args:
+            task_type: kind of task; metrics are grouped by it.
+            entry: data the task was given at start (recorded on the first transition).
+            task_id: the task's id; generated when omitted.
+            limits: hard limits; the next call after one is crossed raises LimitExceeded.
+            tools: the tools this task may call; calls to others are flagged as undeclared.
+            exit_condition: what success means for this task.
+            side_effect_budget: external systems the task may write to.
+            escalation_path: who takes over when the agent escalates.
+        """
+        if self._pipeline is None:
+            return NullTask(self, task_type, task_id)  # type: ignore[return-value]
+        return Task(
+            self,
+            task_type,
+            task_id=task_id,
+            entry=entry,
+            limits=limits,
+            tools=tools,
+            exit_condition=exit_condition,
+            side_effect_budget=side_effect_budget,
+            escalation_path=escalation_path,
+        )
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Block until every event so far is acknowledged or spooled; True if so in time."""
+        return True if self._pipeline is None else self._pipeline.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> CloseReport:
+        """Deliver or durably spool every event, then stop. Idempotent.
+
+        Returns when every event is acknowledged by the broker or written to the spool
+        (at most about ``timeout`` seconds, ``close_timeout_s`` by default). The report
+        says how many events are still spooled for the next start to deliver.
+        """
+        with self._close_lock:
+            if self._report is None:
+                if self._pipeline is None:
+                    self._report = CloseReport(delivered=0, spooled=0)
+                else:
+                    t = self.settings.close_timeout_s if timeout is None else timeout
+                    self._report = self._pipeline.close(t)
+            return self._report
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Pipeline counters (queued, delivered, spooled, ...)."""
+        return {} if self._pipeline is None else self._pipeline.stats
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _discard(event: dict[str, Any]) -> None:
+    return None

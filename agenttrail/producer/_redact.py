@@ -1,0 +1,77 @@
+"""PII redaction of tool arguments and message content, before anything leaves the process.
+
+Values under sensitive keys (password, token, api_key, ...) are replaced, and by
+configuration strings matching patterns (e-mail addresses, card numbers) too. The event
+records the JSON paths that were redacted; the original never leaves the process.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+REDACTED = "[redacted]"
+
+DEFAULT_SENSITIVE_KEYS: frozenset[str] = frozenset(
+    {
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "cookie",
+        "ssn",
+        "credit_card",
+        "card_number",
+        "cvv",
+        "iban",
+    }
+)
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_CARD = re.compile(r"\b(?:\d[ -]?){13,19}\b")
+
+
+class Redactor:
+    """Replaces sensitive values in JSON-like structures.
+
+    Args:
+        keys: keys whose values are always replaced (compared case-insensitively).
+        scrub_strings: also replace e-mail addresses and card-like numbers inside
+            string values (costs a regex scan per string).
+    """
+
+    def __init__(self, keys: Iterable[str] = DEFAULT_SENSITIVE_KEYS, scrub_strings: bool = False):
+        self.keys = frozenset(k.lower() for k in keys)
+        self.scrub_strings = scrub_strings
+
+    def redact(self, value: Any) -> tuple[Any, list[str]]:
+        """Return (redacted copy or the value itself when untouched, redacted JSON paths)."""
+        paths: list[str] = []
+        out = self._walk(value, "$", paths)
+        return (out if paths else value), paths
+
+    def _walk(self, value: Any, path: str, paths: list[str]) -> Any:
+        if isinstance(value, dict):
+            out: dict[Any, Any] = {}
+            for k, v in value.items():
+                child = f"{path}.{k}"
+                if isinstance(k, str) and k.lower() in self.keys:
+                    out[k] = REDACTED
+                    paths.append(child)
+                else:
+                    out[k] = self._walk(v, child, paths)
+            return out
+        if isinstance(value, list | tuple):
+            return [self._walk(v, f"{path}[{i}]", paths) for i, v in enumerate(value)]
+        if self.scrub_strings and isinstance(value, str):
+            scrubbed = _CARD.sub(REDACTED, _EMAIL.sub(REDACTED, value))
+            if scrubbed != value:
+                paths.append(path)
+                return scrubbed
+        return value
