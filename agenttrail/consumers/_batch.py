@@ -1,0 +1,131 @@
+"""Batching per partition: by size, by age, or to an exact range recorded in the ledger.
+
+A partition's batch always covers a contiguous offset range [first, last] of that
+partition only; its deduplication tokens are derived from that range, so re-forming
+the same range after a crash gives the same tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Message(Protocol):
+    """What the pipeline needs of a Kafka record (kafka-python's ``ConsumerRecord`` fits)."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int: ...
+
+
+@dataclass
+class Batch:
+    """Messages of one partition covering offsets [first_offset, last_offset].
+
+    ``messages`` may have gaps in their offsets (compaction, transaction markers) and
+    may even be empty when a recorded range was deleted by retention; the range, not the
+    messages, identifies the batch.
+    """
+
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    messages: list[Any] = field(default_factory=list)
+
+    @property
+    def range_token(self) -> str:
+        """``topic:partition:first-last``, the base of every deduplication token of this batch."""
+        return f"{self.topic}:{self.partition}:{self.first_offset}-{self.last_offset}"
+
+
+class PartitionBuffer:
+    """Fetched but not yet batched messages of one partition. Not thread-safe.
+
+    Args:
+        topic: the topic.
+        partition: the partition.
+        position: the next offset expected; messages below it (re-fetched after a seek)
+            are dropped.
+    """
+
+    def __init__(self, topic: str, partition: int, position: int | None = None):
+        self.topic = topic
+        self.partition = partition
+        self.position = position
+        self.forced: tuple[int, int] | None = None
+        self._messages: deque[Any] = deque()
+        self._oldest_at: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def force_range(self, first: int, last: int) -> None:
+        """Make the next batch exactly [first, last] (a ledger 'before' being redone)."""
+        self.forced = (first, last)
+        self.position = first
+        self._messages.clear()
+        self._oldest_at = None
+
+    def add(self, messages: list[Any], now: float | None = None) -> int:
+        """Append fetched messages in offset order; return how many were kept."""
+        kept = 0
+        for m in messages:
+            if self.position is not None and m.offset < self.position:
+                continue
+            self._messages.append(m)
+            self.position = m.offset + 1
+            kept += 1
+        if kept and self._oldest_at is None:
+            self._oldest_at = time.monotonic() if now is None else now
+        return kept
+
+    def advance_to(self, position: int) -> None:
+        """The consumer has read up to ``position`` (past markers that carry no message)."""
+        if self.position is None or position > self.position:
+            self.position = position
+
+    def ready(self, batch_size: int, batch_ms: int, now: float | None = None) -> bool:
+        """Whether a batch should be cut now."""
+        if self.forced is not None:
+            return self.position is not None and self.position > self.forced[1]
+        if not self._messages:
+            return False
+        if len(self._messages) >= batch_size:
+            return True
+        now = time.monotonic() if now is None else now
+        return self._oldest_at is not None and (now - self._oldest_at) * 1000 >= batch_ms
+
+    def take(self, batch_size: int) -> Batch | None:
+        """Cut the next batch, or None when nothing is buffered.
+
+        A forced range is cut only once complete (every offset up to its end was read).
+        """
+        if self.forced is not None:
+            first, last = self.forced
+            if self.position is None or self.position <= last:
+                # Cutting a recorded range short would reuse its tokens for other rows.
+                return None
+            messages = []
+            while self._messages and self._messages[0].offset <= last:
+                messages.append(self._messages.popleft())
+            self.forced = None
+            self._restart_clock()
+            return Batch(self.topic, self.partition, first, last, messages)
+        if not self._messages:
+            return None
+        count = min(batch_size, len(self._messages))
+        messages = [self._messages.popleft() for _ in range(count)]
+        self._restart_clock()
+        return Batch(self.topic, self.partition, messages[0].offset, messages[-1].offset, messages)
+
+    def _restart_clock(self) -> None:
+        self._oldest_at = time.monotonic() if self._messages else None

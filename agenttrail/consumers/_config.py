@@ -1,0 +1,63 @@
+"""Consumer settings: constructor argument > environment (``AGENTTRAIL_*``) > default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agenttrail.events import DEFAULT_MAX_PAYLOAD_BYTES, EVENTS_TOPIC
+
+
+class ConsumerConfig(BaseSettings):
+    """How the ingest consumer reads Kafka and batches into the store."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTTRAIL_", extra="ignore")
+
+    bootstrap: str = Field(
+        default="127.0.0.1:9092",
+        description="AGENTTRAIL_BOOTSTRAP: Kafka bootstrap servers, HOST:PORT[,HOST:PORT].",
+    )
+    topic: str = Field(default=EVENTS_TOPIC, description="AGENTTRAIL_TOPIC: topic to ingest.")
+    group: str = Field(
+        default="agenttrail-ingest",
+        description="AGENTTRAIL_GROUP: consumer group; processes in one group share partitions.",
+    )
+    batch_size: int = Field(
+        default=5000,
+        gt=0,
+        description="AGENTTRAIL_BATCH_SIZE: a partition's batch is inserted at this many messages.",
+    )
+    batch_ms: int = Field(
+        default=500,
+        gt=0,
+        description="AGENTTRAIL_BATCH_MS: ... or when its oldest message has waited this long.",
+    )
+    backoff_initial_s: float = Field(
+        default=0.2, gt=0, description="First wait before retrying a failed insert."
+    )
+    backoff_max_s: float = Field(
+        default=30.0, gt=0, description="Cap of the exponential backoff between insert retries."
+    )
+    max_payload_bytes: int = Field(
+        default=DEFAULT_MAX_PAYLOAD_BYTES,
+        gt=0,
+        description="Larger messages are dead-lettered as oversize.",
+    )
+    max_buffered_batches: int = Field(
+        default=4,
+        gt=0,
+        description="A partition is paused while this many batches' worth of messages wait.",
+    )
+    poll_timeout_ms: int = Field(default=100, gt=0, description="Longest wait of one poll.")
+    migrate: bool = Field(
+        default=True,
+        description="AGENTTRAIL_MIGRATE: apply pending migrations at start; when false, "
+        "refuse to start on an unmigrated store.",
+    )
+    kafka_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra kafka-python KafkaConsumer settings (e.g. session_timeout_ms, "
+        "security_protocol); they override agenttrail's defaults.",
+    )

@@ -1,0 +1,116 @@
+"""The offset ledger: exactly-once state kept in the store itself.
+
+Before a batch [first, last] of a partition is inserted, a 'before' row is appended;
+after every insert of the batch succeeded, an 'after' row. Both are plain appends (the
+store is an event log). The newest row of a partition tells a consumer that (re)gains
+the partition where to resume and whether a batch must be redone with the same range.
+This is the state-store pattern of ClickHouse's own Kafka Connect sink.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from agenttrail.store import LEDGER_TABLE, Store
+
+State = Literal["before", "after"]
+
+_COLUMNS = (
+    "consumer_group",
+    "topic",
+    "kafka_partition",
+    "first_offset",
+    "last_offset",
+    "state",
+    "events",
+    "dead_letters",
+    "consumer",
+)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """The newest ledger row of a partition."""
+
+    partition: int
+    first_offset: int
+    last_offset: int
+    state: State
+
+    @property
+    def resume_at(self) -> int:
+        """Offset to read next: the batch's start when it must be redone, else after it."""
+        return self.first_offset if self.state == "before" else self.last_offset + 1
+
+
+class OffsetLedger:
+    """Reads and appends ledger rows of one consumer group.
+
+    Args:
+        store: the store (migrated).
+        group: the consumer group; each group has its own ledger rows.
+        consumer: a name of this consumer process, recorded for forensics.
+    """
+
+    def __init__(self, store: Store, group: str, consumer: str):
+        self.store = store
+        self.group = group
+        self.consumer = consumer
+
+    def latest(self, topic: str, partitions: list[int]) -> dict[int, LedgerEntry]:
+        """The newest row of each partition that has one. Blocks on one query.
+
+        Among rows of the newest range 'after' wins over 'before'.
+
+        Raises:
+            StoreUnavailable: the store failed the query.
+        """
+        if not partitions:
+            return {}
+        rows = self.store.query(
+            "SELECT kafka_partition, "
+            "argMax(first_offset, (last_offset, state)), max(last_offset), "
+            "toString(argMax(state, (last_offset, state))) "
+            f"FROM {self.store.database}.{LEDGER_TABLE} "
+            "WHERE consumer_group = {g:String} AND topic = {t:String} "
+            "AND kafka_partition IN {ps:Array(Int32)} GROUP BY kafka_partition",
+            {"g": self.group, "t": topic, "ps": partitions},
+        )
+        return {
+            int(p): LedgerEntry(
+                int(p), int(first), int(last), "after" if s == "after" else "before"
+            )
+            for p, first, last, s in rows
+        }
+
+    def mark(
+        self,
+        topic: str,
+        partition: int,
+        first_offset: int,
+        last_offset: int,
+        state: State,
+        events: int = 0,
+        dead_letters: int = 0,
+    ) -> None:
+        """Append one ledger row. Blocks until stored.
+
+        Raises:
+            StoreUnavailable: the store failed the insert.
+        """
+        self.store.insert_columns(
+            LEDGER_TABLE,
+            _COLUMNS,
+            [
+                [self.group],
+                [topic],
+                [partition],
+                [first_offset],
+                [last_offset],
+                [state],
+                [events],
+                [dead_letters],
+                [self.consumer],
+            ],
+        )

@@ -1,0 +1,297 @@
+"""The ingest loop: poll Kafka → buffer per partition → decode/validate → insert → commit.
+
+One thread drives the Kafka consumer (kafka-python's consumer is not thread-safe);
+rebalance callbacks only queue events that the loop applies between polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from agenttrail.consumers._backoff import Backoff
+from agenttrail.consumers._batch import PartitionBuffer
+from agenttrail.consumers._config import ConsumerConfig
+from agenttrail.consumers._decode import BatchDecoder, PreparedBatch
+from agenttrail.consumers._ledger import OffsetLedger
+from agenttrail.consumers._stats import IngestStats
+from agenttrail.consumers._writer import BatchWriter
+from agenttrail.events import EventCodec
+from agenttrail.store import Store, StoreUnavailable
+
+log = logging.getLogger("agenttrail.consumers")
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
+    """Queues rebalance events for the loop; runs on kafka-python's IO thread, so it
+    must not block (a blocked callback stalls heartbeats)."""
+
+    def __init__(self, events: queue.SimpleQueue[tuple[str, list[TopicPartition]]]):
+        self.events = events
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.events.put(("revoked", list(revoked)))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.events.put(("assigned", list(assigned)))
+
+    def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
+        self.events.put(("revoked", list(lost)))
+
+
+@dataclass
+class _Partition:
+    tp: TopicPartition
+    buffer: PartitionBuffer
+    ready: bool = False  # position decided from the ledger / committed offset
+    pending: PreparedBatch | None = None
+    paused_full: bool = False
+
+
+class IngestPipeline:
+    """Kafka → ClickHouse ingestion for one consumer process of a group.
+
+    Guarantees: offsets are committed only after the batch's inserts succeeded; a batch
+    is inserted with deduplication tokens derived from its offset range, recorded in the
+    ledger before the insert, so a crash or retry at any point stores each event once.
+    Bad input goes to ``dead_letters``; a failing store pauses consumption and is
+    retried with capped exponential backoff, never dead-lettered.
+
+    Args:
+        config: consumer settings.
+        store: an open, migrated store. The pipeline does not close it.
+        stats: counters to update (a fresh :class:`IngestStats` by default).
+        codec: the event codec (the packaged registry by default).
+    """
+
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        store: Store,
+        *,
+        stats: IngestStats | None = None,
+        codec: EventCodec | None = None,
+    ):
+        self.config = config
+        self.store = store
+        self.stats = stats or IngestStats()
+        self.consumer_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.decoder = BatchDecoder(codec or EventCodec(max_payload_bytes=config.max_payload_bytes))
+        self.ledger = OffsetLedger(store, config.group, self.consumer_name)
+        self.writer = BatchWriter(store, self.ledger)
+        self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s)
+        self._events: queue.SimpleQueue[tuple[str, list[TopicPartition]]] = queue.SimpleQueue()
+        self._parts: dict[TopicPartition, _Partition] = {}
+        self._consumer: KafkaConsumer | None = None
+
+    def kafka_settings(self) -> dict[str, Any]:
+        """The KafkaConsumer settings used: agenttrail's defaults, then ``kafka_options``."""
+        c = self.config
+        settings: dict[str, Any] = {
+            "bootstrap_servers": c.bootstrap.split(","),
+            "group_id": c.group,
+            "client_id": f"agenttrail-ingest-{self.consumer_name}",
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_poll_records": max(c.batch_size, 500),
+            "max_partition_fetch_bytes": 8 * 1024 * 1024,
+            "fetch_max_bytes": 64 * 1024 * 1024,
+        }
+        settings.update(c.kafka_options)
+        return settings
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set, then store what was fetched, commit, and return.
+
+        Blocks. On stop, batches already fetched are stored and committed if the store
+        answers; otherwise they are left uncommitted and will be redone (exactly once)
+        by the next consumer of their partitions.
+
+        Raises:
+            kafka.errors.KafkaError: the consumer could not be created (bad bootstrap).
+        """
+        consumer = KafkaConsumer(**self.kafka_settings())
+        self._consumer = consumer
+        consumer.subscribe([self.config.topic], listener=_Listener(self._events))
+        log.info("consuming %s as group %s into %s", self.config.topic, self.config.group,
+                 self.store.location)  # fmt: skip
+        try:
+            while not stop.is_set():
+                busy = self._step(consumer)
+                if not busy and self._backoff.active:
+                    # Waiting out a backoff: poll gently so the group membership stays alive.
+                    stop.wait(0.05)
+            self._drain(consumer)
+        finally:
+            self._consumer = None
+            try:
+                consumer.close(autocommit=False)
+            except Exception:  # closing must not hide the loop's own error
+                log.warning("closing the Kafka consumer failed", exc_info=True)
+
+    # -- one iteration -----------------------------------------------------------------
+
+    def _step(self, consumer: KafkaConsumer) -> bool:
+        timeout = 0 if any(p.pending for p in self._parts.values()) else self.config.poll_timeout_ms
+        fetched = consumer.poll(timeout_ms=timeout, max_records=self.config.batch_size * 2)
+        self._apply_rebalance(consumer)
+        self._initialise(consumer)
+        for tp, messages in fetched.items():
+            part = self._parts.get(tp)
+            if part is None or not part.ready:
+                continue  # not ours (any more), or re-read after its position is decided
+            part.buffer.add(messages)
+        self._backpressure(consumer)
+        wrote = self._flush(consumer, final=False)
+        self._update_lag(consumer)
+        return bool(fetched) or wrote
+
+    def _apply_rebalance(self, consumer: KafkaConsumer) -> None:
+        changed = False
+        while True:
+            try:
+                kind, tps = self._events.get_nowait()
+            except queue.Empty:
+                break
+            changed = True
+            for tp in tps:
+                if kind == "revoked":
+                    dropped = self._parts.pop(tp, None)
+                    if dropped and dropped.pending:
+                        log.info("partition %s revoked with a batch pending; its next owner "
+                                 "redoes it from the ledger", tp.partition)  # fmt: skip
+                elif tp.topic == self.config.topic:
+                    self._parts[tp] = _Partition(tp, PartitionBuffer(tp.topic, tp.partition))
+        if changed:
+            waiting = [p.tp for p in self._parts.values() if not p.ready]
+            if waiting:
+                consumer.pause(*waiting)
+            self.stats.set_partitions(tuple(sorted(tp.partition for tp in self._parts)))
+
+    def _initialise(self, consumer: KafkaConsumer) -> None:
+        """Decide the read position of newly assigned partitions from the ledger."""
+        waiting = [p for p in self._parts.values() if not p.ready]
+        if not waiting or not self._backoff.ready():
+            return
+        try:
+            entries = self.ledger.latest(self.config.topic, [p.tp.partition for p in waiting])
+        except StoreUnavailable as exc:
+            self._store_failed(consumer, exc)
+            return
+        for part in waiting:
+            entry = entries.get(part.tp.partition)
+            if entry is not None:
+                consumer.seek(part.tp, entry.resume_at)
+                part.buffer.position = entry.resume_at
+                if entry.state == "before":
+                    part.buffer.force_range(entry.first_offset, entry.last_offset)
+                    log.info("partition %d: redoing batch %d-%d recorded before a crash",
+                             part.tp.partition, entry.first_offset, entry.last_offset)  # fmt: skip
+            else:
+                committed = consumer.committed(part.tp)
+                if committed is None:
+                    consumer.seek_to_beginning(part.tp)
+                else:
+                    consumer.seek(part.tp, committed)
+                    part.buffer.position = committed
+            part.ready = True
+        if not self._backoff.active:
+            consumer.resume(*[p.tp for p in waiting])
+
+    def _backpressure(self, consumer: KafkaConsumer) -> None:
+        limit = self.config.batch_size * self.config.max_buffered_batches
+        for part in self._parts.values():
+            full = len(part.buffer) >= limit
+            if full != part.paused_full:
+                part.paused_full = full
+                if full:
+                    consumer.pause(part.tp)
+                elif part.ready and not self._backoff.active:
+                    consumer.resume(part.tp)
+
+    def _flush(self, consumer: KafkaConsumer, final: bool) -> bool:
+        """Cut ready batches, write pending ones, commit what was written."""
+        c = self.config
+        for part in self._parts.values():
+            if (
+                part.ready
+                and part.pending is None
+                and (final or part.buffer.ready(c.batch_size, c.batch_ms))
+            ):
+                batch = part.buffer.take(c.batch_size)
+                if batch is not None:
+                    part.pending = self.decoder.prepare(batch)
+        if not self._backoff.ready():
+            return False
+        done: dict[TopicPartition, OffsetAndMetadata] = {}
+        written: list[PreparedBatch] = []
+        for part in self._parts.values():
+            if part.pending is None:
+                continue
+            try:
+                self.writer.write(part.pending)
+            except StoreUnavailable as exc:
+                self._store_failed(consumer, exc)
+                break
+            done[part.tp] = OffsetAndMetadata(part.pending.batch.last_offset + 1, "", -1)
+            written.append(part.pending)
+            part.pending = None
+        if done:
+            self._commit(consumer, done)
+            for prepared in written:
+                self.stats.batch_stored(prepared.events, prepared.dead_letters)
+            if self._backoff.active and not any(p.pending for p in self._parts.values()):
+                self._store_recovered(consumer)
+        return bool(done)
+
+    def _commit(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, Any]) -> None:
+        try:
+            consumer.commit(offsets)
+        except KafkaError as exc:
+            # The rows are stored and the ledger says 'after': whoever owns the partition
+            # next resumes behind this batch, so a lost commit costs nothing.
+            log.warning("offset commit failed (%s); the ledger keeps the position", exc)
+
+    def _store_failed(self, consumer: KafkaConsumer, exc: StoreUnavailable) -> None:
+        wait = self._backoff.failed()
+        self.stats.store_failed(str(exc))
+        consumer.pause(*self._parts)
+        log.warning("store failed (attempt %d), retrying the same batch in %.1fs: %s",
+                    self._backoff.failures, wait, exc)  # fmt: skip
+
+    def _store_recovered(self, consumer: KafkaConsumer) -> None:
+        log.info("store answers again after %d failed attempts", self._backoff.failures)
+        self._backoff.reset()
+        self.stats.store_recovered()
+        consumer.resume(*[p.tp for p in self._parts.values() if p.ready and not p.paused_full])
+
+    def _update_lag(self, consumer: KafkaConsumer) -> None:
+        total, known = 0, False
+        for part in self._parts.values():
+            high = consumer.highwater(part.tp)
+            if high is None or part.buffer.position is None:
+                continue
+            known = True
+            pending = len(part.pending.batch.messages) if part.pending else 0
+            total += max(0, high - part.buffer.position) + len(part.buffer) + pending
+        self.stats.set_lag(total if known else None)
+
+    def _drain(self, consumer: KafkaConsumer) -> None:
+        """Store what was fetched before stopping: one attempt, no waiting on a dead store."""
+        self._backoff.reset()
+        for _ in range(self.config.max_buffered_batches + 2):
+            if not any(p.pending or len(p.buffer) for p in self._parts.values() if p.ready):
+                return
+            if not self._flush(consumer, final=True) and self._backoff.active:
+                log.warning("stopping with unstored batches; they stay uncommitted and are "
+                            "redone by the next consumer")  # fmt: skip
+                return

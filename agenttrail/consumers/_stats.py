@@ -1,0 +1,117 @@
+"""Counters of the ingest pipeline, safe to read from another thread (a status line)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class IngestSnapshot:
+    """A consistent copy of the counters at one moment.
+
+    Attributes:
+        events: events stored, per family.
+        dead_letters: messages stored in ``dead_letters``.
+        batches: batches stored and committed.
+        lag: messages in the assigned partitions not yet stored (None before the first fetch).
+        partitions: partitions currently assigned to this consumer.
+        store_failures: failed insert attempts (each retried; nothing is dropped).
+        retrying: whether inserts are currently backing off because the store fails.
+        last_error: the most recent store error, if any.
+        last_batch_at: wall-clock time of the last stored batch (epoch seconds), or None.
+    """
+
+    events: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    batches: int = 0
+    lag: int | None = None
+    partitions: tuple[int, ...] = ()
+    store_failures: int = 0
+    retrying: bool = False
+    last_error: str | None = None
+    last_batch_at: float | None = None
+
+    @property
+    def events_total(self) -> int:
+        """Events stored across all families."""
+        return sum(self.events.values())
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready copy."""
+        return {
+            "events": dict(self.events),
+            "events_total": self.events_total,
+            "dead_letters": self.dead_letters,
+            "batches": self.batches,
+            "lag": self.lag,
+            "partitions": list(self.partitions),
+            "store_failures": self.store_failures,
+            "retrying": self.retrying,
+            "last_error": self.last_error,
+            "last_batch_at": self.last_batch_at,
+        }
+
+
+class IngestStats:
+    """Mutable counters updated by the pipeline thread; :meth:`snapshot` from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: Counter[str] = Counter()
+        self._dead_letters = 0
+        self._batches = 0
+        self._lag: int | None = None
+        self._partitions: tuple[int, ...] = ()
+        self._store_failures = 0
+        self._retrying = False
+        self._last_error: str | None = None
+        self._last_batch_at: float | None = None
+
+    def batch_stored(self, events: dict[str, int], dead_letters: int) -> None:
+        """Count one stored and committed batch."""
+        with self._lock:
+            self._events.update(events)
+            self._dead_letters += dead_letters
+            self._batches += 1
+            self._retrying = False
+            self._last_batch_at = time.time()
+
+    def store_failed(self, error: str) -> None:
+        """Count one failed insert attempt (it will be retried)."""
+        with self._lock:
+            self._store_failures += 1
+            self._retrying = True
+            self._last_error = error
+
+    def store_recovered(self) -> None:
+        """The store answered again."""
+        with self._lock:
+            self._retrying = False
+
+    def set_lag(self, lag: int | None) -> None:
+        """Record the lag computed after a poll."""
+        with self._lock:
+            self._lag = lag
+
+    def set_partitions(self, partitions: tuple[int, ...]) -> None:
+        """Record the current assignment."""
+        with self._lock:
+            self._partitions = partitions
+
+    def snapshot(self) -> IngestSnapshot:
+        """A consistent copy of every counter. Never blocks for long."""
+        with self._lock:
+            return IngestSnapshot(
+                events=dict(self._events),
+                dead_letters=self._dead_letters,
+                batches=self._batches,
+                lag=self._lag,
+                partitions=self._partitions,
+                store_failures=self._store_failures,
+                retrying=self._retrying,
+                last_error=self._last_error,
+                last_batch_at=self._last_batch_at,
+            )
