@@ -115,5 +115,5 @@ def _read_holder(path: Path) -> tuple[int | None, str | None]:
 
 
 def _command_line() -> str:
-    args = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
-    return " ".join(args)[:200]
+    argv = list(getattr(sys, "orig_argv", None) or sys.argv) or ["python"]
+    return " ".join([Path(argv[0]).name, *argv[1:]])[:200]

@@ -1,0 +1,73 @@
+"""``agenttrail migrate``: apply the numbered SQL migrations to a store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from agenttrail.store import MigrationError, StoreError, migrate, open_store
+
+
+@click.command("migrate")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data directory; the in-process store is DIR/clickhouse. [env AGENTTRAIL_DATA]",
+)
+@click.option(
+    "--clickhouse",
+    metavar="URL",
+    default=None,
+    help="http(s)://user:password@host:8123/database or chdb:///path. [env AGENTTRAIL_CLICKHOUSE]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def command(data: Path | None, clickhouse: str | None, as_json: bool) -> None:
+    """Create the agenttrail database and tables, applying each migration once.
+
+    Migrations are queries/migrations/NNNN_<name>.sql, recorded with their checksum in
+    schema_migrations. Exit 0 when the store is current, 1 when a migration failed or an
+    applied migration's file was changed, 2 when the store cannot be opened.
+
+    \b
+    Example:
+      agenttrail migrate --data ./trail
+      agenttrail migrate --clickhouse http://default:secret@localhost:8123/agenttrail --json
+    """
+    try:
+        store = open_store(clickhouse=clickhouse, data=data)
+    except StoreError as exc:
+        _fail(as_json, exc, 2)
+    with store:
+        try:
+            report = migrate(store)
+        except MigrationError as exc:
+            _fail(as_json, exc, 1)
+        except StoreError as exc:
+            _fail(as_json, exc, 2)
+    if as_json:
+        click.echo(json.dumps({"status": "ok", **report.to_dict()}))
+        return
+    for m in report.applied:
+        click.echo(f"applied  {m.version:04d}_{m.name}")
+    current = len(report.applied) + len(report.already_applied)
+    click.echo(
+        f"Store {report.store} (database {report.database}) is current: {current} migrations, "
+        f"{len(report.applied)} applied now."
+    )
+
+
+def _fail(as_json: bool, exc: Exception, code: int) -> None:
+    if as_json:
+        click.echo(
+            json.dumps({"status": "error", "error": type(exc).__name__, "message": str(exc)})
+        )
+    else:
+        click.echo(f"Error: {exc}", err=True)
+    sys.exit(code)
+
+
+__all__ = ["command"]
