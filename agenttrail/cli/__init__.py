@@ -17,6 +17,8 @@ from agenttrail import __version__
 _COMMAND_MODULES = {
     "schemas": "agenttrail.cli._schemas",
     "broker": "agenttrail.cli._broker",
+    "migrate": "agenttrail.cli._migrate",
+    "consume": "agenttrail.cli._consume",
 }
 
 
