@@ -181,11 +181,18 @@ class EventCodec:
         except (EOFError, StopIteration) as exc:
             raise TruncatedPayload(
                 f"{writer.event_type} v{writer.version} body ends early after "
-                f"{size - HEADER_SIZE} bytes: {exc or 'end of data'}"
+                f"{size - HEADER_SIZE} bytes: {str(exc) or 'end of data'}"
             ) from exc
         except DecodeError:
             raise
         except Exception as exc:  # fastavro signals corrupt data with many types
+            if isinstance(exc, IndexError) and buf.tell() >= size:
+                # fastavro's reader raises IndexError, not EOFError, when the data ends
+                # inside a multi-byte varint (a length, an int, a union index).
+                raise TruncatedPayload(
+                    f"{writer.event_type} v{writer.version} body ends early, inside a "
+                    f"number, after {size - HEADER_SIZE} bytes."
+                ) from exc
             raise MalformedBody(
                 f"{writer.event_type} v{writer.version} body is not a valid record "
                 f"({type(exc).__name__}: {exc})"
