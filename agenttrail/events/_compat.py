@@ -250,9 +250,10 @@ def _read_registry_doc(root: Path) -> dict[str, Any]:
     registry_file = root / "registry.json"
     try:
         text = registry_file.read_text(encoding="utf-8")
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 ({exc.reason})"
         raise RegistryError(
-            f"Cannot read {registry_file}: {exc.strerror or exc}. "
+            f"Cannot read {registry_file}: {reason or exc}. "
             "A schemas directory needs a registry.json listing every schema id."
         ) from exc
     try:
@@ -392,6 +393,9 @@ def _load_schema(root: Path, entry: _Entry, report: CheckReport) -> bool:
         report.add(
             "SCHEMA_FILE_MISSING", f"{label}: cannot read {path}: {exc.strerror or exc}.", **where
         )
+        return False
+    except UnicodeDecodeError as exc:
+        report.add("SCHEMA_NOT_JSON", f"{label}: {path} is not UTF-8 ({exc.reason}).", **where)
         return False
     try:
         doc = json.loads(text)

@@ -421,6 +421,15 @@ def test_schema_that_is_not_avro_or_not_json_is_reported(tmp_path: Path) -> None
     assert sorted(rules(check_registry(root))) == ["SCHEMA_NOT_AVRO", "SCHEMA_NOT_JSON"]
 
 
+def test_files_that_are_not_utf8_are_reported_or_refused(tmp_path: Path) -> None:
+    root = copy_shipped(tmp_path)
+    (root / "agent_message" / "v1.avsc").write_bytes(b'{"type": "record", "name": "\xff"}')
+    assert rules(check_registry(root)) == ["SCHEMA_NOT_JSON"]
+    (root / "registry.json").write_bytes(b"\xfe\xff")
+    with pytest.raises(RegistryError, match="not UTF-8"):
+        check_registry(root)
+
+
 def test_reused_id_fixture_is_refused() -> None:
     report = check_registry(REUSED_ID)
     problem = only(report, "RETIRED_ID_IN_USE")
