@@ -1,4 +1,4 @@
-"""Markers by folder: everything under tests/unit is ``unit``, under tests/integration ``integration``."""
+"""Markers by folder: tests/unit/* are ``unit``, tests/integration/* are ``integration``."""
 
 from __future__ import annotations
 

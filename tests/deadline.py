@@ -28,5 +28,7 @@ def wait_until(
         if last:
             return last
         if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} did not happen within {timeout:.1f}s (last value {last!r})")
+            raise AssertionError(
+                f"{what} did not happen within {timeout:.1f}s (last value {last!r})"
+            )
         time.sleep(interval)

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
-import uuid
+
+# Ids identify, they do not protect: a fast PRNG seeded from the OS is enough, and
+# saves a system call per id. A forked child reseeds, or parent and child would repeat
+# each other's ids.
+_random = random.Random(os.urandom(16))
+_bits = _random.getrandbits
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(16)))
+
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -30,16 +38,17 @@ def uuid7(unix_ms: int | None = None) -> str:
             _counter = 0
         _last_ms = ms
         counter = _counter
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    rand = _bits(62)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def new_trace_id() -> str:
-    """32 lowercase hex digits."""
-    return os.urandom(16).hex()
+    """32 lowercase hex digits, never all zero."""
+    return f"{_bits(128) or 1:032x}"
 
 
 def new_span_id() -> str:
-    """16 lowercase hex digits."""
-    return os.urandom(8).hex()
+    """16 lowercase hex digits, never all zero."""
+    return f"{_bits(64) or 1:016x}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -104,6 +105,9 @@ class KafkaExporter:
         self._config.update(extra or {})
         self._producer: Any = None
         self._lock = threading.Lock()
+        self._partitions = 0
+        self._partitions_checked = 0.0
+        self._partition_of: dict[bytes, int] = {}
 
     def _ensure_producer(self) -> Any:
         if self._producer is None:
@@ -128,17 +132,57 @@ class KafkaExporter:
         from kafka.errors import KafkaError
 
         producer = self._ensure_producer()
+        partition_of = self._partition_map(producer)
         for i, rec in enumerate(records):
             try:
-                future = producer.send(self.topic, key=rec.key, value=rec.value)
+                future = producer.send(
+                    self.topic,
+                    key=rec.key,
+                    value=rec.value,
+                    partition=partition_of(rec.key) if partition_of else None,
+                )
             except KafkaError as exc:
                 if i == 0:
                     raise ExporterUnavailable(
                         f"Kafka at {self.bootstrap} did not take the event: {exc}"
                     ) from exc
                 raise PartialExport(i, exc) from exc
-            future.add_callback(_acked, rec, on_done)
-            future.add_errback(_failed, rec, on_done)
+            future.add_both(_done, rec, on_done)
+
+    def _partition_map(self, producer: Any) -> Callable[[bytes], int] | None:
+        """The key → partition function of Kafka's default partitioner, memoised per key.
+
+        The producer would hash every key in pure Python; a task's events share a key,
+        so the partition is computed once per task. The partition count is re-read
+        every 30 seconds.
+        """
+        from kafka.errors import KafkaError
+        from kafka.partitioner.default import murmur2
+
+        now = time.monotonic()
+        if now - self._partitions_checked > 30.0:
+            self._partitions_checked = now
+            try:
+                count = len(producer.partitions_for(self.topic) or ())
+            except KafkaError:
+                count = 0
+            if count != self._partitions:
+                self._partitions = count
+                self._partition_of.clear()
+        count = self._partitions
+        if not count:
+            return None
+        cache = self._partition_of
+        if len(cache) > 100_000:
+            cache.clear()
+
+        def partition_of(key: bytes) -> int:
+            p = cache.get(key)
+            if p is None:
+                p = cache[key] = (murmur2(key) & 0x7FFFFFFF) % count
+            return p
+
+        return partition_of
 
     def probe(self, timeout: float) -> bool:
         from kafka.errors import KafkaError
@@ -178,9 +222,5 @@ class PartialExport(ExporterUnavailable):
         self.handed_over = handed_over
 
 
-def _acked(rec: OutRecord, on_done: AckCallback, _metadata: Any) -> None:
-    on_done(rec, None)
-
-
-def _failed(rec: OutRecord, on_done: AckCallback, exc: BaseException) -> None:
-    on_done(rec, exc)
+def _done(rec: OutRecord, on_done: AckCallback, outcome: Any) -> None:
+    on_done(rec, outcome if isinstance(outcome, BaseException) else None)

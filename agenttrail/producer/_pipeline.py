@@ -150,7 +150,7 @@ class Pipeline:
         queue = self._queue
         if len(queue) < self.queue_size and not self._closed:
             queue.append(event)
-            if len(queue) >= self.batch_size:
+            if len(queue) >= self.batch_size and not self._wake.is_set():
                 self._wake.set()
             return
         self._overflow(event)

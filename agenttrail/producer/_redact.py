@@ -33,6 +33,8 @@ DEFAULT_SENSITIVE_KEYS: frozenset[str] = frozenset(
     }
 )
 
+_CONTAINERS = (dict, list, tuple)
+_NO_PATHS: list[str] = []
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _CARD = re.compile(r"\b(?:\d[ -]?){13,19}\b")
 
@@ -49,9 +51,27 @@ class Redactor:
     def __init__(self, keys: Iterable[str] = DEFAULT_SENSITIVE_KEYS, scrub_strings: bool = False):
         self.keys = frozenset(k.lower() for k in keys)
         self.scrub_strings = scrub_strings
+        self._safe_keysets: dict[frozenset[Any], bool] = {}
+
+    def _keys_are_safe(self, value: dict[Any, Any]) -> bool:
+        keyset = frozenset(value)
+        known = self._safe_keysets.get(keyset)
+        if known is None:
+            known = self.keys.isdisjoint(str(k).lower() for k in keyset)
+            if len(self._safe_keysets) < 4096:  # tools have few argument shapes
+                self._safe_keysets[keyset] = known
+        return known
 
     def redact(self, value: Any) -> tuple[Any, list[str]]:
         """Return (redacted copy or the value itself when untouched, redacted JSON paths)."""
+        if (
+            not self.scrub_strings
+            and type(value) is dict
+            and self._keys_are_safe(value)
+            and not any(type(v) in _CONTAINERS for v in value.values())
+        ):
+            # The common case: flat arguments with no sensitive key. No copy, no walk.
+            return value, _NO_PATHS
         paths: list[str] = []
         out = self._walk(value, "$", paths)
         return (out if paths else value), paths

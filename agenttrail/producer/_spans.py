@@ -20,11 +20,38 @@ current_span: ContextVar[str | None] = ContextVar("agenttrail_current_span", def
 _ERROR_DETAIL_CHARS = 4000
 
 
+# Built once: json.dumps with non-default options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+_SORTED_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=str, sort_keys=True
+)
+
+
+def _c_encoder(sort_keys: bool) -> Any:
+    # The C encoder made once; JSONEncoder.encode rebuilds it on every call, which is
+    # most of the cost for the small objects tool arguments usually are.
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    return make({}, str, json.encoder.encode_basestring, None, ":", ",", sort_keys, False, True)
+
+
+_C_PLAIN = _c_encoder(False)
+_C_SORTED = _c_encoder(True)
+
+
 def to_json(value: Any, sort_keys: bool = False) -> str:
     """Compact JSON; unknown objects become their ``str`` so recording never fails."""
-    return json.dumps(
-        value, ensure_ascii=False, separators=(",", ":"), default=str, sort_keys=sort_keys
-    )
+    fast = _C_SORTED if sort_keys else _C_PLAIN
+    if fast is not None:
+        try:
+            return "".join(fast(value, 0))
+        except (ValueError, TypeError, RecursionError):
+            pass  # circular or odd values: the careful encoder below explains them
+    try:
+        return (_SORTED_ENCODER if sort_keys else _ENCODER).encode(value)
+    except (ValueError, TypeError, RecursionError) as exc:
+        return json.dumps(f"<unserialisable {type(value).__name__}: {exc}>")
 
 
 def error_fields(exc: BaseException | str | None) -> tuple[str | None, str | None]:
@@ -104,9 +131,9 @@ class ToolSpan:
 
     def result(self, value: Any) -> None:
         """Record the tool's result: its size, and a summary bounded by the settings."""
-        text = value if isinstance(value, str) else to_json(value)
-        self._result_size = len(text.encode())
-        limit = self.task.recorder.settings.result_summary_chars
+        text = value if type(value) is str else to_json(value)
+        self._result_size = len(text) if text.isascii() else len(text.encode())
+        limit = self.task.summary_chars
         self._result_summary = text if len(text) <= limit else text[:limit] + "…"
 
     def fail(self, error: BaseException | str) -> None:
@@ -126,8 +153,14 @@ class ToolSpan:
             self.success = False
             self.error_type, self.error_detail = error_fields(exc)
         task = self.task
-        task.emit(
+        tools = task.tools
+        # One dict literal with the envelope spelled out: this is the hottest path of
+        # the SDK, so it avoids Task.emit's extra merge.
+        task.submit(
             {
+                **task.base,
+                "step": task.step,
+                "seq": next(task.seq),
                 "event_type": "tool_span",
                 "span_id": self.span_id,
                 "parent_span_id": self.parent_span_id,
@@ -139,7 +172,7 @@ class ToolSpan:
                 "idempotency_key": self.idempotency_key,
                 "attempt": self.attempt,
                 "side_effect": self.side_effect,
-                "declared": task.declares(self.name),
+                "declared": tools is None or self.name in tools,
                 "result_summary": self._result_summary,
                 "result_size": self._result_size,
                 "latency_ms": latency_ms,

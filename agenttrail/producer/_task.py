@@ -75,10 +75,11 @@ class Task:
         self.tokens = 0
         self.spend_usd = 0.0
         self.tool_calls = 0
-        self._seq = itertools.count()
+        self.seq = itertools.count()
         self._started_at = time.monotonic()
-        self._submit = recorder.pipeline_submit
-        self._base = {
+        self.submit = recorder.pipeline_submit
+        self.summary_chars = recorder.settings.result_summary_chars
+        self.base = {
             "tenant": recorder.settings.tenant,
             "task_id": self.task_id,
             "task_type": task_type,
@@ -340,7 +341,7 @@ class Task:
 
     def emit(self, fields: dict[str, Any]) -> None:
         """Add the envelope to ``fields`` and hand the event to the pipeline. Never raises."""
-        self._submit({**self._base, "step": self.step, "seq": next(self._seq), **fields})
+        self.submit({**self.base, "step": self.step, "seq": next(self.seq), **fields})
 
     def declares(self, tool: str) -> bool:
         """False only when the task declared its tools and ``tool`` is not among them."""
