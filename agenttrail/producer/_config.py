@@ -56,6 +56,11 @@ class RecorderSettings(BaseSettings):
     )
     block_timeout_s: float = Field(default=1.0, ge=0)
     close_timeout_s: float = Field(default=30.0, ge=0, description="Longest close() waits.")
+    retry_backoff_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="First wait before retrying the broker after an outage; doubles up to 30 s.",
+    )
     redact_content: bool = Field(
         default=False,
         description="Also scrub e-mail addresses and card numbers from message content and "

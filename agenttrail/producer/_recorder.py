@@ -92,6 +92,7 @@ class Recorder:
                 queue_size=self.settings.queue_size,
                 on_full=self.settings.on_full,
                 block_timeout_s=self.settings.block_timeout_s,
+                retry_backoff_s=self.settings.retry_backoff_s,
             )
             self.pipeline_submit = self._pipeline.submit
         else:

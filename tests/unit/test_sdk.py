@@ -1,0 +1,150 @@
+"""The SDK against the in-memory exporter, plus what only a double can stage cheaply:
+outages, a full queue, a disabled recorder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agenttrail.producer import Recorder
+from agenttrail.producer.testing import InMemoryExporter
+from tests.sdk_behaviour import RecorderBehaviour, check_chain
+
+
+class TestInMemory(RecorderBehaviour):
+    def make_recorder(self, tmp_path: Path, **settings: Any) -> Recorder:
+        self.exporter = InMemoryExporter()
+        return Recorder(exporter=self.exporter, spool_dir=tmp_path / "spool", **settings)
+
+    def read_events(self, recorder: Recorder, expected: int) -> list[dict[str, Any]]:
+        report = recorder.close()
+        assert report.complete, report
+        events = self.exporter.events()
+        assert len(events) == expected
+        return events
+
+
+def _emit(rec: Recorder, tasks: int, spans: int) -> list[str]:
+    ids = []
+    for t in range(tasks):
+        with rec.task("outage", task_id=f"t{t}") as task:
+            ids.append(task.task_id)
+            for i in range(spans):
+                with task.tool("probe", args={"i": i}) as span:
+                    span.result(i)
+    return ids
+
+
+def test_outage_spools_then_delivers_everything_in_order(tmp_path: Path) -> None:
+    exporter = InMemoryExporter()
+    exporter.available = False
+    rec = Recorder(exporter=exporter, spool_dir=tmp_path, retry_backoff_s=0.01)
+    _emit(rec, tasks=3, spans=10)
+    assert rec.flush(10)
+    assert rec.stats["spool_pending"] == 36 and exporter.records == []
+    exporter.available = True
+    report = rec.close(timeout=10)
+    assert report.complete and report.delivered == 36
+    events = exporter.events()
+    assert [e["producer_seq"] for e in events] == list(range(36)), "delivery keeps emit order"
+    check_chain(events)
+    assert not any(tmp_path.iterdir()), "a drained spool leaves nothing behind"
+
+
+def test_events_spooled_at_close_are_delivered_by_the_next_recorder(tmp_path: Path) -> None:
+    down = InMemoryExporter()
+    down.available = False
+    first = Recorder(exporter=down, spool_dir=tmp_path)
+    _emit(first, tasks=2, spans=5)
+    report = first.close(timeout=2)
+    assert (report.spooled, report.delivered) == (14, 0)
+    assert report.spool_dir is not None and report.spool_dir.parent == tmp_path
+
+    up = InMemoryExporter()
+    second = Recorder(exporter=up, spool_dir=tmp_path)
+    with second.task("after_restart"):
+        pass
+    assert second.close(timeout=10).complete
+    events = up.events()
+    old = [e for e in events if e["task_type"] == "outage"]
+    assert len(old) == 14 and {e["producer_id"] for e in old} == {first.producer_id}
+    assert [e["producer_seq"] for e in old] == list(range(14))
+    check_chain(events)
+
+
+def test_a_full_queue_spools_instead_of_dropping(tmp_path: Path) -> None:
+    exporter = InMemoryExporter()
+    rec = Recorder(exporter=exporter, spool_dir=tmp_path, queue_size=5)
+    _emit(rec, tasks=4, spans=50)
+    assert rec.close(timeout=10).complete
+    events = exporter.events()
+    assert len(events) == 4 * 52
+    assert [e["producer_seq"] for e in events] == list(range(4 * 52))
+    check_chain(events)
+
+
+def test_without_configuration_the_recorder_records_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AGENTTRAIL_BOOTSTRAP", raising=False)
+    monkeypatch.chdir(tmp_path)
+    rec = Recorder.from_env(spool_dir=tmp_path / "spool")
+    assert rec.enabled is False
+    with rec.task("anything", task_id="given") as task:
+        assert task.task_id == "given"
+        with task.llm_call(model="m", messages=[]) as call:
+            call.respond("x", input_tokens=1, output_tokens=1)
+        with task.tool("t") as span:
+            span.result(1)
+    assert rec.close().delivered == 0
+    assert not (tmp_path / "spool").exists()
+
+
+def test_from_env_reads_agenttrail_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AGENTTRAIL_BOOTSTRAP", "127.0.0.1:1")
+    monkeypatch.setenv("AGENTTRAIL_TENANT", "acme")
+    monkeypatch.setenv("AGENTTRAIL_AGENT", "invoicer")
+    monkeypatch.setenv("AGENTTRAIL_QUEUE_SIZE", "123")
+    rec = Recorder.from_env(agent="override", spool_dir=tmp_path)
+    try:
+        assert rec.enabled
+        assert (rec.settings.bootstrap, rec.settings.tenant) == ("127.0.0.1:1", "acme")
+        assert rec.settings.agent == "override", "arguments win over the environment"
+        assert rec.settings.queue_size == 123
+    finally:
+        rec.close(timeout=0.5)
+
+
+def test_from_env_finds_a_running_local_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.delenv("AGENTTRAIL_BOOTSTRAP", raising=False)
+    (tmp_path / "up.json").write_text(json.dumps({"pid": os.getpid(), "bootstrap": "127.0.0.1:2"}))
+    rec = Recorder.from_env(data=tmp_path, spool_dir=tmp_path / "spool")
+    try:
+        assert rec.enabled
+    finally:
+        rec.close(timeout=0.5)
+
+
+def test_bad_token_counts_are_refused_at_the_call(tmp_path: Path) -> None:
+    rec = Recorder(exporter=InMemoryExporter(), spool_dir=tmp_path)
+    with rec.task("t") as task, task.llm_call(model="m", messages=[]) as call:
+        with pytest.raises(ValueError, match="input_tokens must be a non-negative int"):
+            call.respond("x", input_tokens=-1)
+        call.respond("x", input_tokens=1)
+    assert rec.close().complete
+
+
+def test_unknown_side_effect_is_refused(tmp_path: Path) -> None:
+    rec = Recorder(exporter=InMemoryExporter(), spool_dir=tmp_path)
+    with rec.task("t") as task, pytest.raises(ValueError, match="read, write, irreversible"):
+        task.tool("x", side_effect="maybe")
+    rec.close()
