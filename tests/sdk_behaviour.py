@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agenttrail.events import canonical_hash, default_registry
-from agenttrail.producer import Limits, LimitExceeded, Recorder, tool
+from agenttrail.producer import LimitExceeded, Limits, Recorder, tool
 
 MESSAGES = [
     {"role": "system", "content": "You create invoices. Never invent order ids."},
@@ -161,7 +161,7 @@ class RecorderBehaviour:
     def test_step_limit_is_a_hard_stop(self, tmp_path: Path) -> None:
         rec = self.make_recorder(tmp_path)
         calls = 0
-        with pytest.raises(LimitExceeded) as raised:  # noqa: PT012 - the loop is the point
+        with pytest.raises(LimitExceeded) as raised:
             with rec.task("looping", limits=Limits(max_steps=3)) as task:
                 while True:
                     with task.llm_call(
