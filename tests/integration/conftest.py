@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
 
-from agenttrail.embedded import EmbeddedBroker
+from agenttrail.embedded import EmbeddedBroker, embedded_consumer_config
+from agenttrail.store import Store, migrate, open_store
 
 BROKER_PARTITIONS = 4
 """Partitions of the events topic on the session broker (tests compare against it)."""
@@ -33,3 +37,51 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 def unique_group(request: pytest.FixtureRequest) -> str:
     """A consumer group id no other test uses, so committed offsets never leak between tests."""
     return f"test-{request.node.name[:40]}-{uuid.uuid4().hex[:12]}"
+
+
+# --- Store and ingest fixtures (backend pipeline) ------------------------------------
+
+INGEST_KAFKA_OPTIONS = {
+    **embedded_consumer_config(),
+    # Shorter than the embedded default so a group forms in ~1.5 s and a killed member
+    # is noticed quickly; still several heartbeats per session on a loaded CI machine.
+    "session_timeout_ms": 3000,
+    "heartbeat_interval_ms": 500,
+}
+"""kafka-python settings of the ingest consumers started by integration tests."""
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    """A data directory of this test only; the in-process store lives in DIR/clickhouse."""
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def store(store_dir: Path) -> Iterator[Store]:
+    """A migrated in-process store of this test only, closed afterwards.
+
+    chdb hosts one store directory per process, so a test must close it (this fixture
+    does) before another test's store can open.
+    """
+    opened = open_store(data=store_dir)
+    try:
+        migrate(opened)
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def topic(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> str:
+    """A fresh 4-partition topic of this test only, so no other test's events leak in."""
+    name = f"events-{request.node.name[:30]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace(
+        "]", ""
+    )
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, BROKER_PARTITIONS, 1)])
+        admin.wait_for_topics([name], timeout_ms=30_000)
+    finally:
+        admin.close()
+    return name
