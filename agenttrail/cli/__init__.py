@@ -19,6 +19,8 @@ _COMMAND_MODULES = {
     "broker": "agenttrail.cli._broker",
     "migrate": "agenttrail.cli._migrate",
     "consume": "agenttrail.cli._consume",
+    "up": "agenttrail.cli._up",
+    "demo": "agenttrail.cli._demo",
 }
 
 
@@ -42,7 +44,8 @@ def main() -> None:
 
     \b
     Example:
-      agenttrail broker --port 9092     # a local Kafka-compatible broker
+      agenttrail demo                   # the whole product on this machine
+      agenttrail up                     # broker + consumer + store, until Ctrl-C
     """
 
 

@@ -1,0 +1,231 @@
+"""The one-machine stack: embedded broker + ingest consumer + in-process ClickHouse.
+
+``agenttrail up`` and ``agenttrail demo`` run it; tests start it through the same code.
+The stack writes ``<data>/up.json`` (pid, bootstrap address, store) so that
+``Recorder.from_env()`` in another process finds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from agenttrail.consumers import ConsumerConfig, IngestSnapshot, IngestStats, run_consumer
+from agenttrail.embedded._broker import EmbeddedBroker, embedded_consumer_config
+from agenttrail.events import EVENTS_TOPIC
+from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES, Store, migrate, open_store
+
+DEFAULT_DATA_DIR = Path(".agenttrail")
+"""Where ``up`` and ``demo`` keep their data unless told otherwise (and where
+``Recorder.from_env()`` looks for ``up.json``)."""
+
+
+class StackError(RuntimeError):
+    """The stack could not start or stop cleanly; the message says why and what to do."""
+
+
+class LocalStack:
+    """Broker, consumer and store in this process.
+
+    Args:
+        data: data directory: the store lives in ``data/clickhouse``, the broker log in
+            ``data/broker.log``, the SDK spool in ``data/spool``.
+        port: broker port; 0 picks a free one.
+        partitions: partitions of the events topic.
+    """
+
+    def __init__(self, data: Path = DEFAULT_DATA_DIR, port: int = 0, partitions: int = 4):
+        self.data = data.resolve()
+        self.port = port
+        self.partitions = partitions
+        self.stats = IngestStats()
+        self.broker: EmbeddedBroker | None = None
+        self.store: Store | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """Bootstrap address of the running broker."""
+        if self.broker is None:
+            raise StackError("The stack is not running; call start() first.")
+        return self.broker.bootstrap
+
+    @property
+    def up_file(self) -> Path:
+        return self.data / "up.json"
+
+    def start(self, timeout: float = 60.0) -> LocalStack:
+        """Open and migrate the store, start the broker and the consumer; write up.json.
+
+        Raises:
+            StoreLocked: another process (e.g. a running ``agenttrail up``) holds the store.
+            BrokerError: the broker would not start.
+        """
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.store = open_store(data=self.data)
+        try:
+            migrate(self.store)
+            self.broker = EmbeddedBroker(
+                port=self.port, partitions=self.partitions, log_path=self.data / "broker.log"
+            ).start(timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+        config = ConsumerConfig(
+            bootstrap=self.broker.bootstrap,
+            migrate=False,
+            kafka_options=embedded_consumer_config(),
+        )
+        self._thread = threading.Thread(
+            target=self._consume, args=(config,), name="agenttrail-ingest", daemon=True
+        )
+        self._thread.start()
+        self.up_file.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "bootstrap": self.broker.bootstrap,
+                    "store": str(self.data / "clickhouse"),
+                    "started_at": time.time(),
+                },
+                indent=2,
+            )
+        )
+        return self
+
+    def _consume(self, config: ConsumerConfig) -> None:
+        try:
+            run_consumer(config, self._stop, store=self.store, stats=self.stats)
+        except BaseException as exc:  # surfaced by check() and stop()
+            self._error = exc
+
+    def check(self) -> None:
+        """Raise the consumer's error if it died."""
+        if self._error is not None:
+            raise StackError(f"The ingest consumer stopped: {self._error}") from self._error
+
+    def snapshot(self) -> IngestSnapshot:
+        return self.stats.snapshot()
+
+    def wait_stored(self, messages: int, timeout: float = 120.0) -> IngestSnapshot:
+        """Block until ``messages`` messages are stored (as events or dead letters).
+
+        Raises:
+            StackError: the consumer died, or the deadline passed (the message says how
+                far it got).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check()
+            snap = self.stats.snapshot()
+            if snap.events_total + snap.dead_letters >= messages:
+                return snap
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"Only {snap.events_total + snap.dead_letters} of {messages} messages were "
+                    f"stored within {timeout:.0f}s (lag {snap.lag}); the data so far is in "
+                    f"{self.data}."
+                )
+            time.sleep(0.05)
+
+    def drain(self, quiet_s: float = 1.5, timeout: float = 60.0) -> IngestSnapshot:
+        """Wait until the consumer has stored every message the broker holds.
+
+        The embedded broker keeps messages in memory and was started by this stack, so
+        the topic holds exactly this session's messages: done when as many are stored
+        (as events or dead letters) as the broker reports, the consumer's lag is 0 or
+        unknown, and nothing new was stored for ``quiet_s`` seconds; or when ``timeout``
+        passes.
+        """
+        deadline = time.monotonic() + timeout
+        expected = self._messages_in_broker()
+        last = -1
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            self.check()
+            snap = self.stats.snapshot()
+            total = snap.events_total + snap.dead_letters
+            if total != last:
+                last, quiet_since = total, time.monotonic()
+            elif (
+                total >= expected
+                and snap.lag in (0, None)
+                and time.monotonic() - quiet_since >= quiet_s
+            ):
+                return snap
+            time.sleep(0.05)
+        return self.stats.snapshot()
+
+    def _messages_in_broker(self) -> int:
+        """Sum of the events topic's end offsets: the messages produced this session."""
+        from kafka import KafkaConsumer, TopicPartition
+        from kafka.errors import KafkaError
+
+        if self.broker is None:
+            return 0
+        try:
+            consumer = KafkaConsumer(bootstrap_servers=self.broker.bootstrap)
+        except KafkaError:
+            return 0
+        try:
+            parts = consumer.partitions_for_topic(EVENTS_TOPIC) or set()
+            ends = consumer.end_offsets([TopicPartition(EVENTS_TOPIC, p) for p in parts])
+            return int(sum(ends.values()))
+        except KafkaError:
+            return 0
+        finally:
+            consumer.close()
+
+    def stored_counts(self) -> dict[str, int]:
+        """Rows per family table and in dead_letters, read from the store itself."""
+        if self.store is None:
+            raise StackError("The stack is not running.")
+        db = self.store.database
+        counts = {}
+        for family, table in FAMILY_TABLES.items():
+            counts[family] = int(self.store.query(f"SELECT count() FROM {db}.{table}")[0][0])
+        counts["dead_letters"] = int(
+            self.store.query(f"SELECT count() FROM {db}.{DEAD_LETTERS_TABLE}")[0][0]
+        )
+        return counts
+
+    def stop(self) -> None:
+        """Stop the consumer (it finishes and commits its batch), the broker, the store."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(60)
+            self._thread = None
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        with contextlib.suppress(OSError):
+            info = json.loads(self.up_file.read_text())
+            if info.get("pid") == os.getpid():
+                self.up_file.unlink()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def describe(snapshot: IngestSnapshot) -> dict[str, Any]:
+    """A JSON-ready status."""
+    return snapshot.to_dict()
