@@ -2,6 +2,13 @@
 
 One thread drives the Kafka consumer (kafka-python's consumer is not thread-safe);
 rebalance callbacks only queue events that the loop applies between polls.
+
+Pausing is done here, not with ``KafkaConsumer.pause``: kafka-python 3.0 parks the
+parsed records of a partition paused mid-poll and, after ``resume``, may never restore
+them, which stops fetching that partition for good (seen against Tansu with the
+backpressure pause). A held partition's fetched records are dropped instead, and the
+consumer seeks back to the partition's next unbuffered offset when it is released.
+While the store fails the loop polls slowly, so little is fetched in vain.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ class _Partition:
     buffer: PartitionBuffer
     ready: bool = False  # position decided from the ledger / committed offset
     pending: PreparedBatch | None = None
-    paused_full: bool = False
+    dropped: bool = False  # records were dropped while held: seek back on release
 
 
 class IngestPipeline:
@@ -129,8 +136,8 @@ class IngestPipeline:
                 busy = self._step(consumer)
                 if not busy and self._backoff.active:
                     # Waiting out a backoff: poll gently so the group membership stays alive.
-                    stop.wait(0.05)
-            self._drain(consumer)
+                    stop.wait(0.2)
+            self._drain()
         finally:
             self._consumer = None
             try:
@@ -141,21 +148,40 @@ class IngestPipeline:
     # -- one iteration -----------------------------------------------------------------
 
     def _step(self, consumer: KafkaConsumer) -> bool:
+        self._release(consumer)
         timeout = 0 if any(p.pending for p in self._parts.values()) else self.config.poll_timeout_ms
         fetched = consumer.poll(timeout_ms=timeout, max_records=self.config.batch_size * 2)
-        self._apply_rebalance(consumer)
+        self._apply_rebalance()
         self._initialise(consumer)
+        accepted = 0
         for tp, messages in fetched.items():
             part = self._parts.get(tp)
             if part is None or not part.ready:
                 continue  # not ours (any more), or re-read after its position is decided
-            part.buffer.add(messages)
-        self._backpressure(consumer)
-        wrote = self._flush(consumer, final=False)
+            if self._held(part):
+                part.dropped = True
+                continue
+            accepted += part.buffer.add(messages)
+        wrote = self._flush(final=False)
         self._update_lag(consumer)
-        return bool(fetched) or wrote
+        return accepted > 0 or wrote
 
-    def _apply_rebalance(self, consumer: KafkaConsumer) -> None:
+    def _held(self, part: _Partition) -> bool:
+        """Whether the partition takes no new records: the store fails, or its buffer is full."""
+        limit = self.config.batch_size * self.config.max_buffered_batches
+        return self._backoff.active or len(part.buffer) >= limit
+
+    def _release(self, consumer: KafkaConsumer) -> None:
+        """Seek released partitions back to the first offset they dropped."""
+        for part in self._parts.values():
+            if part.dropped and part.ready and not self._held(part):
+                part.dropped = False
+                if part.buffer.position is None:
+                    consumer.seek_to_beginning(part.tp)
+                else:
+                    consumer.seek(part.tp, part.buffer.position)
+
+    def _apply_rebalance(self) -> None:
         changed = False
         while True:
             try:
@@ -172,9 +198,6 @@ class IngestPipeline:
                 elif tp.topic == self.config.topic:
                     self._parts[tp] = _Partition(tp, PartitionBuffer(tp.topic, tp.partition))
         if changed:
-            waiting = [p.tp for p in self._parts.values() if not p.ready]
-            if waiting:
-                consumer.pause(*waiting)
             self.stats.set_partitions(tuple(sorted(tp.partition for tp in self._parts)))
 
     def _initialise(self, consumer: KafkaConsumer) -> None:
@@ -185,8 +208,10 @@ class IngestPipeline:
         try:
             entries = self.ledger.latest(self.config.topic, [p.tp.partition for p in waiting])
         except StoreUnavailable as exc:
-            self._store_failed(consumer, exc)
+            self._store_failed(exc)
             return
+        if self._backoff.active and not any(p.pending for p in self._parts.values()):
+            self._store_recovered()
         for part in waiting:
             entry = entries.get(part.tp.partition)
             if entry is not None:
@@ -204,21 +229,8 @@ class IngestPipeline:
                     consumer.seek(part.tp, committed)
                     part.buffer.position = committed
             part.ready = True
-        if not self._backoff.active:
-            consumer.resume(*[p.tp for p in waiting])
 
-    def _backpressure(self, consumer: KafkaConsumer) -> None:
-        limit = self.config.batch_size * self.config.max_buffered_batches
-        for part in self._parts.values():
-            full = len(part.buffer) >= limit
-            if full != part.paused_full:
-                part.paused_full = full
-                if full:
-                    consumer.pause(part.tp)
-                elif part.ready and not self._backoff.active:
-                    consumer.resume(part.tp)
-
-    def _flush(self, consumer: KafkaConsumer, final: bool) -> bool:
+    def _flush(self, final: bool) -> bool:
         """Cut ready batches, write pending ones, commit what was written."""
         c = self.config
         for part in self._parts.values():
@@ -240,39 +252,38 @@ class IngestPipeline:
             try:
                 self.writer.write(part.pending)
             except StoreUnavailable as exc:
-                self._store_failed(consumer, exc)
+                self._store_failed(exc)
                 break
             done[part.tp] = OffsetAndMetadata(part.pending.batch.last_offset + 1, "", -1)
             written.append(part.pending)
             part.pending = None
         if done:
-            self._commit(consumer, done)
+            self._commit(done)
             for prepared in written:
                 self.stats.batch_stored(prepared.events, prepared.dead_letters)
             if self._backoff.active and not any(p.pending for p in self._parts.values()):
-                self._store_recovered(consumer)
+                self._store_recovered()
         return bool(done)
 
-    def _commit(self, consumer: KafkaConsumer, offsets: dict[TopicPartition, Any]) -> None:
+    def _commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        assert self._consumer is not None
         try:
-            consumer.commit(offsets)
+            self._consumer.commit(offsets)
         except KafkaError as exc:
             # The rows are stored and the ledger says 'after': whoever owns the partition
             # next resumes behind this batch, so a lost commit costs nothing.
             log.warning("offset commit failed (%s); the ledger keeps the position", exc)
 
-    def _store_failed(self, consumer: KafkaConsumer, exc: StoreUnavailable) -> None:
+    def _store_failed(self, exc: StoreUnavailable) -> None:
         wait = self._backoff.failed()
         self.stats.store_failed(str(exc))
-        consumer.pause(*self._parts)
         log.warning("store failed (attempt %d), retrying the same batch in %.1fs: %s",
                     self._backoff.failures, wait, exc)  # fmt: skip
 
-    def _store_recovered(self, consumer: KafkaConsumer) -> None:
+    def _store_recovered(self) -> None:
         log.info("store answers again after %d failed attempts", self._backoff.failures)
         self._backoff.reset()
         self.stats.store_recovered()
-        consumer.resume(*[p.tp for p in self._parts.values() if p.ready and not p.paused_full])
 
     def _update_lag(self, consumer: KafkaConsumer) -> None:
         total, known = 0, False
@@ -285,13 +296,13 @@ class IngestPipeline:
             total += max(0, high - part.buffer.position) + len(part.buffer) + pending
         self.stats.set_lag(total if known else None)
 
-    def _drain(self, consumer: KafkaConsumer) -> None:
+    def _drain(self) -> None:
         """Store what was fetched before stopping: one attempt, no waiting on a dead store."""
         self._backoff.reset()
         for _ in range(self.config.max_buffered_batches + 2):
             if not any(p.pending or len(p.buffer) for p in self._parts.values() if p.ready):
                 return
-            if not self._flush(consumer, final=True) and self._backoff.active:
+            if not self._flush(final=True) and self._backoff.active:
                 log.warning("stopping with unstored batches; they stay uncommitted and are "
                             "redone by the next consumer")  # fmt: skip
                 return
