@@ -1,0 +1,182 @@
+"""Ingest throughput: Kafka → ClickHouse end to end, against a plain Kafka fetch.
+
+Prints, for tool spans (~600 B) and for LLM calls (~6 KB):
+  * the raw fetch rate of a plain kafka-python consumer reading the topic (messages/s),
+    with the same fetch settings as the ingest consumer and nothing done per message;
+  * the end-to-end rate of the ingest consumer: decode, validate, batch, insert into
+    the in-process store (chdb), ledger rows, offset commits (events stored/s);
+  * their ratio (target >= 0.7 for tool spans);
+  * the peak RSS of each consumer process (the ingest one includes the engine).
+
+Each consumer runs in a fresh subprocess, timed from its partition assignment (group
+join excluded) until every event is fetched (raw) or stored (ingest). The topic is
+filled once, before either runs, on an embedded Tansu broker.
+
+Usage: .venv/bin/python bench/ingest.py [--tool-spans N] [--llm-calls N] [--batch-size N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from agenttrail.consumers import ConsumerConfig, IngestPipeline
+from agenttrail.consumers.testing import sample_record, sealed
+from agenttrail.embedded import EmbeddedBroker, embedded_consumer_config
+from agenttrail.store import migrate, open_store
+
+PARTITIONS = 4
+
+
+def fill(bootstrap: str, topic: str, family: str, count: int, text_bytes: int) -> int:
+    """Create ``topic`` and produce ``count`` sealed events; return the bytes sent."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    admin.wait_for_topics([topic], timeout_ms=30_000)
+    admin.close()
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=512 * 1024
+    )
+    # A few hundred distinct payloads, re-sent: sealing is not what is measured here.
+    tasks = 64
+    payloads = []
+    for t in range(tasks):
+        prev = ""
+        for seq in range(8):
+            record = sample_record(family, task_id=f"task-{t}", seq=seq, text_bytes=text_bytes)
+            payloads.append((f"task-{t}".encode(), sealed(record, prev)))
+            prev = record["hash"]
+    sent = 0
+    for i in range(count):
+        key, value = payloads[i % len(payloads)]
+        producer.send(topic, key=key, value=value)
+        sent += len(value)
+    producer.flush()
+    producer.close()
+    return sent
+
+
+def _settings(bootstrap: str) -> dict[str, Any]:
+    probe = IngestPipeline.__new__(IngestPipeline)
+    probe.config = ConsumerConfig(bootstrap=bootstrap)
+    probe.consumer_name = "bench"
+    settings = probe.kafka_settings()
+    settings.update(embedded_consumer_config())
+    return settings
+
+
+def run_raw(bootstrap: str, topic: str, count: int) -> dict[str, float]:
+    """Fetch ``count`` messages with a plain consumer group member; nothing per message."""
+    settings = _settings(bootstrap)
+    settings["group_id"] = f"raw-{topic}"
+    consumer = KafkaConsumer(**settings)
+    consumer.subscribe([topic])
+    seen = 0
+    start: float | None = None
+    while seen < count:
+        batch = consumer.poll(timeout_ms=200)
+        if start is None and consumer.assignment():
+            start = time.perf_counter()
+        for messages in batch.values():
+            seen += len(messages)
+    assert start is not None
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return {"rate": count / elapsed, "seconds": elapsed}
+
+
+def run_ingest(bootstrap: str, topic: str, count: int, batch_size: int) -> dict[str, float]:
+    """Store ``count`` events with the ingest pipeline into a fresh in-process store."""
+    with tempfile.TemporaryDirectory() as tmp, open_store(data=Path(tmp)) as store:
+        migrate(store)
+        config = ConsumerConfig(
+            bootstrap=bootstrap,
+            topic=topic,
+            group=f"ingest-{topic}",
+            batch_size=batch_size,
+            kafka_options=embedded_consumer_config(),
+        )
+        pipeline = IngestPipeline(config, store)
+        stop = threading.Event()
+        thread = threading.Thread(target=pipeline.run, args=(stop,), daemon=True)
+        thread.start()
+        while not pipeline.stats.snapshot().partitions:
+            time.sleep(0.01)
+        start = time.perf_counter()
+        while pipeline.stats.snapshot().events_total < count:
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - start
+        stop.set()
+        thread.join()
+        stored = (
+            store.query("SELECT count() FROM tool_spans")[0][0]
+            + store.query("SELECT count() FROM llm_calls")[0][0]
+        )
+        assert stored == count, f"stored {stored} of {count}"
+    return {"rate": count / elapsed, "seconds": elapsed}
+
+
+def child(args: argparse.Namespace) -> None:
+    if args.child == "raw":
+        result = run_raw(args.bootstrap, args.topic, args.count)
+    else:
+        result = run_ingest(args.bootstrap, args.topic, args.count, args.batch_size)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def in_subprocess(kind: str, bootstrap: str, topic: str, count: int, batch_size: int) -> Any:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, "--bootstrap", bootstrap, "--topic", topic,
+         "--count", str(count), "--batch-size", str(batch_size)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tool-spans", type=int, default=200_000)
+    parser.add_argument("--llm-calls", type=int, default=40_000)
+    parser.add_argument("--batch-size", type=int, default=ConsumerConfig().batch_size)
+    parser.add_argument("--child", choices=["raw", "ingest"], help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--topic", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    with EmbeddedBroker(port=0, partitions=PARTITIONS).start() as broker:
+        print(f"broker {broker.bootstrap}, {PARTITIONS} partitions, batch size {args.batch_size}")
+        for family, count, text in (
+            ("tool_span", args.tool_spans, 200),
+            ("llm_call", args.llm_calls, 5600),
+        ):
+            if count <= 0:
+                continue
+            topic = f"bench-{family}-{int(time.time())}"
+            sent = fill(broker.bootstrap, topic, family, count, text)
+            raw = in_subprocess("raw", broker.bootstrap, topic, count, args.batch_size)
+            ingest = in_subprocess("ingest", broker.bootstrap, topic, count, args.batch_size)
+            print(
+                f"{family:<10} {count:>7} events of {sent / count:,.0f} B | "
+                f"raw fetch {raw['rate']:>9,.0f}/s (RSS {raw['peak_rss_mb']:.0f} MB) | "
+                f"ingest {ingest['rate']:>9,.0f}/s (RSS {ingest['peak_rss_mb']:.0f} MB) | "
+                f"ratio {ingest['rate'] / raw['rate']:.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
