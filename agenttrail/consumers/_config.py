@@ -51,6 +51,11 @@ class ConsumerConfig(BaseSettings):
         description="A partition is paused while this many batches' worth of messages wait.",
     )
     poll_timeout_ms: int = Field(default=100, gt=0, description="Longest wait of one poll.")
+    store_decodes: bool = Field(
+        default=True,
+        description="AGENTTRAIL_STORE_DECODES: let the in-process store decode flat "
+        "families' Avro (checked there first; anything failing a check is decoded here).",
+    )
     migrate: bool = Field(
         default=True,
         description="AGENTTRAIL_MIGRATE: apply pending migrations at start; when false, "

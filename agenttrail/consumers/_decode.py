@@ -1,6 +1,7 @@
 """Decode and validate one batch, routing each message to its family's columns or to
-the dead letters. Pure computation: no I/O, so a batch can be prepared once and its
-insert retried any number of times.
+the dead letters. ``prepare`` is pure computation; ``settle`` asks the store to check
+the groups it is to decode itself. A batch is prepared and settled once, and its
+insert retried any number of times with the same rows.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from agenttrail.consumers._avro import AvroBlock, AvroBlockEncoder, supports
 from agenttrail.consumers._batch import Batch
 from agenttrail.consumers._columns import (
     DEAD_LETTER_COLUMNS,
@@ -18,36 +20,59 @@ from agenttrail.consumers._columns import (
     layout_for,
 )
 from agenttrail.consumers._validate import InvalidRecord, validate_record
-from agenttrail.events import DecodeError, EventCodec, SchemaEntry
-from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES
+from agenttrail.events import HEADER_SIZE, DecodeError, EventCodec, SchemaEntry
+from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES, Store, StoreError
 
 
 @dataclass(frozen=True)
 class TableInsert:
-    """Column-oriented rows for one table, and the token that makes their insert idempotent."""
+    """Rows for one table, and the token that makes their insert idempotent.
+
+    The rows are ``columns`` (column-oriented values), or ``avro`` (an Avro container
+    that the store decodes, its fields named like ``column_names``).
+    """
 
     table: str
     column_names: tuple[str, ...]
     columns: list[list[Any]]
     rows: int
     dedup_token: str
+    avro: bytes | None = None
+
+
+@dataclass(frozen=True)
+class StoreDecodedGroup:
+    """A family's events of one batch, to be decoded by the store once checked there."""
+
+    family: str
+    table: str
+    block: AvroBlock
+    messages: list[Any]
+    column_names: tuple[str, ...]
 
 
 @dataclass
 class PreparedBatch:
-    """A batch decoded and validated, ready to insert.
+    """A batch decoded (or framed for the store to decode), ready to insert.
 
     Attributes:
         batch: the raw batch (its range names the ledger rows and tokens).
-        inserts: one per table that receives rows, families first, dead letters last.
+        inserts: one per table that receives rows, families first, dead letters last;
+            complete once :attr:`unchecked` is empty.
+        unchecked: groups whose Avro block the store must check before they become
+            inserts (see :meth:`BatchDecoder.settle`).
         events: events per family.
         dead_letters: messages routed to ``dead_letters``.
+        letters: the dead letters themselves.
     """
 
     batch: Batch
     inserts: list[TableInsert] = field(default_factory=list)
+    unchecked: list[StoreDecodedGroup] = field(default_factory=list)
     events: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
+    letters: list[DeadLetter] = field(default_factory=list)
+    decoded: dict[str, list[tuple[dict[str, Any], int]]] = field(default_factory=dict, repr=False)
 
 
 class BatchDecoder:
@@ -55,15 +80,24 @@ class BatchDecoder:
 
     Args:
         codec: the event codec; its registry's newest schemas define the table layouts.
+        store_decodes: hand flat families to the store as Avro (see ``_avro``) instead of
+            decoding them here; each block is checked by the store before insert.
     """
 
-    def __init__(self, codec: EventCodec | None = None):
+    def __init__(self, codec: EventCodec | None = None, store_decodes: bool = False):
         self.codec = codec or EventCodec()
+        registry = self.codec.registry
         self._layouts: dict[str, TableLayout] = {
-            family: layout_for(self.codec.registry.latest(family))
-            for family in self.codec.registry.event_types
+            family: layout_for(registry.latest(family))
+            for family in registry.event_types
             if family in FAMILY_TABLES
         }
+        self._encoders: dict[int, AvroBlockEncoder] = {}
+        if store_decodes:
+            for family in self._layouts:
+                entry = registry.latest(family)
+                if supports(entry):
+                    self._encoders[entry.schema_id] = AvroBlockEncoder(entry)
 
     def layout(self, family: str) -> TableLayout:
         """The table layout of a family."""
@@ -74,12 +108,71 @@ class BatchDecoder:
 
         Each message becomes a row of its family's table or, when it cannot be decoded
         or breaks the contract, a dead letter carrying its raw bytes and the reason.
+        With ``store_decodes``, messages of flat families framed with the newest schema
+        are only framed here; :meth:`settle` finishes them.
         """
-        by_family: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        offsets: dict[str, list[int]] = defaultdict(list)
-        letters: list[DeadLetter] = []
-        decode = self.codec.decode_entry
+        prepared = PreparedBatch(batch=batch)
+        limit = self.codec.max_payload_bytes
+        grouped: dict[int, list[Any]] = defaultdict(list)
+        rest: list[Any] = []
         for m in batch.messages:
+            raw = m.value
+            if self._encoders and raw and HEADER_SIZE <= len(raw) <= limit and raw[0] == 0:
+                schema_id = int.from_bytes(raw[1:HEADER_SIZE], "big")
+                if schema_id in self._encoders:
+                    grouped[schema_id].append(m)
+                    continue
+            rest.append(m)
+        for schema_id in sorted(grouped):
+            encoder = self._encoders[schema_id]
+            messages = grouped[schema_id]
+            family = encoder.entry.event_type
+            block = encoder.block(
+                batch.partition, [m.offset for m in messages], [m.value for m in messages]
+            )
+            prepared.unchecked.append(
+                StoreDecodedGroup(
+                    family, FAMILY_TABLES[family], block, messages, encoder.column_names
+                )
+            )
+        self._decode_into(prepared, rest)
+        if not prepared.unchecked:
+            self._finish(prepared, {})
+        return prepared
+
+    def settle(self, prepared: PreparedBatch, store: Store) -> None:
+        """Check the store-decoded groups in the store; decode failing ones here instead.
+
+        Idempotent; a no-op when nothing is unchecked. Blocks on one query per group.
+        A group whose check query fails for any reason is decoded by the codec, so a
+        store error here never loses or misroutes an event.
+        """
+        if not prepared.unchecked:
+            return
+        passed: dict[str, StoreDecodedGroup] = {}
+        failed: list[Any] = []
+        for group in prepared.unchecked:
+            ok = False
+            # A family with rows decoded here already (an older schema version) is
+            # decoded here entirely, so that it has one insert.
+            if store.can_query_files and group.family not in prepared.decoded:
+                try:
+                    ((rows, bad),) = store.query_file(group.block.check_sql, group.block.check_data)
+                    ok = rows == group.block.rows and bad == 0
+                except StoreError:
+                    ok = False
+            if ok:
+                passed[group.family] = group
+            else:
+                failed.extend(group.messages)
+        prepared.unchecked = []
+        failed.sort(key=lambda m: m.offset)
+        self._decode_into(prepared, failed)
+        self._finish(prepared, passed)
+
+    def _decode_into(self, prepared: PreparedBatch, messages: list[Any]) -> None:
+        decode = self.codec.decode_entry
+        for m in messages:
             raw = m.value if m.value is not None else b""
             try:
                 entry, record = decode(raw)
@@ -90,32 +183,44 @@ class BatchDecoder:
                         "upgrade the consumer."
                     )
                 validate_record(entry, record)
-            except DecodeError as exc:
-                letters.append(_letter(m, raw, exc.reason, exc))
+            except (DecodeError, InvalidRecord) as exc:
+                prepared.letters.append(_letter(m, raw, exc.reason, exc))
                 continue
-            except InvalidRecord as exc:
-                letters.append(_letter(m, raw, exc.reason, exc))
-                continue
-            by_family[family].append(record)
-            offsets[family].append(m.offset)
-        prepared = PreparedBatch(batch=batch)
+            prepared.decoded.setdefault(family, []).append((record, m.offset))
+
+    def _finish(self, prepared: PreparedBatch, passed: dict[str, StoreDecodedGroup]) -> None:
+        batch = prepared.batch
         base = batch.range_token
-        for family in sorted(by_family):
-            records = by_family[family]
-            layout = self._layouts[family]
+        decoded, prepared.decoded = prepared.decoded, {}
+        inserts: list[TableInsert] = []
+        for family in sorted(set(decoded) | set(passed)):
             table = FAMILY_TABLES[family]
-            prepared.inserts.append(
+            token = f"{base}:{table}"
+            group = passed.get(family)
+            if group is not None:  # settle() guarantees the family has no decoded rows
+                inserts.append(
+                    TableInsert(table, group.column_names, [], group.block.rows, token,
+                                avro=group.block.insert_data)
+                )  # fmt: skip
+                prepared.events[family] = group.block.rows
+                continue
+            rows = decoded[family]
+            layout = self._layouts[family]
+            records = [r for r, _ in rows]
+            offsets = [o for _, o in rows]
+            inserts.append(
                 TableInsert(
                     table=table,
                     column_names=layout.columns,
-                    columns=layout.to_columns(records, batch.partition, offsets[family]),
+                    columns=layout.to_columns(records, batch.partition, offsets),
                     rows=len(records),
-                    dedup_token=f"{base}:{table}",
+                    dedup_token=token,
                 )
             )
             prepared.events[family] = len(records)
+        letters = sorted(prepared.letters, key=lambda d: d.offset)
         if letters:
-            prepared.inserts.append(
+            inserts.append(
                 TableInsert(
                     table=DEAD_LETTERS_TABLE,
                     column_names=DEAD_LETTER_COLUMNS,
@@ -124,8 +229,8 @@ class BatchDecoder:
                     dedup_token=f"{base}:{DEAD_LETTERS_TABLE}",
                 )
             )
-            prepared.dead_letters = len(letters)
-        return prepared
+        prepared.inserts = inserts
+        prepared.dead_letters = len(letters)
 
 
 def _letter(message: Any, raw: bytes, reason: str, exc: Exception) -> DeadLetter:

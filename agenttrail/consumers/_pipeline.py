@@ -25,6 +25,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from agenttrail.consumers._background import BackgroundWriter
 from agenttrail.consumers._backoff import Backoff
 from agenttrail.consumers._batch import PartitionBuffer
 from agenttrail.consumers._config import ConsumerConfig
@@ -33,7 +34,7 @@ from agenttrail.consumers._ledger import OffsetLedger
 from agenttrail.consumers._stats import IngestStats
 from agenttrail.consumers._writer import BatchWriter
 from agenttrail.events import EventCodec
-from agenttrail.store import Store, StoreUnavailable
+from agenttrail.store import Store, StoreError, StoreUnavailable
 
 log = logging.getLogger("agenttrail.consumers")
 
@@ -61,6 +62,7 @@ class _Partition:
     buffer: PartitionBuffer
     ready: bool = False  # position decided from the ledger / committed offset
     pending: PreparedBatch | None = None
+    in_flight: bool = False  # pending is with the background writer
     dropped: bool = False  # records were dropped while held: seek back on release
 
 
@@ -92,9 +94,13 @@ class IngestPipeline:
         self.store = store
         self.stats = stats or IngestStats()
         self.consumer_name = f"{socket.gethostname()}:{os.getpid()}"
-        self.decoder = BatchDecoder(codec or EventCodec(max_payload_bytes=config.max_payload_bytes))
+        self.decoder = BatchDecoder(
+            codec or EventCodec(max_payload_bytes=config.max_payload_bytes),
+            store_decodes=config.store_decodes and store.can_query_files,
+        )
         self.ledger = OffsetLedger(store, config.group, self.consumer_name)
-        self.writer = BatchWriter(store, self.ledger)
+        self.writer = BatchWriter(store, self.ledger, self.decoder)
+        self._background: BackgroundWriter | None = None
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s)
         self._events: queue.SimpleQueue[tuple[str, list[TopicPartition]]] = queue.SimpleQueue()
         self._parts: dict[TopicPartition, _Partition] = {}
@@ -131,6 +137,7 @@ class IngestPipeline:
         consumer.subscribe([self.config.topic], listener=_Listener(self._events))
         log.info("consuming %s as group %s into %s", self.config.topic, self.config.group,
                  self.store.location)  # fmt: skip
+        self._background = BackgroundWriter(self.writer)
         try:
             while not stop.is_set():
                 busy = self._step(consumer)
@@ -139,6 +146,7 @@ class IngestPipeline:
                     stop.wait(0.2)
             self._drain()
         finally:
+            self._background.close()
             self._consumer = None
             try:
                 consumer.close(autocommit=False)
@@ -148,8 +156,12 @@ class IngestPipeline:
     # -- one iteration -----------------------------------------------------------------
 
     def _step(self, consumer: KafkaConsumer) -> bool:
+        full = any(self._held(p) for p in self._parts.values())
+        # With a full buffer, wait for the writer rather than fetch records to drop.
+        done = self._collect(wait_s=0.05 if full else 0.0)
         self._release(consumer)
-        timeout = 0 if any(p.pending for p in self._parts.values()) else self.config.poll_timeout_ms
+        waiting = any(p.pending and not p.in_flight for p in self._parts.values())
+        timeout = 0 if waiting and self._backoff.ready() else self.config.poll_timeout_ms
         fetched = consumer.poll(timeout_ms=timeout, max_records=self.config.batch_size * 2)
         self._apply_rebalance()
         self._initialise(consumer)
@@ -162,9 +174,11 @@ class IngestPipeline:
                 part.dropped = True
                 continue
             accepted += part.buffer.add(messages)
-        wrote = self._flush(final=False)
+        self._cut(final=False)
+        self._submit()
+        done += self._collect(wait_s=0.0)
         self._update_lag(consumer)
-        return accepted > 0 or wrote
+        return accepted > 0 or done > 0
 
     def _held(self, part: _Partition) -> bool:
         """Whether the partition takes no new records: the store fails, or its buffer is full."""
@@ -230,8 +244,8 @@ class IngestPipeline:
                     part.buffer.position = committed
             part.ready = True
 
-    def _flush(self, final: bool) -> bool:
-        """Cut ready batches, write pending ones, commit what was written."""
+    def _cut(self, final: bool) -> None:
+        """Cut and prepare the next batch of every partition that has none pending."""
         c = self.config
         for part in self._parts.values():
             if (
@@ -242,28 +256,39 @@ class IngestPipeline:
                 batch = part.buffer.take(c.batch_size)
                 if batch is not None:
                     part.pending = self.decoder.prepare(batch)
+
+    def _submit(self) -> None:
+        """Hand pending batches to the background writer (after a backoff, when due)."""
+        assert self._background is not None
         if not self._backoff.ready():
-            return False
-        done: dict[TopicPartition, OffsetAndMetadata] = {}
-        written: list[PreparedBatch] = []
+            return
         for part in self._parts.values():
-            if part.pending is None:
+            if part.pending is not None and not part.in_flight:
+                part.in_flight = True
+                self._background.submit(part, part.pending)
+
+    def _collect(self, wait_s: float) -> int:
+        """Commit the batches the writer stored; schedule a retry of failed ones."""
+        assert self._background is not None
+        done: dict[TopicPartition, OffsetAndMetadata] = {}
+        stored = 0
+        for result in self._background.results(wait_s):
+            part: _Partition = result.owner
+            part.in_flight = False
+            if result.error is not None:
+                if not self._backoff.active or self._backoff.ready():
+                    self._store_failed(result.error)
                 continue
-            try:
-                self.writer.write(part.pending)
-            except StoreUnavailable as exc:
-                self._store_failed(exc)
-                break
-            done[part.tp] = OffsetAndMetadata(part.pending.batch.last_offset + 1, "", -1)
-            written.append(part.pending)
-            part.pending = None
+            stored += 1
+            self.stats.batch_stored(result.prepared.events, result.prepared.dead_letters)
+            if self._parts.get(part.tp) is part and part.pending is result.prepared:
+                part.pending = None
+                done[part.tp] = OffsetAndMetadata(result.prepared.batch.last_offset + 1, "", -1)
         if done:
             self._commit(done)
-            for prepared in written:
-                self.stats.batch_stored(prepared.events, prepared.dead_letters)
-            if self._backoff.active and not any(p.pending for p in self._parts.values()):
-                self._store_recovered()
-        return bool(done)
+        if stored and self._backoff.active and not any(p.pending for p in self._parts.values()):
+            self._store_recovered()
+        return stored
 
     def _commit(self, offsets: dict[TopicPartition, Any]) -> None:
         assert self._consumer is not None
@@ -274,7 +299,7 @@ class IngestPipeline:
             # next resumes behind this batch, so a lost commit costs nothing.
             log.warning("offset commit failed (%s); the ledger keeps the position", exc)
 
-    def _store_failed(self, exc: StoreUnavailable) -> None:
+    def _store_failed(self, exc: StoreError) -> None:
         wait = self._backoff.failed()
         self.stats.store_failed(str(exc))
         log.warning("store failed (attempt %d), retrying the same batch in %.1fs: %s",
@@ -298,11 +323,16 @@ class IngestPipeline:
 
     def _drain(self) -> None:
         """Store what was fetched before stopping: one attempt, no waiting on a dead store."""
+        assert self._background is not None
         self._backoff.reset()
         for _ in range(self.config.max_buffered_batches + 2):
-            if not any(p.pending or len(p.buffer) for p in self._parts.values() if p.ready):
+            self._cut(final=True)
+            if not any(p.pending for p in self._parts.values()):
                 return
-            if not self._flush(final=True) and self._backoff.active:
+            self._submit()
+            while self._background.outstanding:
+                self._collect(wait_s=1.0)
+            if self._backoff.active:
                 log.warning("stopping with unstored batches; they stay uncommitted and are "
                             "redone by the next consumer")  # fmt: skip
                 return

@@ -49,13 +49,15 @@ class InvalidRecord(Exception):
 
 
 @dataclass(frozen=True)
-class _Rules:
+class Rules:
+    """Per-family rules: lower bounds, allowed values, fields that must be finite."""
+
     lower_bounds: tuple[tuple[str, float], ...]
     choices: tuple[tuple[str, frozenset[str]], ...]
     finite: tuple[str, ...]
 
 
-def _rules_of(model: type[BaseModel]) -> _Rules:
+def _rules_of(model: type[BaseModel]) -> Rules:
     bounds: list[tuple[str, float]] = []
     choices: list[tuple[str, frozenset[str]]] = []
     finite: list[str] = []
@@ -72,10 +74,15 @@ def _rules_of(model: type[BaseModel]) -> _Rules:
             choices.append((name, frozenset(str(a) for a in typing.get_args(annotation))))
         if annotation is float or annotation == float | None:
             finite.append(name)
-    return _Rules(tuple(bounds), tuple(choices), tuple(finite))
+    return Rules(tuple(bounds), tuple(choices), tuple(finite))
 
 
-_RULES: dict[str, _Rules] = {family: _rules_of(model) for family, model in _MODELS.items()}
+_RULES: dict[str, Rules] = {family: _rules_of(model) for family, model in _MODELS.items()}
+
+
+def rules_for(family: str) -> Rules | None:
+    """The rules of a family, or None for a family without a model."""
+    return _RULES.get(family)
 
 
 def validate_record(entry: SchemaEntry, record: dict[str, Any]) -> None:

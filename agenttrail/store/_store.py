@@ -5,6 +5,9 @@ Both sides are driven through one clickhouse-connect client, so the SQL is the s
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -122,6 +125,62 @@ class Store:
                 )
             except (ClickHouseError, OSError) as exc:
                 raise self._failure(f"insert into {table}", exc) from exc
+
+    def insert_avro(
+        self,
+        table: str,
+        column_names: Sequence[str],
+        data: bytes,
+        *,
+        dedup_token: str | None = None,
+    ) -> None:
+        """Insert an Avro object container (``FORMAT Avro``); the store decodes it.
+
+        Fields map to ``column_names`` by name; fields without a column are skipped.
+        Blocks until stored. Same deduplication and failure contract as
+        :meth:`insert_columns`.
+
+        Raises:
+            StoreUnavailable: the store is unreachable or refused the data.
+        """
+        settings: dict[str, Any] = {"input_format_skip_unknown_fields": 1}
+        if dedup_token is not None:
+            settings["insert_deduplication_token"] = dedup_token
+        with self._lock:
+            self._check_open()
+            try:
+                self._client.raw_insert(
+                    table, list(column_names), data, settings=settings, fmt="Avro"
+                )
+            except (ClickHouseError, OSError) as exc:
+                raise self._failure(f"insert into {table}", exc) from exc
+
+    @property
+    def can_query_files(self) -> bool:
+        """Whether :meth:`query_file` works: the in-process engine reads local files."""
+        return self.is_embedded
+
+    def query_file(self, sql: str, data: bytes, fmt: str = "Avro") -> list[tuple[Any, ...]]:
+        """Run ``sql`` with ``{data}`` standing for ``data`` read in format ``fmt``.
+
+        Only for the in-process engine (see :attr:`can_query_files`): the bytes go to a
+        temporary file that the engine reads with ``file()``. Blocks.
+
+        Raises:
+            StoreError: the store is a server.
+            StoreUnavailable: the query failed (including data the engine cannot parse).
+        """
+        if not self.can_query_files:
+            raise StoreError(f"Store {self.location} is a server; it cannot read local files.")
+        fd, name = tempfile.mkstemp(prefix="agenttrail-", suffix=f".{fmt.lower()}")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            source = f"file('{name}', '{fmt}')"
+            return self.query(sql.replace("{data}", source))
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
 
     def use_database(self) -> None:
         """Make the store's database the default for unqualified names (after it exists)."""

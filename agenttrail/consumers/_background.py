@@ -1,0 +1,90 @@
+"""Writing batches on a background thread, so fetching overlaps inserting.
+
+The store's engine works outside the GIL (ClickHouse in C++), so while one batch is
+checked and inserted here, the consumer thread keeps fetching and framing the next.
+Results come back to the consumer thread, which alone touches the Kafka consumer and
+commits offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from agenttrail.consumers._decode import PreparedBatch
+from agenttrail.consumers._writer import BatchWriter
+from agenttrail.store import StoreError
+
+log = logging.getLogger("agenttrail.consumers")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The outcome of one write: ``error`` is None when the batch is stored."""
+
+    owner: Any
+    prepared: PreparedBatch
+    error: StoreError | None
+
+
+class BackgroundWriter:
+    """A thread that runs :meth:`BatchWriter.write` for submitted batches, in order.
+
+    Args:
+        writer: the writer to run.
+    """
+
+    def __init__(self, writer: BatchWriter):
+        self.writer = writer
+        self._jobs: queue.SimpleQueue[tuple[Any, PreparedBatch] | None] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[WriteResult] = queue.SimpleQueue()
+        self._outstanding = 0
+        self._thread = threading.Thread(target=self._work, name="agenttrail-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def outstanding(self) -> int:
+        """Batches submitted whose result was not yet taken."""
+        return self._outstanding
+
+    def submit(self, owner: Any, prepared: PreparedBatch) -> None:
+        """Queue a batch; ``owner`` comes back with its result. Never blocks."""
+        self._outstanding += 1
+        self._jobs.put((owner, prepared))
+
+    def results(self, wait_s: float = 0.0) -> list[WriteResult]:
+        """Results ready now; waits up to ``wait_s`` for the first when none is ready."""
+        out: list[WriteResult] = []
+        try:
+            if wait_s > 0 and self._outstanding:
+                out.append(self._results.get(timeout=wait_s))
+            while True:
+                out.append(self._results.get_nowait())
+        except queue.Empty:
+            pass
+        self._outstanding -= len(out)
+        return out
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the thread after the queued batches. Blocks up to ``timeout`` seconds."""
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            owner, prepared = job
+            error: StoreError | None = None
+            try:
+                self.writer.write(prepared)
+            except StoreError as exc:
+                error = exc
+            except Exception as exc:  # a bug must not kill the thread and hang the pipeline
+                log.exception("writing batch %s failed unexpectedly", prepared.batch.range_token)
+                error = StoreError(f"unexpected {type(exc).__name__}: {exc}")
+            self._results.put(WriteResult(owner, prepared, error))
