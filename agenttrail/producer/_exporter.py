@@ -109,6 +109,11 @@ class KafkaExporter:
         self._partitions_checked = 0.0
         self._partition_of: dict[bytes, int] = {}
 
+    @property
+    def destination(self) -> str:
+        """Where records go, as recorded beside a spool: ``kafka://<bootstrap>/<topic>``."""
+        return f"kafka://{self.bootstrap}/{self.topic}"
+
     def _ensure_producer(self) -> Any:
         if self._producer is None:
             from kafka import KafkaProducer

@@ -109,6 +109,7 @@ class Pipeline:
         registry: SchemaRegistry | None = None,
     ):
         self.exporter = exporter
+        self.destination = getattr(exporter, "destination", type(exporter).__name__)
         self.producer_id = producer_id
         self.spool_root = spool_root
         self.spool_fsync = spool_fsync
@@ -302,6 +303,7 @@ class Pipeline:
         if self._spool is None and self.spool_root is not None:
             try:
                 self._spool = Spool(self.spool_root / self.producer_id, self.spool_fsync)
+                self._spool.set_destination(self.destination)
             except OSError as exc:
                 log.error("agenttrail cannot create spool under %s: %s", self.spool_root, exc)
                 return None
@@ -336,7 +338,7 @@ class Pipeline:
         if self.spool_root is None:
             return
         own = self.spool_root / self.producer_id
-        for spool in orphan_spools(self.spool_root, own):
+        for spool in orphan_spools(self.spool_root, own, self.destination):
             log.info(
                 "agenttrail: found %d undelivered events of an earlier process in %s; "
                 "replaying them.",

@@ -165,6 +165,20 @@ class Spool:
                 pos += _RECORD.size + length
                 count += 1
 
+    # -- destination -------------------------------------------------------------------
+
+    def set_destination(self, destination: str) -> None:
+        """Record where these events are bound, so that only a recorder sending to the
+        same place replays them after a crash."""
+        (self.directory / "destination").write_text(destination)
+
+    @property
+    def destination(self) -> str | None:
+        try:
+            return (self.directory / "destination").read_text()
+        except OSError:
+            return None
+
     # -- writing ---------------------------------------------------------------------
 
     def append(self, records: list[tuple[bytes, bytes]]) -> None:
@@ -299,10 +313,13 @@ class Spool:
         self._lock_file.close()
 
 
-def orphan_spools(root: Path, own: Path) -> Iterator[Spool]:
-    """Yield spools under ``root`` left by processes that are gone (their lock is free).
+def orphan_spools(root: Path, own: Path, destination: str) -> Iterator[Spool]:
+    """Yield spools under ``root`` left by processes that are gone (their lock is free)
+    whose events are bound for ``destination``.
 
-    Directories held by a live process are skipped silently.
+    Directories held by a live process are skipped silently; spools bound elsewhere
+    (another broker or topic sharing the spool root) are left for a recorder that sends
+    there.
     """
     if not root.is_dir():
         return
@@ -318,5 +335,13 @@ def orphan_spools(root: Path, own: Path) -> Iterator[Spool]:
             continue
         if spool.pending == 0:
             spool.close(remove_if_empty=True)
+            continue
+        if spool.destination not in (None, destination):
+            log.info(
+                "agenttrail: leaving spool %s for a recorder that sends to %s",
+                d,
+                spool.destination,
+            )
+            spool.close()
             continue
         yield spool

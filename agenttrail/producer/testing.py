@@ -38,6 +38,8 @@ class InMemoryExporter:
         self._lock = threading.Lock()
         self._codec = EventCodec()
 
+    destination = "memory"
+
     def export(self, records: list[OutRecord], on_done: AckCallback) -> None:
         if not self.available:
             raise ExporterUnavailable("in-memory exporter is set unavailable")

@@ -148,3 +148,24 @@ def test_unknown_side_effect_is_refused(tmp_path: Path) -> None:
     with rec.task("t") as task, pytest.raises(ValueError, match="read, write, irreversible"):
         task.tool("x", side_effect="maybe")
     rec.close()
+
+
+def test_a_spool_bound_elsewhere_is_left_for_its_own_destination(tmp_path: Path) -> None:
+    down = InMemoryExporter()
+    down.available = False
+    first = Recorder(exporter=down, spool_dir=tmp_path)
+    _emit(first, tasks=1, spans=3)
+    assert first.close(timeout=2).spooled == 5
+
+    class Elsewhere(InMemoryExporter):
+        destination = "kafka://other-cluster:9092/agenttrail.events"
+
+    other = Elsewhere()
+    second = Recorder(exporter=other, spool_dir=tmp_path)
+    assert second.close(timeout=5).complete
+    assert other.records == [], "events bound for memory are not sent to another cluster"
+
+    same = InMemoryExporter()
+    third = Recorder(exporter=same, spool_dir=tmp_path)
+    assert third.close(timeout=5).complete
+    assert len(same.events()) == 5
