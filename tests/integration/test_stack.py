@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from agenttrail.demo import run_workloads
 from agenttrail.producer import Recorder
@@ -19,6 +23,29 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "agenttrail.cli", *args]
+
+
+@contextlib.contextmanager
+def _running_up(data: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
+    """`agenttrail up` as a user starts it; yields the process and its ready line.
+
+    On exit it is interrupted with SIGINT, as Ctrl-C would.
+    """
+    up = subprocess.Popen(
+        _cli("up", "--data", str(data), "--port", "0", "--json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert up.stdout is not None
+        ready = json.loads(up.stdout.readline())
+        assert ready["status"] == "ready"
+        yield up, ready
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
 
 
 def test_demo_stores_exactly_what_the_sdk_emitted(tmp_path: Path) -> None:
@@ -49,17 +76,7 @@ def test_demo_stores_exactly_what_the_sdk_emitted(tmp_path: Path) -> None:
 
 def test_demo_refuses_a_store_held_by_another_process(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    up = subprocess.Popen(
-        _cli("up", "--data", str(data), "--port", "0", "--json"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert up.stdout is not None
-        ready = json.loads(up.stdout.readline())
-        assert ready["status"] == "ready"
+    with _running_up(data) as (up, _ready):
         done = subprocess.run(
             _cli("demo", "--data", str(data), "--tasks", "1"),
             capture_output=True,
@@ -70,30 +87,17 @@ def test_demo_refuses_a_store_held_by_another_process(tmp_path: Path) -> None:
         assert done.returncode == 2
         assert str(up.pid) in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
-    finally:
-        up.send_signal(signal.SIGINT)
-        up.wait(60)
+    up.communicate(timeout=120)
 
 
-def test_up_is_found_by_agents_and_stores_everything_before_stopping(tmp_path: Path) -> None:
+def test_up_is_found_by_agents_and_stores_everything_before_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "data"
-    up = subprocess.Popen(
-        _cli("up", "--data", str(data), "--port", "0", "--json"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert up.stdout is not None
-        ready = json.loads(up.stdout.readline())
+    monkeypatch.delenv("AGENTTRAIL_BOOTSTRAP", raising=False)
+    with _running_up(data) as (up, ready):
         assert json.loads((data / "up.json").read_text())["bootstrap"] == ready["bootstrap"]
-        env_before = os.environ.pop("AGENTTRAIL_BOOTSTRAP", None)
-        try:
-            rec = Recorder.from_env(data=data, spool_dir=tmp_path / "spool")
-        finally:
-            if env_before is not None:
-                os.environ["AGENTTRAIL_BOOTSTRAP"] = env_before
+        rec = Recorder.from_env(data=data, spool_dir=tmp_path / "spool")
         assert rec.enabled
         for t in range(10):
             with rec.task("via_up", task_id=f"up-{t}") as task:
@@ -102,9 +106,7 @@ def test_up_is_found_by_agents_and_stores_everything_before_stopping(tmp_path: P
                         span.result(i)
         report = rec.close(timeout=30)
         assert report.complete and report.delivered == 100
-    finally:
-        up.send_signal(signal.SIGINT)
-        out, err = up.communicate(timeout=120)
+    out, err = up.communicate(timeout=120)
     assert up.returncode == 0, err
     final = json.loads(out.strip().splitlines()[-1])
     assert final["status"] == "stopped"
