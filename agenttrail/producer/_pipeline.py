@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agenttrail.events import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
     TERMINAL_STATES,
     EncodeError,
     SchemaEntry,
@@ -92,6 +93,7 @@ class Pipeline:
         on_full: ``spool`` moves the backlog to disk at once; ``block`` makes the caller
             wait up to ``block_timeout_s`` for room, then spools.
         registry: the schemas to write with.
+        max_payload_bytes: larger events are not sent but kept in ``rejected.jsonl``.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class Pipeline:
         batch_size: int = 1000,
         retry_backoff_s: float = 0.5,
         registry: SchemaRegistry | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ):
         self.exporter = exporter
         self.destination = getattr(exporter, "destination", type(exporter).__name__)
@@ -118,6 +121,7 @@ class Pipeline:
         self.block_timeout_s = block_timeout_s
         self.batch_size = batch_size
         self._registry = registry or default_registry()
+        self.max_payload_bytes = max_payload_bytes
         self._writers: dict[str, SchemaEntry] = {
             t: self._registry.latest(t) for t in self._registry.event_types
         }
@@ -139,6 +143,8 @@ class Pipeline:
         self._base_backoff = retry_backoff_s
         self._stopping = False
         self._closed = False
+        self._close_lock = threading.Lock()
+        self._report: CloseReport | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"agenttrail-pipeline-{producer_id[:8]}", daemon=True
         )
@@ -196,6 +202,16 @@ class Pipeline:
                 framed = seal(entry, event, chains.get(task_id, ""))
             except EncodeError as exc:
                 self._reject(event, str(exc))
+                continue
+            if len(framed) > self.max_payload_bytes:
+                # Consumers would dead-letter it and the broker may refuse it outright;
+                # keep it whole on disk instead, and leave the chain as if it never was
+                # (its seq stays a visible gap).
+                self._reject(
+                    event,
+                    f"{len(framed)} bytes encoded, over the {self.max_payload_bytes}-byte "
+                    "event limit; shorten what the event carries (e.g. the result summary)",
+                )
                 continue
             self._producer_seq += 1
             if event["event_type"] == "state_transition" and event["to_state"] in TERMINAL_STATES:
@@ -469,9 +485,15 @@ class Pipeline:
     def close(self, timeout: float = 30.0) -> CloseReport:
         """Deliver or durably spool everything, stop the thread, release the spool.
 
-        Blocks at most about ``timeout`` seconds. Events submitted after close are
-        spooled synchronously.
+        Blocks at most about ``timeout`` seconds. Idempotent: later calls return the
+        first report. Events submitted after close are spooled synchronously.
         """
+        with self._close_lock:
+            if self._report is None:
+                self._report = self._close(timeout)
+            return self._report
+
+    def _close(self, timeout: float) -> CloseReport:
         deadline = time.monotonic() + timeout
         self._stopping = True
         self._wake.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -95,6 +96,9 @@ class Recorder:
                 retry_backoff_s=self.settings.retry_backoff_s,
             )
             self.pipeline_submit = self._pipeline.submit
+            # A recorder the program forgot to close still delivers or spools what it
+            # holds when the interpreter exits (the pipeline thread is a daemon).
+            atexit.register(self._pipeline.close, timeout=min(10.0, self.settings.close_timeout_s))
         else:
             log.info(
                 "agenttrail recorder is disabled (no AGENTTRAIL_BOOTSTRAP, no exporter, "
