@@ -27,8 +27,6 @@ from typing import Any
 from agenttrail.consumers._validate import TS_MAX, TS_MIN, rules_for
 from agenttrail.events import SchemaEntry, to_micros
 
-_UUID_RE = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-
 
 def zigzag(value: int) -> bytes:
     """Avro's variable-length zig-zag encoding of a long."""
@@ -113,18 +111,21 @@ class AvroBlockEncoder:
     def block(self, partition: int, offsets: Sequence[int], values: Sequence[bytes]) -> AvroBlock:
         """Wrap framed messages (header already checked) of one partition into a block."""
         p = zigzag(partition)
-        parts = []
+        parts: list[bytes | memoryview] = []
+        size = 0
         for offset, value in zip(offsets, values, strict=True):
             o = zigzag(offset)
-            parts.append(p + o + value[5:] + o)
-        data = b"".join(parts)
-        body = zigzag(len(parts)) + zigzag(len(data)) + data + self._sync
+            body = memoryview(value)[5:]
+            parts += (p + o, body, o)
+            size += len(p) + 2 * len(o) + len(body)
+        count = len(offsets)
+        data = b"".join([zigzag(count), zigzag(size), *parts, self._sync])
         check = " AND ".join([f"kafka_partition = {int(partition)}", *self._conditions])
         return AvroBlock(
-            insert_data=self._insert_header + body,
-            check_data=self._check_header + body,
+            insert_data=self._insert_header + data,
+            check_data=self._check_header + data,
             check_sql=f"SELECT count(), countIf(NOT ({check})) FROM {{data}}",
-            rows=len(parts),
+            rows=count,
         )
 
     def _build_conditions(self) -> list[str]:
@@ -134,7 +135,8 @@ class AvroBlockEncoder:
             f"event_type = '{entry.event_type}'",
             f"schema_version = {entry.version}",
             f"ts BETWEEN {to_micros(TS_MIN)} AND {to_micros(TS_MAX)}",
-            f"match(event_id, '{_UUID_RE}')",
+            # Canonical 36-character form only: a subset of what the codec accepts.
+            "length(event_id) = 36 AND isNotNull(toUUIDOrNull(event_id))",
         ]
         for f in entry.schema["fields"]:
             name, kind = f["name"], _plain(f["type"])

@@ -78,13 +78,27 @@ class BackgroundWriter:
             job = self._jobs.get()
             if job is None:
                 return
-            owner, prepared = job
+            # Take every batch queued meanwhile: one ledger insert per state for all.
+            jobs = [job]
+            closing = False
+            while True:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    closing = True
+                    break
+                jobs.append(more)
             error: StoreError | None = None
             try:
-                self.writer.write(prepared)
+                self.writer.write_many([prepared for _, prepared in jobs])
             except StoreError as exc:
                 error = exc
             except Exception as exc:  # a bug must not kill the thread and hang the pipeline
-                log.exception("writing batch %s failed unexpectedly", prepared.batch.range_token)
+                log.exception("writing %d batches failed unexpectedly", len(jobs))
                 error = StoreError(f"unexpected {type(exc).__name__}: {exc}")
-            self._results.put(WriteResult(owner, prepared, error))
+            for owner, prepared in jobs:
+                self._results.put(WriteResult(owner, prepared, error))
+            if closing:
+                return

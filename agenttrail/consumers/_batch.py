@@ -63,6 +63,7 @@ class PartitionBuffer:
         self.position = position
         self.forced: tuple[int, int] | None = None
         self._messages: deque[Any] = deque()
+        self._bytes = 0
         self._oldest_at: float | None = None
 
     def __len__(self) -> int:
@@ -73,6 +74,7 @@ class PartitionBuffer:
         self.forced = (first, last)
         self.position = first
         self._messages.clear()
+        self._bytes = 0
         self._oldest_at = None
 
     def add(self, messages: list[Any], now: float | None = None) -> int:
@@ -82,6 +84,7 @@ class PartitionBuffer:
             if self.position is not None and m.offset < self.position:
                 continue
             self._messages.append(m)
+            self._bytes += len(m.value) if m.value else 0
             self.position = m.offset + 1
             kept += 1
         if kept and self._oldest_at is None:
@@ -93,18 +96,25 @@ class PartitionBuffer:
         if self.position is None or position > self.position:
             self.position = position
 
-    def ready(self, batch_size: int, batch_ms: int, now: float | None = None) -> bool:
-        """Whether a batch should be cut now."""
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of the buffered message values."""
+        return self._bytes
+
+    def ready(
+        self, batch_size: int, batch_ms: int, now: float | None = None, batch_bytes: int = 0
+    ) -> bool:
+        """Whether a batch should be cut now: by count, by bytes (when given), or by age."""
         if self.forced is not None:
             return self.position is not None and self.position > self.forced[1]
         if not self._messages:
             return False
-        if len(self._messages) >= batch_size:
+        if len(self._messages) >= batch_size or (batch_bytes and self._bytes >= batch_bytes):
             return True
         now = time.monotonic() if now is None else now
         return self._oldest_at is not None and (now - self._oldest_at) * 1000 >= batch_ms
 
-    def take(self, batch_size: int) -> Batch | None:
+    def take(self, batch_size: int, batch_bytes: int = 0) -> Batch | None:
         """Cut the next batch, or None when nothing is buffered.
 
         A forced range is cut only once complete (every offset up to its end was read).
@@ -116,16 +126,27 @@ class PartitionBuffer:
                 return None
             messages = []
             while self._messages and self._messages[0].offset <= last:
-                messages.append(self._messages.popleft())
+                messages.append(self._pop())
             self.forced = None
             self._restart_clock()
             return Batch(self.topic, self.partition, first, last, messages)
         if not self._messages:
             return None
-        count = min(batch_size, len(self._messages))
-        messages = [self._messages.popleft() for _ in range(count)]
+        messages = [self._pop()]
+        size = len(messages[0].value or b"")
+        while self._messages and len(messages) < batch_size:
+            nxt = len(self._messages[0].value or b"")
+            if batch_bytes and size + nxt > batch_bytes:
+                break
+            messages.append(self._pop())
+            size += nxt
         self._restart_clock()
         return Batch(self.topic, self.partition, messages[0].offset, messages[-1].offset, messages)
+
+    def _pop(self) -> Any:
+        m = self._messages.popleft()
+        self._bytes -= len(m.value) if m.value else 0
+        return m
 
     def _restart_clock(self) -> None:
         self._oldest_at = time.monotonic() if self._messages else None

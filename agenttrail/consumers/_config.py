@@ -25,9 +25,14 @@ class ConsumerConfig(BaseSettings):
         description="AGENTTRAIL_GROUP: consumer group; processes in one group share partitions.",
     )
     batch_size: int = Field(
-        default=5000,
+        default=20000,
         gt=0,
         description="AGENTTRAIL_BATCH_SIZE: a partition's batch is inserted at this many messages.",
+    )
+    batch_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description="AGENTTRAIL_BATCH_BYTES: ... or at this many bytes of messages.",
     )
     batch_ms: int = Field(
         default=500,
@@ -46,7 +51,7 @@ class ConsumerConfig(BaseSettings):
         description="Larger messages are dead-lettered as oversize.",
     )
     max_buffered_batches: int = Field(
-        default=4,
+        default=2,
         gt=0,
         description="A partition is paused while this many batches' worth of messages wait.",
     )

@@ -10,7 +10,7 @@ This is the state-store pattern of ClickHouse's own Kafka Connect sink.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from agenttrail.store import LEDGER_TABLE, Store
 
@@ -83,6 +83,20 @@ class OffsetLedger:
             )
             for p, first, last, s in rows
         }
+
+    def mark_many(self, rows: list[tuple[str, int, int, int, State, int, int]]) -> None:
+        """Append several ledger rows (topic, partition, first, last, state, events,
+        dead letters) in one insert. Blocks until stored.
+
+        Raises:
+            StoreUnavailable: the store failed the insert.
+        """
+        if not rows:
+            return
+        columns: list[list[Any]] = [[self.group] * len(rows)]
+        columns += [list(c) for c in zip(*rows, strict=True)]
+        columns.append([self.consumer] * len(rows))
+        self.store.insert_columns(LEDGER_TABLE, _COLUMNS, columns)
 
     def mark(
         self,

@@ -162,7 +162,7 @@ class IngestPipeline:
         self._release(consumer)
         waiting = any(p.pending and not p.in_flight for p in self._parts.values())
         timeout = 0 if waiting and self._backoff.ready() else self.config.poll_timeout_ms
-        fetched = consumer.poll(timeout_ms=timeout, max_records=self.config.batch_size * 2)
+        fetched = consumer.poll(timeout_ms=timeout, max_records=self.config.batch_size)
         self._apply_rebalance()
         self._initialise(consumer)
         accepted = 0
@@ -182,8 +182,14 @@ class IngestPipeline:
 
     def _held(self, part: _Partition) -> bool:
         """Whether the partition takes no new records: the store fails, or its buffer is full."""
-        limit = self.config.batch_size * self.config.max_buffered_batches
-        return self._backoff.active or len(part.buffer) >= limit
+        c = self.config
+        if part.buffer.forced is not None and not self._backoff.active:
+            return False  # a recorded range is re-read whole, whatever the limits now
+        return (
+            self._backoff.active
+            or len(part.buffer) >= c.batch_size * c.max_buffered_batches
+            or part.buffer.buffered_bytes >= c.batch_bytes * c.max_buffered_batches
+        )
 
     def _release(self, consumer: KafkaConsumer) -> None:
         """Seek released partitions back to the first offset they dropped."""
@@ -251,9 +257,9 @@ class IngestPipeline:
             if (
                 part.ready
                 and part.pending is None
-                and (final or part.buffer.ready(c.batch_size, c.batch_ms))
+                and (final or part.buffer.ready(c.batch_size, c.batch_ms, None, c.batch_bytes))
             ):
-                batch = part.buffer.take(c.batch_size)
+                batch = part.buffer.take(c.batch_size, c.batch_bytes)
                 if batch is not None:
                     part.pending = self.decoder.prepare(batch)
 

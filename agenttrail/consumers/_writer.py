@@ -9,7 +9,7 @@ after a store failure) stores its rows once, because ClickHouse drops an insert 
 from __future__ import annotations
 
 from agenttrail.consumers._decode import BatchDecoder, PreparedBatch
-from agenttrail.consumers._ledger import OffsetLedger
+from agenttrail.consumers._ledger import OffsetLedger, State
 from agenttrail.store import Store
 
 
@@ -26,6 +26,20 @@ class BatchWriter:
         self.ledger = ledger
         self.decoder = decoder or BatchDecoder()
 
+    def write_many(self, batches: list[PreparedBatch]) -> None:
+        """Store several batches (of different partitions) with one ledger insert per
+        state instead of two per batch. Same guarantees as :meth:`write` for each batch.
+
+        Raises:
+            StoreUnavailable: any step failed; retry each batch (alone or again together).
+        """
+        for prepared in batches:
+            self.decoder.settle(prepared, self.store)
+        self.ledger.mark_many([_ledger_row(p, "before") for p in batches])
+        for prepared in batches:
+            self._insert(prepared)
+        self.ledger.mark_many([_ledger_row(p, "after") for p in batches])
+
     def write(self, prepared: PreparedBatch) -> None:
         """Store one batch and mark it done in the ledger. Blocks until stored.
 
@@ -40,6 +54,13 @@ class BatchWriter:
             b.topic, b.partition, b.first_offset, b.last_offset, "before",
             events, prepared.dead_letters,
         )  # fmt: skip
+        self._insert(prepared)
+        self.ledger.mark(
+            b.topic, b.partition, b.first_offset, b.last_offset, "after",
+            events, prepared.dead_letters,
+        )  # fmt: skip
+
+    def _insert(self, prepared: PreparedBatch) -> None:
         for insert in prepared.inserts:
             if insert.avro is not None:
                 self.store.insert_avro(
@@ -52,7 +73,9 @@ class BatchWriter:
                     insert.columns,
                     dedup_token=insert.dedup_token,
                 )
-        self.ledger.mark(
-            b.topic, b.partition, b.first_offset, b.last_offset, "after",
-            events, prepared.dead_letters,
-        )  # fmt: skip
+
+
+def _ledger_row(p: PreparedBatch, state: State) -> tuple[str, int, int, int, State, int, int]:
+    b = p.batch
+    return (b.topic, b.partition, b.first_offset, b.last_offset, state,
+            sum(p.events.values()), p.dead_letters)  # fmt: skip
