@@ -7,6 +7,7 @@ connection error.
 from __future__ import annotations
 
 import importlib
+import logging
 
 import click
 
@@ -47,6 +48,9 @@ def main() -> None:
       agenttrail demo                   # the whole product on this machine
       agenttrail up                     # broker + consumer + store, until Ctrl-C
     """
+    # kafka-python logs every refused connection and retry; the commands report the
+    # outcome that matters (delivered, spooled, unreachable) themselves.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 __all__ = ["main"]

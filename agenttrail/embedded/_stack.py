@@ -66,10 +66,17 @@ class LocalStack:
         """Open and migrate the store, start the broker and the consumer; write up.json.
 
         Raises:
+            StackError: the data directory cannot be created.
             StoreLocked: another process (e.g. a running ``agenttrail up``) holds the store.
             BrokerError: the broker would not start.
         """
-        self.data.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StackError(
+                f"Cannot create the data directory {self.data}: {exc.strerror}. "
+                "Choose a writable place with --data DIR."
+            ) from exc
         self.store = open_store(data=self.data)
         try:
             migrate(self.store)
