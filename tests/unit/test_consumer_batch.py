@@ -70,3 +70,16 @@ def test_forced_range_with_a_gap_at_its_end_completes_once_the_reader_moves_past
     batch = buf.take(10)
     assert batch is not None and (batch.first_offset, batch.last_offset) == (0, 3)
     assert [m.offset for m in batch.messages] == [0, 1]
+
+
+def test_batch_is_also_cut_by_bytes() -> None:
+    buf = PartitionBuffer("t", 0)
+    buf.add([Msg(o, value=b"x" * 100) for o in range(10)], now=0.0)
+    assert buf.buffered_bytes == 1000
+    assert not buf.ready(batch_size=100, batch_ms=10_000, now=0.0, batch_bytes=2000)
+    assert buf.ready(batch_size=100, batch_ms=10_000, now=0.0, batch_bytes=1000)
+    batch = buf.take(100, batch_bytes=350)
+    assert batch is not None and (batch.first_offset, batch.last_offset) == (0, 2)
+    assert buf.buffered_bytes == 700
+    one = buf.take(100, batch_bytes=10)  # a message larger than the limit still goes alone
+    assert one is not None and len(one.messages) == 1
