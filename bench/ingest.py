@@ -13,6 +13,7 @@ join excluded) until every event is fetched (raw) or stored (ingest). The topic 
 filled once, before either runs, on an embedded Tansu broker.
 
 Usage: .venv/bin/python bench/ingest.py [--tool-spans N] [--llm-calls N] [--batch-size N]
+                                        [--python-decode]
 """
 
 from __future__ import annotations
@@ -96,7 +97,9 @@ def run_raw(bootstrap: str, topic: str, count: int) -> dict[str, float]:
     return {"rate": count / elapsed, "seconds": elapsed}
 
 
-def run_ingest(bootstrap: str, topic: str, count: int, batch_size: int) -> dict[str, float]:
+def run_ingest(
+    bootstrap: str, topic: str, count: int, batch_size: int, store_decodes: bool = True
+) -> dict[str, float]:
     """Store ``count`` events with the ingest pipeline into a fresh in-process store."""
     with tempfile.TemporaryDirectory() as tmp, open_store(data=Path(tmp)) as store:
         migrate(store)
@@ -105,6 +108,7 @@ def run_ingest(bootstrap: str, topic: str, count: int, batch_size: int) -> dict[
             topic=topic,
             group=f"ingest-{topic}",
             batch_size=batch_size,
+            store_decodes=store_decodes,
             kafka_options=embedded_consumer_config(),
         )
         pipeline = IngestPipeline(config, store)
@@ -131,15 +135,20 @@ def child(args: argparse.Namespace) -> None:
     if args.child == "raw":
         result = run_raw(args.bootstrap, args.topic, args.count)
     else:
-        result = run_ingest(args.bootstrap, args.topic, args.count, args.batch_size)
+        result = run_ingest(
+            args.bootstrap, args.topic, args.count, args.batch_size, not args.python_decode
+        )
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
 
-def in_subprocess(kind: str, bootstrap: str, topic: str, count: int, batch_size: int) -> Any:
+def in_subprocess(
+    kind: str, bootstrap: str, topic: str, count: int, batch_size: int, python_decode: bool
+) -> Any:
+    extra = ["--python-decode"] if python_decode else []
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, "--bootstrap", bootstrap, "--topic", topic,
-         "--count", str(count), "--batch-size", str(batch_size)],
+         "--count", str(count), "--batch-size", str(batch_size), *extra],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -150,6 +159,11 @@ def main() -> None:
     parser.add_argument("--tool-spans", type=int, default=200_000)
     parser.add_argument("--llm-calls", type=int, default=40_000)
     parser.add_argument("--batch-size", type=int, default=ConsumerConfig().batch_size)
+    parser.add_argument(
+        "--python-decode",
+        action="store_true",
+        help="decode every event in Python (store_decodes=False), for comparison",
+    )
     parser.add_argument("--child", choices=["raw", "ingest"], help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
@@ -159,7 +173,11 @@ def main() -> None:
         child(args)
         return
     with EmbeddedBroker(port=0, partitions=PARTITIONS).start() as broker:
-        print(f"broker {broker.bootstrap}, {PARTITIONS} partitions, batch size {args.batch_size}")
+        mode = "Python" if args.python_decode else "store (checked Avro)"
+        print(
+            f"broker {broker.bootstrap}, {PARTITIONS} partitions, batch size {args.batch_size}, "
+            f"decoding in {mode}"
+        )
         for family, count, text in (
             ("tool_span", args.tool_spans, 200),
             ("llm_call", args.llm_calls, 5600),
@@ -168,8 +186,10 @@ def main() -> None:
                 continue
             topic = f"bench-{family}-{int(time.time())}"
             sent = fill(broker.bootstrap, topic, family, count, text)
-            raw = in_subprocess("raw", broker.bootstrap, topic, count, args.batch_size)
-            ingest = in_subprocess("ingest", broker.bootstrap, topic, count, args.batch_size)
+            raw = in_subprocess("raw", broker.bootstrap, topic, count, args.batch_size, False)
+            ingest = in_subprocess(
+                "ingest", broker.bootstrap, topic, count, args.batch_size, args.python_decode
+            )
             print(
                 f"{family:<10} {count:>7} events of {sent / count:,.0f} B | "
                 f"raw fetch {raw['rate']:>9,.0f}/s (RSS {raw['peak_rss_mb']:.0f} MB) | "
