@@ -22,6 +22,7 @@ _COMMAND_MODULES = {
     "consume": "agenttrail.cli._consume",
     "up": "agenttrail.cli._up",
     "demo": "agenttrail.cli._demo",
+    "query": "agenttrail.cli._query",
 }
 
 
