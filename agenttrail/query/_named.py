@@ -341,6 +341,11 @@ def _parse_param(path: Path, number: int, text: str) -> QueryParam:
         )
     name, rest = parts
     type_text, default_text = _split_type(rest)
+    if not type_text:
+        raise QueryDefinitionError(
+            f"{path}:{number}: parameter {name} has no type; write "
+            "`-- param: name Type [= default] -- meaning`."
+        )
     if default_text is not None and default_text == "":
         raise QueryDefinitionError(f"{path}:{number}: `=` without a default for {name}.")
     try:
