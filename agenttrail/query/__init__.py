@@ -1,11 +1,21 @@
-"""Reading the record: named forensic queries (and, as they land, runs, metrics, replay).
+"""Reading the record: named forensic queries, task runs, metrics, replay and prices.
 
 Example:
     >>> query = load_named_query("tool_loops")                      # doctest: +SKIP
     >>> result = query.run(store, {"min_repeats": "3"})             # doctest: +SKIP
     >>> result.records()                                            # doctest: +SKIP
+    >>> list_runs(store, outcome="failed", since=parse_since("24h")) # doctest: +SKIP
+    >>> replay_task(store, "inv-00042")                             # doctest: +SKIP
 """
 
+from agenttrail.query._metrics import (
+    GROUPINGS,
+    MetricsRow,
+    StepTrend,
+    StepWindows,
+    step_trends,
+    task_metrics,
+)
 from agenttrail.query._named import (
     NamedQuery,
     NamedQueryError,
@@ -20,18 +30,70 @@ from agenttrail.query._named import (
     load_named_query,
     parse_named_query,
 )
+from agenttrail.query._prices import (
+    PRICE_COLUMNS,
+    Price,
+    PriceFileError,
+    list_prices,
+    load_prices,
+    parse_prices,
+    read_price_file,
+)
+from agenttrail.query._replay import (
+    ModelInput,
+    TaskNotFound,
+    TimelineEvent,
+    model_input_at_step,
+    replay_task,
+)
+from agenttrail.query._runs import (
+    OUTCOMES,
+    QueryError,
+    TaskRun,
+    ToolCall,
+    get_run,
+    list_runs,
+    parse_duration,
+    parse_since,
+)
 
 __all__ = [
+    "GROUPINGS",
+    "OUTCOMES",
+    "PRICE_COLUMNS",
+    "MetricsRow",
+    "ModelInput",
     "NamedQuery",
     "NamedQueryError",
+    "Price",
+    "PriceFileError",
     "QueryColumn",
     "QueryDefinitionError",
+    "QueryError",
     "QueryParam",
     "QueryParamError",
     "QueryResult",
+    "StepTrend",
+    "StepWindows",
+    "TaskNotFound",
+    "TaskRun",
+    "TimelineEvent",
+    "ToolCall",
     "UnknownQueryError",
     "discover_named_queries",
     "forensics_dir",
+    "get_run",
+    "list_prices",
+    "list_runs",
     "load_named_query",
+    "load_prices",
+    "model_input_at_step",
+    "parse_duration",
     "parse_named_query",
+    "parse_prices",
+    "parse_since",
+    "read_price_file",
+    "replay_task",
+    "step_trends",
+    "task_metrics",
 ]

@@ -1,0 +1,211 @@
+"""Model prices: list the price table, load a user's prices from a CSV file.
+
+The table ``model_prices`` is append-only (migration 0004). A load appends rows; for
+one (model, effective_from) the newest ``loaded_at`` wins, and a call on day D is
+priced by the winning row with the greatest ``effective_from`` <= D. Costs are priced
+when read, so a load changes every cost it applies to at the next query, and no
+event is rewritten.
+
+File format (UTF-8 CSV with this header; one row per model and date; USD per million
+tokens)::
+
+    model,effective_from,input_usd_per_mtok,output_usd_per_mtok,cached_usd_per_mtok
+    gpt-4.1,2026-03-01,1.80,7.20,0.45
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from agenttrail.query._runs import QueryError
+from agenttrail.store import Store
+
+PRICE_COLUMNS: tuple[str, ...] = (
+    "model",
+    "effective_from",
+    "input_usd_per_mtok",
+    "output_usd_per_mtok",
+    "cached_usd_per_mtok",
+)
+"""The header of a price file, in order."""
+
+
+class PriceFileError(QueryError):
+    """A price file cannot be read or has invalid rows; nothing of it was loaded."""
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens of ``model`` from ``effective_from`` (UTC day) on.
+
+    ``source`` is ``shipped:<migration>`` or the loaded file's name; ``loaded_at`` is
+    when the row was appended (None for rows not yet loaded).
+    """
+
+    model: str
+    effective_from: date
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+    cached_usd_per_mtok: float
+    source: str = ""
+    loaded_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (dates as ISO 8601)."""
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["effective_from"] = self.effective_from.isoformat()
+        out["loaded_at"] = self.loaded_at.isoformat() if self.loaded_at else None
+        return out
+
+
+def list_prices(store: Store, model: str | None = None, history: bool = False) -> list[Price]:
+    """The prices in force (the winner of each model and date), or every row appended.
+
+    Args:
+        model: only this model.
+        history: every appended row, newest load first within a (model, date).
+
+    Raises:
+        StoreUnavailable: the store failed the query (e.g. not migrated).
+    """
+    table = "model_prices" if history else "model_prices_current"
+    sql = (
+        "SELECT model, effective_from, input_usd_per_mtok, output_usd_per_mtok, "
+        f"cached_usd_per_mtok, source, loaded_at FROM {store.database}.{table}"
+    )
+    params: dict[str, Any] = {}
+    if model is not None:
+        sql += " WHERE model = {model:String}"
+        params["model"] = model
+    sql += " ORDER BY model, effective_from, loaded_at DESC"
+    return [
+        Price(
+            model=str(r[0]),
+            effective_from=r[1],
+            input_usd_per_mtok=float(r[2]),
+            output_usd_per_mtok=float(r[3]),
+            cached_usd_per_mtok=float(r[4]),
+            source=str(r[5]),
+            loaded_at=r[6].replace(tzinfo=UTC) if r[6].tzinfo is None else r[6],
+        )
+        for r in store.query(sql, params)
+    ]
+
+
+def read_price_file(path: Path) -> list[Price]:
+    """Parse and check a price file; returns its rows with ``source`` set to the file name.
+
+    Every row is checked before any is returned, and all problems are reported at once.
+
+    Raises:
+        PriceFileError: the file cannot be read, its header is not :data:`PRICE_COLUMNS`,
+            or rows are invalid (the message names each line and what to fix).
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PriceFileError(f"Cannot read price file {path}: {exc}") from None
+    return parse_prices(text, source=path.name, name=str(path))
+
+
+def parse_prices(text: str, source: str, name: str = "<prices>") -> list[Price]:
+    """Parse price CSV ``text`` (see the module docstring); ``name`` is used in errors.
+
+    Raises:
+        PriceFileError: as :func:`read_price_file`.
+    """
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip() for h in next(reader, [])]
+    if tuple(header) != PRICE_COLUMNS:
+        raise PriceFileError(
+            f"{name}: the first line must be the header {','.join(PRICE_COLUMNS)}; "
+            f"found {','.join(header) or '(nothing)'}."
+        )
+    prices: list[Price] = []
+    problems: list[str] = []
+    seen: dict[tuple[str, date], int] = {}
+    for cells in reader:
+        line = reader.line_num
+        if not any(c.strip() for c in cells):
+            continue
+        try:
+            price = _price_of(cells, source)
+        except ValueError as exc:
+            problems.append(f"line {line}: {exc}")
+            continue
+        key = (price.model, price.effective_from)
+        if key in seen:
+            problems.append(
+                f"line {line}: {price.model} from {price.effective_from} is also on line "
+                f"{seen[key]}; keep one (both would load at the same time)"
+            )
+            continue
+        seen[key] = line
+        prices.append(price)
+    if problems:
+        more = f"; … {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise PriceFileError(
+            f"{name} has {len(problems)} invalid row(s), nothing loaded: "
+            f"{'; '.join(problems[:10])}{more}."
+        )
+    if not prices:
+        raise PriceFileError(f"{name} has a header but no price rows; nothing to load.")
+    return prices
+
+
+def _price_of(cells: list[str], source: str) -> Price:
+    if len(cells) != len(PRICE_COLUMNS):
+        raise ValueError(f"expected {len(PRICE_COLUMNS)} values, found {len(cells)}")
+    model, day, *amounts = (c.strip() for c in cells)
+    if not model:
+        raise ValueError("the model is empty")
+    try:
+        effective_from = date.fromisoformat(day)
+    except ValueError:
+        raise ValueError(f"effective_from {day!r} is not a date like 2026-03-01") from None
+    values = []
+    for column, amount in zip(PRICE_COLUMNS[2:], amounts, strict=True):
+        try:
+            value = float(amount)
+        except ValueError:
+            raise ValueError(f"{column} {amount!r} is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{column} {amount!r} must be a finite price of 0 or more")
+        values.append(value)
+    return Price(model, effective_from, values[0], values[1], values[2], source=source)
+
+
+def load_prices(store: Store, prices: list[Price]) -> int:
+    """Append ``prices`` to ``model_prices`` in one insert; returns the rows appended.
+
+    They win over every earlier row of the same (model, effective_from). Loading the
+    same file again appends it again, harmlessly (equal prices win). Blocks until
+    stored; on failure nothing was appended.
+
+    Raises:
+        StoreUnavailable: the store refused the insert (e.g. not migrated).
+    """
+    if not prices:
+        return 0
+    # loaded_at is left to the store's clock (DEFAULT now64), the clock the shipped rows
+    # were stamped with, so "newer wins" never depends on this machine's clock.
+    columns = [*PRICE_COLUMNS, "source"]
+    store.insert_columns(
+        "model_prices",
+        columns,
+        [
+            [p.model for p in prices],
+            [p.effective_from for p in prices],
+            [p.input_usd_per_mtok for p in prices],
+            [p.output_usd_per_mtok for p in prices],
+            [p.cached_usd_per_mtok for p in prices],
+            [p.source for p in prices],
+        ],
+    )
+    return len(prices)
