@@ -23,6 +23,10 @@ _COMMAND_MODULES = {
     "up": "agenttrail.cli._up",
     "demo": "agenttrail.cli._demo",
     "query": "agenttrail.cli._query",
+    "runs": "agenttrail.cli._runs",
+    "metrics": "agenttrail.cli._metrics",
+    "replay": "agenttrail.cli._replay",
+    "prices": "agenttrail.cli._prices",
 }
 
 

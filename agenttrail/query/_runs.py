@@ -17,7 +17,7 @@ from typing import Any
 from agenttrail.events import TERMINAL_STATES
 from agenttrail.store import Store
 
-OUTCOMES: tuple[str, ...] = (*sorted(TERMINAL_STATES), "running")
+OUTCOMES: tuple[str, ...] = (*sorted(str(s) for s in TERMINAL_STATES), "running")
 """Values of a run's ``outcome``: its first terminal state, or ``running`` while none."""
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
