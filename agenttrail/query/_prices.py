@@ -125,7 +125,7 @@ def parse_prices(text: str, source: str, name: str = "<prices>") -> list[Price]:
     if tuple(header) != PRICE_COLUMNS:
         raise PriceFileError(
             f"{name}: the first line must be the header {','.join(PRICE_COLUMNS)}; "
-            f"found {','.join(header) or '(nothing)'}."
+            f"found {','.join(header) or '(nothing)'}. Nothing was loaded."
         )
     prices: list[Price] = []
     problems: list[str] = []
