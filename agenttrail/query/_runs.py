@@ -161,8 +161,9 @@ def list_runs(
 ) -> list[TaskRun]:
     """The most recently started runs matching every given filter, newest first.
 
-    Blocks on two queries (records, then the costs of those records). Values are bound
-    by the driver.
+    Blocks on three queries: the keys of the matching runs (only the filtered and
+    sorted aggregates are merged, over every task), then the full records and the costs
+    of those keys (index ranges). Values are bound by the driver.
 
     Args:
         task_type: only this task type.
@@ -193,43 +194,58 @@ def list_runs(
             op = ">=" if column == "start_time" else "="
             where.append(f"{column} {op} {placeholder}")
             params[placeholder[1:].split(":")[0]] = value
-    sql = (
-        f"SELECT {_RECORD_COLUMNS} FROM {store.database}.task_run_records"
-        + (f" WHERE {' AND '.join(where)}" if where else "")
-        + " ORDER BY start_time DESC, task_id LIMIT {limit:UInt32}"
+    keys = [
+        (str(r[0]), str(r[1]))
+        for r in store.query(
+            f"SELECT tenant, task_id FROM {store.database}.task_run_records"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY start_time DESC, task_id LIMIT {limit:UInt32}",
+            params,
+        )
+    ]
+    runs = {(r.tenant, r.task_id): r for r in _records(store, keys)}
+    return [runs[k] for k in keys if k in runs]
+
+
+def _records(store: Store, keys: list[tuple[str, str]]) -> list[TaskRun]:
+    """The full records (with cost) of ``keys``, in no particular order."""
+    if not keys:
+        return []
+    records = store.query(
+        f"SELECT {_RECORD_COLUMNS} FROM {store.database}.task_run_records "
+        "WHERE (tenant, task_id) IN {keys:Array(Tuple(String, String))}",
+        {"keys": keys},
     )
-    records = store.query(sql, params)
-    costs = _costs(store, [(str(r[0]), str(r[1])) for r in records])
+    costs = _costs(store, keys)
     return [_run(row, *costs.get((str(row[0]), str(row[1])), (0.0, 0))) for row in records]
 
 
 def get_run(store: Store, task_id: str, tenant: str | None = None) -> list[TaskRun]:
     """The record of ``task_id`` (one per tenant that has the id; usually one or none).
 
+    Blocks on three small queries (keys, record, cost).
+
     Raises:
         StoreUnavailable: the store failed the query.
     """
     sql = (
-        f"SELECT {_RECORD_COLUMNS} FROM {store.database}.task_run_records "
+        f"SELECT DISTINCT tenant, task_id FROM {store.database}.task_runs_state "
         "WHERE task_id = {t:String}"
     )
     params: dict[str, Any] = {"t": task_id}
     if tenant is not None:
         sql += " AND tenant = {tenant:String}"
         params["tenant"] = tenant
-    records = store.query(sql + " ORDER BY tenant", params)
-    costs = _costs(store, [(str(r[0]), str(r[1])) for r in records])
-    return [_run(row, *costs.get((str(row[0]), str(row[1])), (0.0, 0))) for row in records]
+    keys = [(str(r[0]), str(r[1])) for r in store.query(sql, params)]
+    return sorted(_records(store, keys), key=lambda r: r.tenant)
 
 
 def _costs(store: Store, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[float, int]]:
-    if not keys:
-        return {}
     rows = store.query(
         "SELECT tenant, task_id, cost_usd, unpriced_calls "
         f"FROM {store.database}.task_costs "
-        "WHERE tenant IN {tenants:Array(String)} AND task_id IN {ids:Array(String)}",
-        {"tenants": sorted({k[0] for k in keys}), "ids": sorted({k[1] for k in keys})},
+        "WHERE (tenant, task_id) IN {keys:Array(Tuple(String, String))}",
+        {"keys": keys},
     )
     return {(str(r[0]), str(r[1])): (float(r[2]), int(r[3])) for r in rows}
 
