@@ -73,7 +73,7 @@ class _Conversation:
                 content=reply,
                 input_tokens=tokens_in,
                 output_tokens=tokens_out,
-                cached_tokens=self.rng.choice((0, 0, 512)),
+                cached_tokens=min(tokens_in, self.rng.choice((0, 0, 256))),
                 finish_reason="tool_calls" if tool_call else "stop",
                 tool_calls=[{"name": tool_call, "arguments": "{}"}] if tool_call else None,
                 cost_usd=round((tokens_in * price_in + tokens_out * price_out) / 1e6, 6),
