@@ -13,9 +13,11 @@ types each run by one of 8 agents (version 1.0, then 1.1 after day 15), 2 models
 task type out of 6; a fifth of the calls report no cost and are priced from the table.
 Inserted in chunks of CHUNK tasks, in task order (as a consumer inserts per partition).
 
-Rows read: on the in-process engine, the difference of the engine's SelectedRows
-counter (system.events) around each read, minus what reading the counter costs; on a
-shared server that counter is server-wide, so run it on an idle one.
+Rows read: the difference of the engine's SelectedRows counter (system.events) around
+the first run of each read (before ClickHouse's query condition cache has seen its
+filters), minus what reading the counter costs; on a shared server that counter is
+server-wide, so run it on an idle one. chdb's own per-query read_rows counts result
+rows, not rows read, and it keeps no query_log.
 
 Usage: .venv/bin/python bench/queries.py [--events N] [--data DIR | --clickhouse URL]
                                          [--repeat N] [--insert-cost-events N]
@@ -30,10 +32,18 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agenttrail.query import list_runs, replay_task, task_metrics
+from agenttrail.query import (
+    StepWindows,
+    list_runs,
+    model_input_at_step,
+    replay_task,
+    step_trends,
+    task_metrics,
+)
 from agenttrail.store import Store, discover, migrate, open_store
 
 EVENTS_PER_TASK = 20
@@ -42,7 +52,7 @@ DAYS = 30
 
 # Per-task attributes, from the task number t (columns of numbers() as `t`).
 _TASK = """
-    concat('bench-', leftPad(toString(t), 9, '0')) AS task_id,
+    concat('tsk_', lower(hex(cityHash64(t, 42)))) AS task_id,
     ['acme', 'globex', 'initech'][t % 3 + 1] AS tenant,
     cityHash64(t, 1) % 20 AS type_no,
     concat('type_', toString(type_no)) AS task_type,
@@ -208,10 +218,12 @@ class Measured:
         return self._selected_rows() - before - self._probe_cost
 
     def run(self, name: str, read: Callable[[], Any], repeat: int) -> dict[str, Any]:
-        """Median ms over ``repeat`` runs, rows read by one run, tables of its statements."""
-        read()  # warm up: first-use costs (marks, dictionaries of LowCardinality columns)
+        """Rows read and ms of the first (cold) run, median ms of ``repeat`` more runs,
+        and the tables the statements of one run read."""
         self.issued.clear()
+        t0 = time.perf_counter()
         rows = self._selected_rows_delta(read)
+        cold_ms = (time.perf_counter() - t0) * 1000
         statements = list(self.issued)
         times = []
         for _ in range(repeat):
@@ -220,6 +232,7 @@ class Measured:
             times.append((time.perf_counter() - t0) * 1000)
         return {
             "name": name,
+            "cold_ms": cold_ms,
             "ms": statistics.median(times),
             "rows_read": rows,
             "tables": self._tables(statements),
@@ -309,12 +322,28 @@ def _report(store: Store, tasks: int, repeat: int) -> None:
         f"{k} {v:,}" for k, v in counts.items() if k not in _RAW))  # fmt: skip
     timed, ended = store.query("SELECT sum(timed_tasks), sum(tasks) FROM task_metrics_hourly")[0]
     print(f"Tasks with a duration: {timed:,} of {ended:,} ended (of {tasks:,} recorded)")
-    task_id = f"bench-{tasks // 2:09d}"
+    task_id = str(
+        store.query(
+            "SELECT concat('tsk_', lower(hex(cityHash64(toUInt64({t:UInt64}), 42))))",
+            {"t": tasks // 2},
+        )[0][0]
+    )
+    windows = StepWindows.ending_at(datetime.now(UTC), timedelta(hours=24))
     measured = Measured(store)
     results = [
         measured.run(f"replay {task_id}", lambda: replay_task(store, task_id), repeat),
+        measured.run(
+            f"replay {task_id} --step 4",
+            lambda: model_input_at_step(store, task_id, 4),
+            repeat,
+        ),
         measured.run("metrics by task_type, everything", lambda: task_metrics(store), repeat),
         measured.run("metrics by model, everything", lambda: task_metrics(store, "model"), repeat),
+        measured.run(
+            "step trends (24h against the 24h before)",
+            lambda: step_trends(store, windows),
+            repeat,
+        ),
         measured.run("runs, newest 50", lambda: list_runs(store, limit=50), repeat),
         measured.run(
             "runs --task-type type_3 --outcome failed",
@@ -322,9 +351,16 @@ def _report(store: Store, tasks: int, repeat: int) -> None:
             repeat,
         ),
     ]
-    print(f"\n{'read':42} {'ms':>8} {'rows read':>12}  tables (selected/total granules)")
+    print(
+        f"\n| read | ms, first run | ms, median of {repeat} more | rows read (first run) "
+        "| tables read (granules selected/total) |"
+    )
+    print("| --- | --- | --- | --- | --- |")
     for r in results:
-        print(f"{r['name']:42} {r['ms']:8.1f} {r['rows_read']:12,}  {r['tables']}")
+        print(
+            f"| {r['name']} | {r['cold_ms']:.1f} | {r['ms']:.1f} | {r['rows_read']:,} "
+            f"| {r['tables']} |"
+        )
 
 
 _RAW = {"llm_calls", "tool_spans", "state_transitions", "agent_messages", "guard_events"}

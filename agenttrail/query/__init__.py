@@ -41,8 +41,10 @@ from agenttrail.query._prices import (
 )
 from agenttrail.query._replay import (
     ModelInput,
+    TaskLocation,
     TaskNotFound,
     TimelineEvent,
+    locate_task,
     model_input_at_step,
     replay_task,
 )
@@ -75,6 +77,7 @@ __all__ = [
     "QueryResult",
     "StepTrend",
     "StepWindows",
+    "TaskLocation",
     "TaskNotFound",
     "TaskRun",
     "TimelineEvent",
@@ -87,6 +90,7 @@ __all__ = [
     "list_runs",
     "load_named_query",
     "load_prices",
+    "locate_task",
     "model_input_at_step",
     "parse_duration",
     "parse_named_query",

@@ -3,7 +3,12 @@
 The timeline comes from the parameterised view ``task_replay`` (migration 0008), the
 step from ``llm_calls`` itself: ``messages_json`` is returned exactly as stored, which
 is exactly as the SDK serialised it when the call was made (its SHA-256 is the
-recorded ``prompt_hash``). Both read an index range of the family tables.
+recorded ``prompt_hash``).
+
+Both first look the task up in ``task_index`` (migration 0009: tenant, first and last
+event time, by task id) and then read each family table with ``tenant`` and ``ts``
+bounds as well as the task id: parts outside the task's time span are skipped and each
+remaining part is read over the task's index range only.
 """
 
 from __future__ import annotations
@@ -48,8 +53,56 @@ class TimelineEvent:
         return out
 
 
+@dataclass(frozen=True)
+class TaskLocation:
+    """Where a task's events are: its tenant and the time span of its stored events."""
+
+    tenant: str
+    first_ts: datetime
+    last_ts: datetime
+
+    def params(self) -> dict[str, Any]:
+        """Bound values of the condition :func:`_within` (naive UTC, as the driver expects)."""
+        return {
+            "tenant": self.tenant,
+            "first_ts": self.first_ts.astimezone(UTC).replace(tzinfo=None),
+            "last_ts": self.last_ts.astimezone(UTC).replace(tzinfo=None),
+        }
+
+
+def _within(alias: str = "") -> str:
+    """The condition that confines a family table to a :class:`TaskLocation`."""
+    return (
+        f"{alias}tenant = {{tenant:String}} AND {alias}ts >= {{first_ts:DateTime64(6, 'UTC')}} "
+        f"AND {alias}ts <= {{last_ts:DateTime64(6, 'UTC')}}"
+    )
+
+
+def locate_task(store: Store, task_id: str, tenant: str | None = None) -> list[TaskLocation]:
+    """The tenants holding ``task_id`` (usually one) and the span of its events' ``ts``.
+
+    Blocks on one query over ``task_index`` (one granule per part).
+
+    Raises:
+        StoreUnavailable: the store failed the query (e.g. not migrated).
+    """
+    sql = (
+        f"SELECT tenant, min(first_ts), max(last_ts) FROM {store.database}.task_index "
+        "WHERE task_id = {task_id:String}"
+    )
+    params: dict[str, Any] = {"task_id": task_id}
+    if tenant is not None:
+        sql += " AND tenant = {tenant:String}"
+        params["tenant"] = tenant
+    rows = store.query(sql + " GROUP BY tenant ORDER BY tenant", params)
+    return [TaskLocation(str(r[0]), _utc(r[1]), _utc(r[2])) for r in rows]
+
+
 def replay_task(store: Store, task_id: str, tenant: str | None = None) -> list[TimelineEvent]:
-    """Every stored event of ``task_id``, ordered by tenant and seq. Blocks on one query.
+    """Every stored event of ``task_id``, ordered by tenant and seq.
+
+    Blocks on two queries (the location, then the events), plus one per further tenant
+    holding the same id.
 
     Raises:
         TaskNotFound: no event of the task is stored (in ``tenant``, when given).
@@ -57,13 +110,12 @@ def replay_task(store: Store, task_id: str, tenant: str | None = None) -> list[T
     """
     sql = (
         "SELECT tenant, task_id, seq, step, ts, family, span_id, parent_span_id, ok, summary "
-        f"FROM {store.database}.task_replay(task_id = {{task_id:String}})"
+        f"FROM {store.database}.task_replay(task_id = {{task_id:String}}) "
+        f"WHERE {_within()} ORDER BY seq"
     )
-    params: dict[str, Any] = {"task_id": task_id}
-    if tenant is not None:
-        sql += " WHERE tenant = {tenant:String}"
-        params["tenant"] = tenant
-    rows = store.query(sql + " ORDER BY tenant, seq", params)
+    rows = []
+    for where in locate_task(store, task_id, tenant):
+        rows += store.query(sql, {"task_id": task_id, **where.params()})
     if not rows:
         raise TaskNotFound(_not_found(store, task_id, tenant))
     return [
@@ -151,7 +203,8 @@ def model_input_at_step(
     """The LLM call(s) of ``task_id`` at ``step``: the messages as sent and the answer.
 
     The SDK starts a new step with every LLM call, so a step has one call; several are
-    returned only when the id exists in several tenants. Blocks on one query.
+    returned only when the id exists in several tenants. Blocks on two queries (the
+    location, then the call), plus one per further tenant holding the same id.
 
     Raises:
         TaskNotFound: the task has no LLM call at ``step`` (the message lists the steps
@@ -160,22 +213,18 @@ def model_input_at_step(
     """
     db = store.database
     cols = ", ".join(f"l.{c}" for c in _STEP_COLUMNS)
-    inner_tenant = outer_tenant = ""
-    if tenant is not None:
-        inner_tenant = " AND tenant = {tenant:String}"
-        outer_tenant = " AND l.tenant = {tenant:String}"
     sql = (
         f"SELECT {cols}, k.cost_usd, k.cost_source FROM {db}.llm_calls AS l "
         "LEFT JOIN (SELECT tenant, seq, cost_usd, cost_source "
         f"FROM {db}.llm_call_costs WHERE task_id = {{task_id:String}} AND step = {{step:Int32}}"
-        f"{inner_tenant}) AS k ON l.tenant = k.tenant AND l.seq = k.seq "
-        f"WHERE l.task_id = {{task_id:String}} AND l.step = {{step:Int32}}{outer_tenant} "
-        "ORDER BY l.tenant, l.seq"
+        f" AND {_within()}) AS k ON l.tenant = k.tenant AND l.seq = k.seq "
+        f"WHERE l.task_id = {{task_id:String}} AND l.step = {{step:Int32}} "
+        f"AND {_within('l.')} "
+        "ORDER BY l.seq"
     )
-    params: dict[str, Any] = {"task_id": task_id, "step": step}
-    if tenant is not None:
-        params["tenant"] = tenant
-    rows = store.query(sql, params)
+    rows = []
+    for where in locate_task(store, task_id, tenant):
+        rows += store.query(sql, {"task_id": task_id, "step": step, **where.params()})
     if not rows:
         raise TaskNotFound(_no_step(store, task_id, step, tenant))
     out = []

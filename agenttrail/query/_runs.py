@@ -229,7 +229,7 @@ def get_run(store: Store, task_id: str, tenant: str | None = None) -> list[TaskR
         StoreUnavailable: the store failed the query.
     """
     sql = (
-        f"SELECT DISTINCT tenant, task_id FROM {store.database}.task_runs_state "
+        f"SELECT DISTINCT tenant, task_id FROM {store.database}.task_index "
         "WHERE task_id = {t:String}"
     )
     params: dict[str, Any] = {"t": task_id}
