@@ -20,10 +20,11 @@ from agenttrail.consumers import ConsumerConfig, IngestSnapshot, IngestStats, ru
 from agenttrail.embedded._broker import EmbeddedBroker, embedded_consumer_config
 from agenttrail.events import EVENTS_TOPIC
 from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES, Store, migrate, open_store
+from agenttrail.store._config import LOCAL_DATA_DIR
 
-DEFAULT_DATA_DIR = Path(".agenttrail")
+DEFAULT_DATA_DIR = LOCAL_DATA_DIR
 """Where ``up`` and ``demo`` keep their data unless told otherwise (and where
-``Recorder.from_env()`` looks for ``up.json``)."""
+``Recorder.from_env()`` looks for ``up.json`` and the reading commands for the store)."""
 
 
 class StackError(RuntimeError):

@@ -17,11 +17,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from agenttrail.store._errors import StoreConfigError
 from agenttrail.store._tables import DEFAULT_DATABASE
 
+LOCAL_DATA_DIR = Path(".agenttrail")
+"""The default data directory of ``agenttrail demo`` and ``up``, relative to the working
+directory; used when no store is named."""
+
 
 class StoreConfig(BaseSettings):
     """Store settings; constructor argument > environment (``AGENTTRAIL_*``) > default.
 
-    Exactly one of ``clickhouse`` and ``data`` must be set.
+    At most one of ``clickhouse`` and ``data`` may be set; with neither, the store of
+    ``./.agenttrail`` (where ``agenttrail demo`` and ``up`` keep it) is used if present.
     """
 
     model_config = SettingsConfigDict(env_prefix="AGENTTRAIL_", extra="ignore")
@@ -54,10 +59,15 @@ class StoreConfig(BaseSettings):
         if self.data is not None:
             return StoreTarget.embedded(self.data / "clickhouse")
         if not url:
+            # `agenttrail demo` and `up` keep their store in ./.agenttrail by default; the
+            # commands that read the record find it there too.
+            local = LOCAL_DATA_DIR / "clickhouse"
+            if local.is_dir():
+                return StoreTarget.embedded(local)
             raise StoreConfigError(
                 "No store given: pass --data DIR (in-process store) or --clickhouse URL "
                 "(http://user:password@host:8123/agenttrail), or set AGENTTRAIL_DATA / "
-                "AGENTTRAIL_CLICKHOUSE."
+                f"AGENTTRAIL_CLICKHOUSE; there is no {LOCAL_DATA_DIR}/ store here either."
             )
         return StoreTarget.parse(url)
 

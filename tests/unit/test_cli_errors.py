@@ -20,9 +20,27 @@ def test_demo_with_a_data_directory_it_cannot_create(tmp_path: Path) -> None:
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-def test_migrate_without_a_store_says_how_to_name_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_migrate_without_a_store_says_how_to_name_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./.agenttrail store to fall back on
     monkeypatch.delenv("AGENTTRAIL_DATA", raising=False)
     monkeypatch.delenv("AGENTTRAIL_CLICKHOUSE", raising=False)
     result = CliRunner().invoke(main, ["migrate"])
     assert result.exit_code == 2
     assert "--data DIR" in result.output and "--clickhouse URL" in result.output
+
+
+def test_reading_commands_find_the_demo_store_in_the_working_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from agenttrail.store import StoreConfig
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AGENTTRAIL_DATA", raising=False)
+    monkeypatch.delenv("AGENTTRAIL_CLICKHOUSE", raising=False)
+    (tmp_path / ".agenttrail" / "clickhouse").mkdir(parents=True)
+    target = StoreConfig().target()
+    assert target.kind == "chdb"
+    assert target.path is not None
+    assert target.path.resolve() == (tmp_path / ".agenttrail" / "clickhouse").resolve()

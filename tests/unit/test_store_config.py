@@ -55,8 +55,9 @@ def test_config_never_prints_the_password() -> None:
     ],
 )
 def test_bad_locations_say_what_to_do(
-    kwargs: dict[str, object], fragment: str, monkeypatch: pytest.MonkeyPatch
+    kwargs: dict[str, object], fragment: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./.agenttrail store to fall back on
     monkeypatch.delenv("AGENTTRAIL_CLICKHOUSE", raising=False)
     monkeypatch.delenv("AGENTTRAIL_DATA", raising=False)
     with pytest.raises(StoreConfigError, match=fragment):
