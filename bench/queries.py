@@ -38,6 +38,7 @@ from typing import Any
 
 from agenttrail.query import (
     StepWindows,
+    discover_named_queries,
     list_runs,
     model_input_at_step,
     replay_task,
@@ -351,6 +352,12 @@ def _report(store: Store, tasks: int, repeat: int) -> None:
             repeat,
         ),
     ]
+    # Every named forensic query with its documented defaults: these scan the raw
+    # tables by design (they look for patterns across all tasks).
+    for name, query in sorted(discover_named_queries().items()):
+        results.append(
+            measured.run(f"query {name}", lambda q=query: q.run(store, {}), repeat)  # type: ignore[misc]
+        )
     print(
         f"\n| read | ms, first run | ms, median of {repeat} more | rows read (first run) "
         "| tables read (granules selected/total) |"
