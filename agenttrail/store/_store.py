@@ -110,7 +110,7 @@ class Store:
         """
         settings: dict[str, Any] = {}
         if dedup_token is not None:
-            settings["insert_deduplication_token"] = dedup_token
+            settings.update(_dedup_settings(dedup_token))
         with self._lock:
             self._check_open()
             try:
@@ -145,7 +145,7 @@ class Store:
         """
         settings: dict[str, Any] = {"input_format_skip_unknown_fields": 1}
         if dedup_token is not None:
-            settings["insert_deduplication_token"] = dedup_token
+            settings.update(_dedup_settings(dedup_token))
         with self._lock:
             self._check_open()
             try:
@@ -326,3 +326,16 @@ def _open_embedded(target: StoreTarget) -> Store:
     if exists:
         store.use_database()
     return store
+
+
+def _dedup_settings(token: str) -> dict[str, Any]:
+    """Settings of an insert that a retry with the same token must not repeat.
+
+    The materialized views behind task_runs and the metrics must drop a retried block
+    too; that is the server default, spelled out so a changed default or profile
+    cannot double-count them.
+    """
+    return {
+        "insert_deduplication_token": token,
+        "deduplicate_blocks_in_dependent_materialized_views": 1,
+    }
