@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from agenttrail.cli._runs import (
+from agenttrail.cli._common import (
     fail,
     fmt_ms,
     fmt_usd,

@@ -8,23 +8,12 @@ from pathlib import Path
 
 import click
 
+from agenttrail.cli._common import store_options
 from agenttrail.store import MigrationError, StoreError, migrate, open_store
 
 
 @click.command("migrate")
-@click.option(
-    "--data",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data directory; the in-process store is DIR/clickhouse. [env AGENTTRAIL_DATA]",
-)
-@click.option(
-    "--clickhouse",
-    metavar="URL",
-    default=None,
-    help="http(s)://user:password@host:8123/database or chdb:///path. [env AGENTTRAIL_CLICKHOUSE]",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@store_options
 def command(data: Path | None, clickhouse: str | None, as_json: bool) -> None:
     """Create the agenttrail database and tables, applying each migration once.
 

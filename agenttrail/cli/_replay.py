@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from agenttrail.cli._runs import (
+from agenttrail.cli._common import (
     fail,
     fmt_ms,
     fmt_usd,

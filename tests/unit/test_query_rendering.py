@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from agenttrail.cli._common import cut, fmt_ms, fmt_usd, render_table
 from agenttrail.cli._metrics import metrics_table, regression_warning
 from agenttrail.cli._replay import step_text, timeline_table
-from agenttrail.cli._runs import cut, fmt_ms, fmt_usd, render_table, run_row
+from agenttrail.cli._runs import run_row
 from agenttrail.query import MetricsRow, ModelInput, StepTrend, TaskRun, TimelineEvent, ToolCall
 
 T0 = datetime(2026, 1, 15, 10, 22, 44, tzinfo=UTC)
