@@ -22,11 +22,8 @@ CELL_CHARS = 60
 """Longest cell of a table; longer text is cut and ends with …."""
 
 
-def store_options(func: F) -> F:
-    """Add ``--data``, ``--clickhouse`` and ``--json`` to a command."""
-    func = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
-        func
-    )
+def store_location_options(func: F) -> F:
+    """Add ``--data`` and ``--clickhouse``, the two ways to name a store."""
     func = click.option(
         "--clickhouse",
         metavar="URL",
@@ -38,9 +35,18 @@ def store_options(func: F) -> F:
         "--data",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
-        help="Data directory; the in-process store is DIR/clickhouse. [env AGENTTRAIL_DATA]",
+        help="Data directory; the in-process store is DIR/clickhouse. [env AGENTTRAIL_DATA] "
+        "(default: ./.agenttrail when it holds a store)",
     )(func)
     return func
+
+
+def store_options(func: F) -> F:
+    """Add ``--data``, ``--clickhouse`` and ``--json`` to a command."""
+    func = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
+        func
+    )
+    return store_location_options(func)
 
 
 def fail(as_json: bool, message: str, code: int = 2) -> NoReturn:

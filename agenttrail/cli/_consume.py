@@ -14,6 +14,7 @@ from typing import Any
 import click
 from kafka.errors import KafkaError
 
+from agenttrail.cli._common import store_location_options
 from agenttrail.consumers import ConsumerConfig, IngestSnapshot, IngestStats, run_consumer
 from agenttrail.store import MigrationError, StoreError, open_store
 
@@ -25,18 +26,7 @@ from agenttrail.store import MigrationError, StoreError, open_store
     default=None,
     help="Kafka bootstrap servers. [env AGENTTRAIL_BOOTSTRAP]",
 )
-@click.option(
-    "--data",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data directory; the in-process store is DIR/clickhouse. [env AGENTTRAIL_DATA]",
-)
-@click.option(
-    "--clickhouse",
-    metavar="URL",
-    default=None,
-    help="http(s)://user:password@host:8123/database or chdb:///path. [env AGENTTRAIL_CLICKHOUSE]",
-)
+@store_location_options
 @click.option("--group", default=None, help="Consumer group. [env AGENTTRAIL_GROUP]")
 @click.option("--topic", default=None, help="Topic to ingest. [env AGENTTRAIL_TOPIC]")
 @click.option(
@@ -78,7 +68,7 @@ def command(
     \b
     Example:
       agenttrail consume --bootstrap 127.0.0.1:9092 --data ./trail
-      agenttrail consume --bootstrap kafka:9092 --group ingest \
+      agenttrail consume --bootstrap kafka:9092 \\
         --clickhouse http://default:pw@ch:8123/agenttrail
     """
     overrides: dict[str, Any] = {

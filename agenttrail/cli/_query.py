@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
+from agenttrail.cli._common import store_location_options
 from agenttrail.query import (
     NamedQuery,
     NamedQueryError,
@@ -53,18 +54,7 @@ _MISSING_TABLES = ("UNKNOWN_TABLE", "UNKNOWN_DATABASE", "Unknown table", "does n
     help="How to print the rows.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json; also for --list.")
-@click.option(
-    "--data",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data directory; the in-process store is DIR/clickhouse. [env AGENTTRAIL_DATA]",
-)
-@click.option(
-    "--clickhouse",
-    metavar="URL",
-    default=None,
-    help="http(s)://user:password@host:8123/database or chdb:///path. [env AGENTTRAIL_CLICKHOUSE]",
-)
+@store_location_options
 def command(
     name: str | None,
     list_all: bool,
