@@ -50,14 +50,12 @@ from agenttrail.query._replay import (
 )
 from agenttrail.query._runs import (
     OUTCOMES,
-    QueryError,
     TaskRun,
     ToolCall,
     get_run,
     list_runs,
-    parse_duration,
-    parse_since,
 )
+from agenttrail.query._time import QueryError, parse_duration, parse_since
 
 __all__ = [
     "GROUPINGS",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agenttrail.query._runs import QueryError
+from agenttrail.query._time import QueryError
 from agenttrail.store import Store
 
 GROUPINGS: tuple[str, ...] = ("task_type", "agent", "model")

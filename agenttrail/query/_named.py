@@ -23,26 +23,22 @@ declared type or refused with a :class:`QueryParamError` that says what to write
 from __future__ import annotations
 
 import difflib
-import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agenttrail._contracts import queries_dir
+from agenttrail.query._param_values import UnsupportedType, base_type, convert, converter
 from agenttrail.store import Store
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _DIRECTIVE_RE = re.compile(r"^--\s?([a-z]+):\s*(.*)$")
 _CONTINUATION_RE = re.compile(r"^--\s{2,}(\S.*)$")
 _PLACEHOLDER_RE = re.compile(r"\{(\w+):([^{}]+)\}")
-_AGE_RE = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
-_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_INT_TYPES = {f"{sign}Int{bits}": bits for bits in (8, 16, 32, 64) for sign in ("U", "")}
 _DIRECTIVES = ("purpose", "why", "param", "column")
-_TIME_HINT = "an ISO 8601 time (2026-01-15, 2026-01-15T10:22:44Z) or an age (90m, 24h, 7d)"
 
 
 class NamedQueryError(Exception):
@@ -100,7 +96,7 @@ class QueryParam:
         """
         base = self.type[len("Nullable(") : -1] if self.nullable else self.type
         try:
-            return _convert(base, text.strip() if base != "String" else text, now)
+            return convert(base, text.strip() if base != "String" else text, now)
         except ValueError as exc:
             raise QueryParamError(
                 f"Parameter {self.name} ({self.type}): {text!r} is not valid: {exc}."
@@ -349,8 +345,8 @@ def _parse_param(path: Path, number: int, text: str) -> QueryParam:
     if default_text is not None and default_text == "":
         raise QueryDefinitionError(f"{path}:{number}: `=` without a default for {name}.")
     try:
-        _converter(_base_type(type_text))
-    except _UnsupportedType as exc:
+        converter(base_type(type_text))
+    except UnsupportedType as exc:
         raise QueryDefinitionError(f"{path}:{number}: parameter {name}: {exc}") from None
     param = QueryParam(name, type_text, meaning, default_text)
     if default_text is None:
@@ -426,92 +422,3 @@ def _check_placeholders(path: Path, sql: str, params: tuple[QueryParam, ...]) ->
             f"{path}: parameter(s) {', '.join(unused)} are declared but the SQL never uses "
             "them; remove them or use them."
         )
-
-
-# -- value conversion --------------------------------------------------------------------
-
-
-class _UnsupportedType(ValueError):
-    pass
-
-
-def _base_type(type_text: str) -> str:
-    if type_text.startswith("Nullable(") and type_text.endswith(")"):
-        return type_text[len("Nullable(") : -1]
-    return type_text
-
-
-def _convert(base: str, text: str, now: datetime | None) -> Any:
-    return _converter(base)(text, now)
-
-
-def _converter(base: str) -> Callable[[str, datetime | None], Any]:
-    """The converter of a (non-Nullable) type. Raises _UnsupportedType for others."""
-    if base == "String":
-        return lambda text, _now: text
-    if base in _INT_TYPES:
-        return lambda text, _now: _to_int(base, text)
-    if base in ("Float32", "Float64"):
-        return lambda text, _now: _to_float(text)
-    if base == "Bool":
-        return lambda text, _now: _to_bool(text)
-    if base == "Date":
-        return lambda text, _now: _to_date(text)
-    if base == "DateTime" or re.fullmatch(r"DateTime(64)?\(.*\)", base):
-        return _to_time
-    raise _UnsupportedType(
-        f"type {base} is not supported for parameters; use String, (U)Int8-64, Float32/64, "
-        "Bool, Date, DateTime or DateTime64, optionally inside Nullable(...)"
-    )
-
-
-def _to_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise ValueError("write a date as YYYY-MM-DD") from None
-
-
-def _to_int(base: str, text: str) -> int:
-    bits = _INT_TYPES[base]
-    if base.startswith("U"):
-        low, high = 0, 2**bits - 1
-    else:
-        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    if not re.fullmatch(r"[+-]?\d+", text):
-        raise ValueError(f"write a whole number from {low} to {high}")
-    value = int(text)
-    if not low <= value <= high:
-        raise ValueError(f"{base} takes {low} to {high}")
-    return value
-
-
-def _to_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError("write a number such as 3 or 0.8") from None
-    if not math.isfinite(value):
-        raise ValueError("write a finite number")
-    return value
-
-
-def _to_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise ValueError("write true or false")
-
-
-def _to_time(text: str, now: datetime | None) -> datetime:
-    age = _AGE_RE.fullmatch(text)
-    if age:
-        now = now or datetime.now(UTC)
-        return now - timedelta(**{_AGE_UNITS[age.group(2)]: int(age.group(1))})
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"write {_TIME_HINT}") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from agenttrail.query._runs import QueryError
+from agenttrail.query._time import QueryError
 from agenttrail.store import Store
 
 PRICE_COLUMNS: tuple[str, ...] = (

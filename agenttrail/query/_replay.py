@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agenttrail.query._runs import QueryError
+from agenttrail.query._time import QueryError
 from agenttrail.store import Store
 
 

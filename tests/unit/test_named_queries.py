@@ -116,8 +116,8 @@ def test_times_are_iso_8601_or_an_age_before_now(text: str, expected: datetime) 
         ("min_calls", "", "whole number"),
         ("ratio", "nan", "finite"),
         ("ratio", "half", "number"),
-        ("since", "yesterday", "ISO 8601"),
-        ("since", "5y", "ISO 8601"),
+        ("since", "yesterday", "ISO date/time"),
+        ("since", "5y", "ISO date/time"),
     ],
 )
 def test_bad_values_are_refused_with_what_to_write(name: str, text: str, says: str) -> None:
