@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from agenttrail.consumers import ConsumerConfig, IngestSnapshot, IngestStats, run_consumer
 from agenttrail.embedded._broker import EmbeddedBroker, embedded_consumer_config
@@ -232,8 +231,3 @@ class LocalStack:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def describe(snapshot: IngestSnapshot) -> dict[str, Any]:
-    """A JSON-ready status."""
-    return snapshot.to_dict()

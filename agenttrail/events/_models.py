@@ -2,7 +2,7 @@
 
 The SDK builds plain dicts on the agent's thread for speed; these models are for
 consumers, tests and tools that want typed access, and for validating foreign input.
-``Event.from_record`` accepts what :class:`~agenttrail.events.EventCodec` decodes;
+``parse_event`` accepts what :class:`~agenttrail.events.EventCodec` decodes;
 ``to_record`` gives back what it encodes.
 """
 
@@ -66,11 +66,6 @@ class Envelope(BaseModel):
     producer_seq: int = Field(ge=0)
     prev_hash: str = ""
     hash: str = ""
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Event:
-        """Validate a decoded record into the model of its family."""
-        return _EVENT_ADAPTER.validate_python(record)
 
     def to_record(self) -> dict[str, Any]:
         """The Avro record of this event (timestamps as microseconds)."""

@@ -8,7 +8,6 @@ raise into agent code: the pipeline calls them from its own thread.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,7 +103,6 @@ class KafkaExporter:
         }
         self._config.update(extra or {})
         self._producer: Any = None
-        self._lock = threading.Lock()
         self._partitions = 0
         self._partitions_checked = 0.0
         self._partition_of: dict[bytes, int] = {}

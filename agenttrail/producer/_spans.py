@@ -63,7 +63,43 @@ def error_fields(exc: BaseException | str | None) -> tuple[str | None, str | Non
     return type(exc).__name__, str(exc)[:_ERROR_DETAIL_CHARS]
 
 
-class ToolSpan:
+class _Span:
+    """What every span shares: ids, nesting under the current span, start and duration,
+    and the failure recorded from an exception."""
+
+    __slots__ = (
+        "_t0",
+        "_token",
+        "error_detail",
+        "error_type",
+        "parent_span_id",
+        "span_id",
+        "success",
+        "task",
+        "ts",
+    )
+
+    task: Task
+
+    def _open(self) -> None:
+        """Start the span as the current one of this context (at ``__enter__``)."""
+        self.span_id = new_span_id()
+        self.parent_span_id = current_span.get() or self.task.root_span_id
+        self._token: Token[str | None] = current_span.set(self.span_id)
+        self.ts = time.time_ns() // 1000
+        self._t0 = time.perf_counter()
+
+    def _close(self, exc: BaseException | None) -> float:
+        """End the span (at ``__exit__``); returns its duration in milliseconds."""
+        latency_ms = (time.perf_counter() - self._t0) * 1000.0
+        current_span.reset(self._token)
+        if exc is not None:
+            self.success = False
+            self.error_type, self.error_detail = error_fields(exc)
+        return latency_ms
+
+
+class ToolSpan(_Span):
     """One tool invocation. Use as ``with task.tool(...) as span: span.result(value)``.
 
     Entering checks the task's limits (and raises ``LimitExceeded`` before the tool
@@ -74,23 +110,14 @@ class ToolSpan:
     __slots__ = (
         "_result_size",
         "_result_summary",
-        "_t0",
-        "_token",
         "args_hash",
         "args_json",
         "attempt",
-        "error_detail",
-        "error_type",
         "idempotency_key",
         "name",
-        "parent_span_id",
         "redactions",
         "side_effect",
-        "span_id",
-        "success",
-        "task",
         "tool_version",
-        "ts",
     )
 
     def __init__(
@@ -122,11 +149,7 @@ class ToolSpan:
 
     def __enter__(self) -> ToolSpan:
         self.task.check_limits(new_step=False)
-        self.span_id = new_span_id()
-        self.parent_span_id = current_span.get() or self.task.root_span_id
-        self._token: Token[str | None] = current_span.set(self.span_id)
-        self.ts = time.time_ns() // 1000
-        self._t0 = time.perf_counter()
+        self._open()
         return self
 
     def result(self, value: Any) -> None:
@@ -147,11 +170,7 @@ class ToolSpan:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        latency_ms = (time.perf_counter() - self._t0) * 1000.0
-        current_span.reset(self._token)
-        if exc is not None:
-            self.success = False
-            self.error_type, self.error_detail = error_fields(exc)
+        latency_ms = self._close(exc)
         task = self.task
         tools = task.tools
         # One dict literal with the envelope spelled out: this is the hottest path of
@@ -185,7 +204,7 @@ class ToolSpan:
         task.tool_calls += 1
 
 
-class LlmCall:
+class LlmCall(_Span):
     """One LLM call. Use as ``with task.llm_call(...) as call: call.respond(...)``.
 
     Entering checks the task's limits and advances the task's step; the message
@@ -242,11 +261,7 @@ class LlmCall:
     def __enter__(self) -> LlmCall:
         self.task.check_limits(new_step=True)
         self.step = self.task.advance_step()
-        self.span_id = new_span_id()
-        self.parent_span_id = current_span.get() or self.task.root_span_id
-        self._token = current_span.set(self.span_id)
-        self.ts = time.time_ns() // 1000
-        self._t0 = time.perf_counter()
+        self._open()
         return self
 
     def respond(
@@ -302,11 +317,7 @@ class LlmCall:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        latency_ms = (time.perf_counter() - self._t0) * 1000.0
-        current_span.reset(self._token)
-        if exc is not None:
-            self.success = False
-            self.error_type, self.error_detail = error_fields(exc)
+        latency_ms = self._close(exc)
         task = self.task
         task.emit(
             {
