@@ -10,7 +10,7 @@ Example:
     >>> rec.close()
 """
 
-from agenttrail.producer._config import RecorderSettings
+from agenttrail.producer._config import RecorderConfigError, RecorderSettings
 from agenttrail.producer._decorator import tool
 from agenttrail.producer._exporter import Exporter, ExporterUnavailable, KafkaExporter, OutRecord
 from agenttrail.producer._limits import LimitExceeded, Limits
@@ -30,6 +30,7 @@ __all__ = [
     "LlmCall",
     "OutRecord",
     "Recorder",
+    "RecorderConfigError",
     "RecorderSettings",
     "Redactor",
     "Task",

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import Field
+from annotated_types import Ge, Gt
+from pydantic import Field, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "AGENTTRAIL_"
+
+
+class RecorderConfigError(ValueError):
+    """A Recorder setting (argument or ``AGENTTRAIL_*`` variable) has a value it cannot take.
+
+    The message has one line per bad setting: where the value came from, the value,
+    and what is allowed.
+    """
 
 
 def default_spool_root() -> Path:
@@ -24,7 +37,7 @@ class RecorderSettings(BaseSettings):
     ``AGENTTRAIL_BOOTSTRAP=broker:9092``.
     """
 
-    model_config = SettingsConfigDict(env_prefix="AGENTTRAIL_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     bootstrap: str | None = Field(
         default=None,
@@ -90,3 +103,55 @@ def discover_local_stack(data: Path | None) -> str | None:
         if isinstance(bootstrap, str):
             return bootstrap
     return None
+
+
+def load_settings(given: Mapping[str, Any]) -> RecorderSettings:
+    """``RecorderSettings`` from ``given`` arguments and the environment.
+
+    Raises:
+        RecorderConfigError: a value is not allowed; one line per bad setting, naming
+            the argument or variable, the value and what is allowed (never a pydantic
+            traceback).
+    """
+    try:
+        return RecorderSettings(**given)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            field = RecorderSettings.model_fields.get(name)
+            if name in given:
+                source = f"Recorder({name}={given[name]!r})"
+            elif field is not None:
+                var = ENV_PREFIX + name.upper()
+                source = f"{var}={os.environ.get(var, err.get('input'))!r}"
+            else:
+                source = f"Recorder({name}=...)"
+            allowed = describe_allowed(field) if field is not None else err["msg"]
+            lines.append(f"{source} is not allowed: {allowed}.")
+        raise RecorderConfigError(" ".join(lines)) from None
+
+
+def describe_allowed(field: FieldInfo) -> str:
+    """What a setting accepts, in words: ``an integer >= 1``, ``one of spool, block``."""
+    annotation = field.annotation
+    choices: tuple[Any, ...] = ()
+    if get_origin(annotation) is Literal:
+        choices = get_args(annotation)
+        return "one of " + ", ".join(str(c) for c in choices)
+    bounds = []
+    for meta in field.metadata:
+        if isinstance(meta, Ge):
+            bounds.append(f">= {meta.ge}")
+        elif isinstance(meta, Gt):
+            bounds.append(f"> {meta.gt}")
+    kinds = {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false (1/0, yes/no)",
+        str: "text",
+        Path: "a path",
+    }
+    args = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    kind = " or ".join(kinds.get(a, getattr(a, "__name__", str(a))) for a in args)
+    return " ".join([kind, *bounds])

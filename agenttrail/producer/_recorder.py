@@ -10,10 +10,9 @@ from types import TracebackType
 from typing import Any
 
 from agenttrail.events import uuid7
-from agenttrail.producer._config import RecorderSettings, discover_local_stack
+from agenttrail.producer._config import RecorderSettings, discover_local_stack, load_settings
 from agenttrail.producer._exporter import Exporter, KafkaExporter
 from agenttrail.producer._limits import Limits
-from agenttrail.producer._null import NullTask
 from agenttrail.producer._pipeline import CloseReport, Pipeline
 from agenttrail.producer._redact import DEFAULT_SENSITIVE_KEYS, Redactor
 from agenttrail.producer._task import Task
@@ -26,8 +25,10 @@ class Recorder:
 
     Construction never blocks on the network and never fails because the broker is
     away: events are spooled to disk until it answers. Without a bootstrap address,
-    an exporter or a local ``agenttrail up`` to find, the recorder is disabled: every
-    call is a cheap no-op.
+    an exporter or a local ``agenttrail up`` to find, the recorder is disabled and says
+    so once, as a warning at creation: events are built and discarded, but tasks,
+    limits and stops behave exactly as when recording (safety never depends on
+    observability configuration).
 
     Args:
         bootstrap: Kafka bootstrap servers (``AGENTTRAIL_BOOTSTRAP``).
@@ -39,6 +40,10 @@ class Recorder:
         sensitive_keys: argument keys whose values are redacted.
         **settings: any other :class:`RecorderSettings` field (``spool_dir``,
             ``queue_size``, ``on_full``, ...).
+
+    Raises:
+        RecorderConfigError: an argument or ``AGENTTRAIL_*`` variable has a value it
+            cannot take; the message names it, its value and what is allowed.
 
     Example:
         >>> rec = Recorder(bootstrap="127.0.0.1:9092", tenant="acme", agent="invoicer")
@@ -69,7 +74,7 @@ class Recorder:
             }.items()
             if v is not None
         }
-        self.settings = RecorderSettings(**given, **settings)
+        self.settings: RecorderSettings = load_settings({**given, **settings})
         self.producer_id = uuid7()
         self.args_redactor = Redactor(sensitive_keys, scrub_strings=self.settings.redact_content)
         self.content_redactor = (
@@ -99,10 +104,14 @@ class Recorder:
             # A recorder the program forgot to close still delivers or spools what it
             # holds when the interpreter exits (the pipeline thread is a daemon).
             atexit.register(self._pipeline.close, timeout=min(10.0, self.settings.close_timeout_s))
-        else:
-            log.info(
-                "agenttrail recorder is disabled (no AGENTTRAIL_BOOTSTRAP, no exporter, "
-                "no running `agenttrail up` found); nothing is recorded."
+        elif self.settings.enabled:
+            # Said once, at creation: a user who expected recording must know now, not
+            # after the task ran. Limits still bind (Task enforces them either way).
+            log.warning(
+                "agenttrail: no destination found, so this recorder records nothing "
+                "(limits still apply). Set AGENTTRAIL_BOOTSTRAP=host:9092, or run "
+                "`agenttrail up` in %s (or set AGENTTRAIL_DATA to the directory it uses).",
+                self.settings.data or "this directory",
             )
 
     @classmethod
@@ -138,8 +147,6 @@ class Recorder:
             side_effect_budget: external systems the task may write to.
             escalation_path: who takes over when the agent escalates.
         """
-        if self._pipeline is None:
-            return NullTask(self, task_type, task_id)  # type: ignore[return-value]
         return Task(
             self,
             task_type,
