@@ -27,6 +27,7 @@ _COMMAND_MODULES = {
     "metrics": "agenttrail.cli._metrics",
     "replay": "agenttrail.cli._replay",
     "prices": "agenttrail.cli._prices",
+    "verify": "agenttrail.cli._verify",
 }
 
 
