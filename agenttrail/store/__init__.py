@@ -11,6 +11,7 @@ from agenttrail.store._errors import (
     StoreConfigError,
     StoreError,
     StoreLocked,
+    StoreNotFound,
     StoreUnavailable,
 )
 from agenttrail.store._migrations import (
@@ -47,6 +48,7 @@ __all__ = [
     "StoreConfigError",
     "StoreError",
     "StoreLocked",
+    "StoreNotFound",
     "StoreTarget",
     "StoreUnavailable",
     "applied_checksums",

@@ -11,6 +11,26 @@ class StoreConfigError(StoreError):
     """The store location is missing, ambiguous or not a URL agenttrail understands."""
 
 
+class StoreNotFound(StoreConfigError):
+    """A reading command named an in-process store directory that does not exist.
+
+    Reading never creates a store: a mistyped ``--data`` must not leave an empty store
+    behind, and the message must say that nothing is there (not that a migration is
+    missing).
+
+    Attributes:
+        path: the store directory that was looked for.
+    """
+
+    def __init__(self, path: str):
+        super().__init__(
+            f"There is no store at {path}: the directory does not exist. Check --data (or "
+            "AGENTTRAIL_DATA); a store is made by `agenttrail demo`, `agenttrail up` or "
+            "`agenttrail migrate --data DIR`."
+        )
+        self.path = path
+
+
 class StoreUnavailable(StoreError):
     """The store cannot be reached or refused the request (connection, auth, I/O).
 

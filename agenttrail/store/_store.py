@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from agenttrail.store import _lock
 from agenttrail.store._config import StoreConfig, StoreTarget
-from agenttrail.store._errors import StoreError, StoreLocked, StoreUnavailable
+from agenttrail.store._errors import StoreError, StoreLocked, StoreNotFound, StoreUnavailable
 
 
 def _short(exc: BaseException, limit: int = 400) -> str:
@@ -248,6 +248,7 @@ def open_store(
     data: Path | None = None,
     *,
     config: StoreConfig | None = None,
+    create: bool = True,
 ) -> Store:
     """Open the store named by ``clickhouse`` (a URL) or ``data`` (a directory).
 
@@ -255,8 +256,14 @@ def open_store(
     (``AGENTTRAIL_CLICKHOUSE`` / ``AGENTTRAIL_DATA``). Opening checks the connection
     with one query. Blocks up to the connect timeout for a server.
 
+    Args:
+        create: make an in-process store directory that does not exist yet. Reading
+            commands pass False: they never create anything on disk.
+
     Raises:
         StoreConfigError: no location, both, or an unsupported URL.
+        StoreNotFound: ``create`` is False and the in-process store directory does not
+            exist (nothing is created).
         StoreLocked: the in-process store is held by another process (the error names it).
         StoreUnavailable: the server cannot be reached or refused the login.
     """
@@ -268,6 +275,9 @@ def open_store(
     config = config or StoreConfig()
     target = config.target()
     if target.kind == "chdb":
+        assert target.path is not None
+        if not create and not target.path.is_dir():
+            raise StoreNotFound(str(target.path))
         return _open_embedded(target)
     return _open_server(target, config.connect_timeout_s)
 
@@ -286,7 +296,7 @@ def _open_server(target: StoreTarget, timeout_s: float) -> Store:
         client.query("SELECT 1")
     except Exception as exc:  # connection, TLS, auth and HTTP errors come in many types
         raise StoreUnavailable(
-            f"Cannot reach the ClickHouse server {target.masked}: {_short(exc)}. "
+            f"Cannot reach the ClickHouse server {target.masked}: {_connect_reason(exc)}. "
             "Check the URL and credentials, and that the server is running.",
             target.masked,
         ) from exc
@@ -296,6 +306,31 @@ def _open_server(target: StoreTarget, timeout_s: float) -> Store:
     )[0][0]:
         store.use_database()
     return store
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, in a few words: the root OS error when there is one.
+
+    clickhouse-connect wraps urllib3's errors, whose text carries object reprs and
+    retry bookkeeping; the innermost ``OSError`` (refused, no route, name unknown) is
+    what the user needs. urllib3 keeps causes in ``reason`` as well as in the chain.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    root_os: str | None = None
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and (current.strerror or str(current)):
+            root_os = str(current.strerror or current)
+        for nxt in (getattr(current, "reason", None), current.__context__, current.__cause__):
+            if isinstance(nxt, BaseException):
+                pending.append(nxt)
+    if root_os is not None:
+        return root_os.rstrip(".").lower()
+    return _short(exc)
 
 
 def _open_embedded(target: StoreTarget) -> Store:
