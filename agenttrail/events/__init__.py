@@ -14,6 +14,13 @@ from agenttrail.events._codec import (
     read_header,
     seal,
 )
+from agenttrail.events._contract import (
+    column_mismatches,
+    expected_columns,
+    model_mismatches,
+    shape_mismatches,
+)
+from agenttrail.events._ddl import table_columns
 from agenttrail.events._errors import (
     BadMagicByte,
     DecodeError,
@@ -52,6 +59,7 @@ from agenttrail.events._names import (
     TaskState,
 )
 from agenttrail.events._registry import SchemaEntry, SchemaRegistry, default_registry
+from agenttrail.events._sql_names import name_mismatches
 
 __all__ = [
     "CONTROL_TOPIC",
@@ -89,14 +97,20 @@ __all__ = [
     "TruncatedPayload",
     "UnknownSchemaId",
     "canonical_hash",
+    "column_mismatches",
     "default_registry",
     "encode_body",
+    "expected_columns",
     "frame",
+    "model_mismatches",
+    "name_mismatches",
     "new_span_id",
     "new_trace_id",
     "parse_event",
     "read_header",
     "seal",
+    "shape_mismatches",
+    "table_columns",
     "to_micros",
     "uuid7",
 ]

@@ -166,8 +166,9 @@ def _llm_part(
         SELECT {keys}, sum(m.calls), sum(m.failures), sum(m.input_tokens),
                sum(m.output_tokens), sum(m.cached_tokens),
                sum(m.reported_cost_usd) + sum(if(p.priced = 1,
-                   (m.uncached_in * p.input_usd_per_mtok + m.cached_in * p.cached_usd_per_mtok
-                    + m.unreported_out * p.output_usd_per_mtok) / 1e6, 0)),
+                   agenttrail_priced_cost(m.uncached_in, m.cached_in, m.unreported_out,
+                       p.input_usd_per_mtok, p.cached_usd_per_mtok, p.output_usd_per_mtok),
+                   0)),
                sum(if(p.priced = 1, 0, m.unreported_calls)),
                sum(m.latency_sum), {_QUANTILES}(m.latency_state)
         FROM (

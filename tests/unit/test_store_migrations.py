@@ -12,9 +12,12 @@ from agenttrail.events import EventType
 from agenttrail.store import FAMILY_TABLES, MigrationError, discover
 
 
-def test_repository_migrations_are_numbered_from_one_without_gaps() -> None:
-    migrations = discover()
-    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+def test_repository_migrations_are_numbered_from_one_in_order() -> None:
+    # Gaps are allowed: parallel work reserves number ranges (e.g. 0040-0049), and a
+    # migration is applied by number once, whatever was applied around it.
+    versions = [m.version for m in discover()]
+    assert versions[0] == 1
+    assert versions == sorted(set(versions))
 
 
 def test_every_family_has_a_table_created_by_a_migration() -> None:
