@@ -58,6 +58,14 @@ from agenttrail.events._names import (
     SideEffect,
     TaskState,
 )
+from agenttrail.events._prices import (
+    ModelPrice,
+    PriceTable,
+    PriceTableError,
+    load_price_table,
+    parse_price_csv,
+    shipped_prices,
+)
 from agenttrail.events._registry import SchemaEntry, SchemaRegistry, default_registry
 from agenttrail.events._sql_names import name_mismatches
 
@@ -84,7 +92,10 @@ __all__ = [
     "LlmCall",
     "MalformedBody",
     "MessageDirection",
+    "ModelPrice",
     "OversizePayload",
+    "PriceTable",
+    "PriceTableError",
     "RegistryError",
     "SchemaEntry",
     "SchemaRegistry",
@@ -102,14 +113,17 @@ __all__ = [
     "encode_body",
     "expected_columns",
     "frame",
+    "load_price_table",
     "model_mismatches",
     "name_mismatches",
     "new_span_id",
     "new_trace_id",
     "parse_event",
+    "parse_price_csv",
     "read_header",
     "seal",
     "shape_mismatches",
+    "shipped_prices",
     "table_columns",
     "to_micros",
     "uuid7",

@@ -12,29 +12,51 @@ Example:
 
 from agenttrail.producer._config import RecorderConfigError, RecorderSettings
 from agenttrail.producer._decorator import tool
+from agenttrail.producer._detectors import BUILTIN_DETECTORS, Detector, PatternDetector
 from agenttrail.producer._exporter import Exporter, ExporterUnavailable, KafkaExporter, OutRecord
+from agenttrail.producer._injection import (
+    InjectionBlocked,
+    InjectionDetector,
+    InjectionFlag,
+    InjectionPolicy,
+    RuleDetector,
+    scan_injection,
+)
 from agenttrail.producer._limits import LimitExceeded, Limits
 from agenttrail.producer._pipeline import CloseReport
 from agenttrail.producer._recorder import Recorder
 from agenttrail.producer._redact import Redactor
+from agenttrail.producer._scrub import Redaction, Scrubber, ToolRedaction
 from agenttrail.producer._spans import LlmCall, ToolSpan
 from agenttrail.producer._task import Task, current_task
 
 __all__ = [
+    "BUILTIN_DETECTORS",
     "CloseReport",
+    "Detector",
     "Exporter",
     "ExporterUnavailable",
+    "InjectionBlocked",
+    "InjectionDetector",
+    "InjectionFlag",
+    "InjectionPolicy",
     "KafkaExporter",
     "LimitExceeded",
     "Limits",
     "LlmCall",
     "OutRecord",
+    "PatternDetector",
     "Recorder",
     "RecorderConfigError",
     "RecorderSettings",
+    "Redaction",
     "Redactor",
+    "RuleDetector",
+    "Scrubber",
     "Task",
+    "ToolRedaction",
     "ToolSpan",
     "current_task",
+    "scan_injection",
     "tool",
 ]

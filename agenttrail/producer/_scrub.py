@@ -1,0 +1,232 @@
+"""Redaction of JSON-like values and text by detectors, sensitive keys and per-tool rules.
+
+A :class:`Scrubber` replaces every sensitive value with a typed placeholder carrying a
+keyed hash, ``[redacted:email:3f2a…]``, and reports what it redacted where
+(:class:`Redaction`). The hash is an HMAC-SHA256 under the scrubber's key, so equal
+values can be correlated within one key's scope while a low-entropy value (a phone
+number) cannot be recovered by hashing every candidate without the key. The original
+is never stored, logged or returned.
+
+Rules, most specific wins:
+
+- a key listed in ``sensitive_keys`` (compared case-insensitively) has its whole value
+  replaced (``[redacted:key:…]``), whatever it holds;
+- a tool's :class:`ToolRedaction` can redact whole fields, exempt fields from detection,
+  or narrow the detectors applied to it;
+- every other string (and dict key) is scanned by the detectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agenttrail.producer._detectors import BUILTIN_DETECTORS, Detector, find_sensitive
+
+DEFAULT_SENSITIVE_KEYS: frozenset[str] = frozenset(
+    {
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "cookie",
+        "ssn",
+        "credit_card",
+        "card_number",
+        "cvv",
+        "iban",
+        "private_key",
+        "client_secret",
+    }
+)
+
+KEY_KIND = "key"
+"""Kind recorded when a value was redacted because of its key, not its content."""
+
+_HASH_CHARS = 16
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """One redacted value: where (a JSON path like ``$.to[0]``) and what kind."""
+
+    path: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ToolRedaction:
+    """Redaction rules of one tool.
+
+    Attributes:
+        kinds: detector kinds applied to this tool's arguments and results; None: all.
+        redact_fields: JSON paths (``$.body``) or top-level names (``body``) whose whole
+            value is always replaced.
+        skip_fields: paths or names never scanned (e.g. a field known to hold only ids);
+            sensitive keys are still redacted inside them.
+    """
+
+    kinds: frozenset[str] | None = None
+    redact_fields: frozenset[str] = frozenset()
+    skip_fields: frozenset[str] = frozenset()
+
+
+class Scrubber:
+    """Redacts sensitive values from tool arguments, results and message content.
+
+    Thread-safe (holds no mutable state after construction). Never raises on odd
+    values: anything that is not a dict, list, tuple or string is left as it is.
+
+    Args:
+        detectors: the detectors to run (default: every built-in one); add your own
+            with ``(*BUILTIN_DETECTORS, my_detector)``.
+        sensitive_keys: keys whose values are always replaced.
+        tools: per-tool rules by tool name.
+        key: HMAC key of the placeholders' hashes; random per scrubber when omitted
+            (hashes then correlate within one process only).
+    """
+
+    def __init__(
+        self,
+        detectors: Sequence[Detector] = BUILTIN_DETECTORS,
+        *,
+        sensitive_keys: Iterable[str] = DEFAULT_SENSITIVE_KEYS,
+        tools: Mapping[str, ToolRedaction] | None = None,
+        key: bytes | None = None,
+    ):
+        self.detectors = tuple(detectors)
+        self.sensitive_keys = frozenset(k.lower() for k in sensitive_keys)
+        self.tools = dict(tools or {})
+        self._key = key if key is not None else secrets.token_bytes(32)
+        self._by_kinds: dict[frozenset[str] | None, tuple[Detector, ...]] = {None: self.detectors}
+        for rule in self.tools.values():
+            if rule.kinds is not None:
+                self._by_kinds[rule.kinds] = tuple(
+                    d for d in self.detectors if d.kind in rule.kinds
+                )
+
+    def keyed_hash(self, value: str) -> str:
+        """HMAC-SHA256 (hex) of ``value`` under this scrubber's key."""
+        return hmac.new(
+            self._key, value.encode("utf-8", "surrogatepass"), hashlib.sha256
+        ).hexdigest()
+
+    def placeholder(self, kind: str, value: str) -> str:
+        """The typed placeholder that replaces ``value``."""
+        return f"[redacted:{kind}:{self.keyed_hash(value)[:_HASH_CHARS]}]"
+
+    def scrub_text(
+        self, text: str, path: str = "$", tool: str | None = None
+    ) -> tuple[str, list[Redaction]]:
+        """``text`` with every detected value replaced, and what was replaced."""
+        detectors = self._detectors_for(tool)
+        out, found = self._text(text, path, detectors)
+        return out, found
+
+    def scrub(self, value: Any, tool: str | None = None) -> tuple[Any, list[Redaction]]:
+        """A redacted copy of a JSON-like ``value`` (or ``value`` itself when untouched).
+
+        Args:
+            value: dicts, lists, tuples, strings and scalars, nested.
+            tool: apply this tool's :class:`ToolRedaction` rules.
+        """
+        rule = self.tools.get(tool) if tool is not None else None
+        found: list[Redaction] = []
+        out = self._walk(value, "$", self._detectors_for(tool), rule, False, found)
+        return (out if found else value), found
+
+    def _detectors_for(self, tool: str | None) -> tuple[Detector, ...]:
+        rule = self.tools.get(tool) if tool is not None else None
+        return self._by_kinds[rule.kinds if rule is not None else None]
+
+    def _text(
+        self, text: str, path: str, detectors: tuple[Detector, ...]
+    ) -> tuple[str, list[Redaction]]:
+        findings = find_sensitive(text, detectors)
+        if not findings:
+            return text, []
+        parts: list[str] = []
+        pos = 0
+        for f in findings:
+            parts.append(text[pos : f.start])
+            parts.append(self.placeholder(f.kind, text[f.start : f.end]))
+            pos = f.end
+        parts.append(text[pos:])
+        return "".join(parts), [Redaction(path, f.kind) for f in findings]
+
+    def _whole(self, value: Any, path: str, kind: str, found: list[Redaction]) -> str:
+        found.append(Redaction(path, kind))
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        return self.placeholder(kind, text)
+
+    def _walk(
+        self,
+        value: Any,
+        path: str,
+        detectors: tuple[Detector, ...],
+        rule: ToolRedaction | None,
+        skip: bool,
+        found: list[Redaction],
+    ) -> Any:
+        if isinstance(value, str):
+            if skip:
+                return value
+            out, hits = self._text(value, path, detectors)
+            found.extend(hits)
+            return out
+        if isinstance(value, dict):
+            result: dict[Any, Any] = {}
+            for k, v in value.items():
+                key = k
+                if isinstance(k, str) and not skip:
+                    key, hits = self._text(k, f"{path}.<key>", detectors)
+                    found.extend(hits)
+                child = f"{path}.{key}"
+                if isinstance(k, str) and k.lower() in self.sensitive_keys:
+                    result[key] = self._whole(v, child, KEY_KIND, found)
+                    continue
+                if rule is not None and (
+                    child in rule.redact_fields or _short(child, path) in rule.redact_fields
+                ):
+                    result[key] = self._whole(v, child, "field", found)
+                    continue
+                child_skip = skip or (
+                    rule is not None
+                    and (child in rule.skip_fields or _short(child, path) in rule.skip_fields)
+                )
+                result[key] = self._walk(v, child, detectors, rule, child_skip, found)
+            return result
+        if isinstance(value, list | tuple):
+            return [
+                self._walk(v, f"{path}[{i}]", detectors, rule, skip, found)
+                for i, v in enumerate(value)
+            ]
+        return value
+
+
+def _short(child: str, parent: str) -> str:
+    # The bare field name of a top-level field ("$.body" -> "body"); deeper paths match
+    # only by their full JSON path.
+    return child[2:] if parent == "$" else child
+
+
+@dataclass
+class RedactionReport:
+    """What one event's redaction did, for the ``redaction_applied`` guard event."""
+
+    where: str
+    redactions: list[Redaction] = field(default_factory=list)
+
+    def detail(self) -> str:
+        """``email at $.to; card at $.note`` (kinds and paths only, never values)."""
+        return "; ".join(f"{r.kind} at {r.path}" for r in self.redactions)

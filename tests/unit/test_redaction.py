@@ -1,0 +1,155 @@
+"""Redaction detectors and the scrubber: every generated sensitive value is removed, look-alikes
+are kept, per-tool and per-field rules apply, and placeholders carry a keyed hash."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agenttrail.producer._detectors import (
+    BUILTIN_DETECTORS,
+    PatternDetector,
+    find_sensitive,
+    iban_valid,
+    luhn_valid,
+)
+from agenttrail.producer._scrub import Scrubber, ToolRedaction
+from tests import pii
+
+
+def _scrub_json(value: object, scrubber: Scrubber) -> str:
+    out, _ = scrubber.scrub(value)
+    return json.dumps(out, ensure_ascii=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pii.text_with_pii())
+def test_every_generated_value_is_removed_from_text(case: tuple[str, str]) -> None:
+    text, value = case
+    out, found = Scrubber().scrub_text(text)
+    assert value not in out
+    assert found, f"nothing found in {text!r}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(pii.json_with_pii())
+def test_every_generated_value_is_removed_anywhere_in_json(case: tuple[object, str]) -> None:
+    value, secret = case
+    assert secret not in _scrub_json(value, Scrubber())
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("4111 1111 1111 1111", "card"),
+        ("DE89 3704 0044 0532 0130 00", "iban"),
+        ("GB82WEST12345698765432", "iban"),
+        ("AKIAIOSFODNN7EXAMPLE", "cloud_access_key"),
+        ("aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "cloud_access_key"),
+        ("Authorization: Bearer abc.def-ghi_jkl", "bearer_token"),
+        ("api_key: 'q8w7e6r5t4y3u2i1'", "api_key"),
+        ("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIB\n", "private_key"),  # cut off
+        ("+49 30 1234 5678", "phone"),
+    ],
+)
+def test_known_values_are_found_with_their_kind(text: str, kind: str) -> None:
+    found = find_sensitive(f"x {text} y")
+    assert [f.kind for f in found] == [kind]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "order 7294 shipped on 2026-12-01T10:22:44Z",
+        "invoice 4111111111111112 (fails Luhn)",
+        "DE00 3704 0044 0532 0130 00 has a wrong check",
+        "version 1.24.3, port 9092, pid 4711",
+        "ts 1733011200000000 and trace 4bf92f3577b34da6a3ce929d0e0e4736",
+        "the bearer of bad news",
+        "sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    ],
+)
+def test_look_alikes_are_kept(text: str) -> None:
+    assert find_sensitive(text) == []
+
+
+def test_validators_against_published_examples() -> None:
+    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
+    assert luhn_valid("378282246310005")  # an Amex test number
+    assert iban_valid("GB82 WEST 1234 5698 7654 32") and not iban_valid(
+        "GB82 WEST 1234 5698 7654 33"
+    )
+
+
+def test_a_grouped_number_running_into_a_neighbour_is_still_found() -> None:
+    out, found = Scrubber().scrub_text(
+        "pay DE89 3704 0044 0532 0130 00 AB now; 1 4111 1111 1111 1111"
+    )
+    assert "0130 00" not in out and "4111 1111" not in out
+    assert [r.kind for r in found] == ["iban", "card"]
+
+
+def test_placeholder_is_typed_and_keyed() -> None:
+    key = b"k" * 32
+    out, _ = Scrubber(key=key).scrub_text("to a@b.io")
+    expected = hmac.new(key, b"a@b.io", hashlib.sha256).hexdigest()[:16]
+    assert out == f"to [redacted:email:{expected}]"
+    other, _ = Scrubber(key=b"x" * 32).scrub_text("to a@b.io")
+    assert other != out  # without the key, the hash cannot be recomputed
+
+
+def test_sensitive_keys_replace_whole_values_and_paths_are_reported() -> None:
+    value = {"user": {"Password": ["x", {"y": 1}]}, "note": ["see a@b.io"], "a@b.io": 1}
+    out, found = Scrubber().scrub(value)
+    text = json.dumps(out)
+    assert "a@b.io" not in text and '"x"' not in text
+    assert {(r.path, r.kind) for r in found} == {
+        ("$.user.Password", "key"),
+        ("$.note[0]", "email"),
+        ("$.<key>", "email"),
+    }
+
+
+def test_untouched_values_are_returned_as_they_are() -> None:
+    value = {"order_id": "7294", "lines": [{"sku": "A-1", "qty": 2}]}
+    out, found = Scrubber().scrub(value)
+    assert out is value and found == []
+
+
+def test_per_tool_rules_narrow_redact_and_skip_fields() -> None:
+    rules = {
+        "send_email": ToolRedaction(kinds=frozenset({"email"}), redact_fields=frozenset({"body"})),
+        "lookup": ToolRedaction(skip_fields=frozenset({"$.query.ids"})),
+    }
+    s = Scrubber(tools=rules)
+    out, _found = s.scrub(
+        {"to": "a@b.io", "body": "hello", "ref": "+49 30 1234 5678"}, tool="send_email"
+    )
+    assert out["to"].startswith("[redacted:email:")
+    assert out["body"].startswith("[redacted:field:")
+    assert out["ref"] == "+49 30 1234 5678"  # phone detection is off for this tool
+    out, _ = s.scrub(
+        {"query": {"ids": ["+49 30 1234 5678"], "q": "+49 30 1234 5678"}}, tool="lookup"
+    )
+    assert out["query"]["ids"] == ["+49 30 1234 5678"]
+    assert out["query"]["q"].startswith("[redacted:phone:")
+
+
+def test_user_supplied_detector_runs_with_the_built_in_ones() -> None:
+    employee = PatternDetector("employee_id", re.compile(r"\bEMP-\d{6}\b"))
+    s = Scrubber((*BUILTIN_DETECTORS, employee))
+    out, found = s.scrub_text("EMP-123456 wrote from a@b.io")
+    assert "EMP-123456" not in out and {r.kind for r in found} == {"employee_id", "email"}
+
+
+@given(st.text(max_size=200))
+def test_arbitrary_text_never_raises_and_keeps_text_without_findings(text: str) -> None:
+    out, found = Scrubber().scrub_text(text)
+    if not found:
+        assert out == text
