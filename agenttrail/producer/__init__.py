@@ -11,6 +11,7 @@ Example:
 """
 
 from agenttrail.producer._config import RecorderConfigError, RecorderSettings
+from agenttrail.producer._context import bind, current_span, current_task
 from agenttrail.producer._decorator import tool
 from agenttrail.producer._detectors import BUILTIN_DETECTORS, Detector, PatternDetector
 from agenttrail.producer._exporter import Exporter, ExporterUnavailable, KafkaExporter, OutRecord
@@ -22,15 +23,17 @@ from agenttrail.producer._injection import (
     RuleDetector,
     scan_injection,
 )
-from agenttrail.producer._limits import LimitExceeded, Limits
+from agenttrail.producer._limits import LimitExceeded, Limits, TaskStopped
 from agenttrail.producer._pipeline import CloseReport
 from agenttrail.producer._recorder import Recorder
 from agenttrail.producer._redact import Redactor
 from agenttrail.producer._scrub import Redaction, Scrubber, ToolRedaction
-from agenttrail.producer._spans import LlmCall, ToolSpan
-from agenttrail.producer._task import Task, current_task
+from agenttrail.producer._spans import ABANDONED, LlmCall, Span, SpanAlreadyEnded, ToolSpan
+from agenttrail.producer._stop import cancel_on_stop
+from agenttrail.producer._task import StopHook, Task
 
 __all__ = [
+    "ABANDONED",
     "BUILTIN_DETECTORS",
     "CloseReport",
     "Detector",
@@ -53,9 +56,16 @@ __all__ = [
     "Redactor",
     "RuleDetector",
     "Scrubber",
+    "Span",
+    "SpanAlreadyEnded",
+    "StopHook",
     "Task",
+    "TaskStopped",
     "ToolRedaction",
     "ToolSpan",
+    "bind",
+    "cancel_on_stop",
+    "current_span",
     "current_task",
     "scan_injection",
     "tool",

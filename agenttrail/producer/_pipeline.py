@@ -478,7 +478,11 @@ class Pipeline:
             with self._ack_lock:
                 inflight = len(self._counts.inflight)
             if not self._queue and not inflight and not self._failed:
-                return True
+                with self._lock:  # a batch being sealed and routed right now finishes first
+                    with self._ack_lock:
+                        inflight = len(self._counts.inflight)
+                    if not self._queue and not inflight and not self._failed:
+                        return True
             time.sleep(0.005)
         return False
 

@@ -15,7 +15,7 @@ from agenttrail.producer._exporter import Exporter, KafkaExporter
 from agenttrail.producer._limits import Limits
 from agenttrail.producer._pipeline import CloseReport, Pipeline
 from agenttrail.producer._redact import DEFAULT_SENSITIVE_KEYS, Redactor
-from agenttrail.producer._task import Task
+from agenttrail.producer._task import StopHook, Task
 
 log = logging.getLogger("agenttrail.producer")
 
@@ -38,6 +38,8 @@ class Recorder:
         exporter: a destination other than Kafka, e.g.
             :class:`agenttrail.producer.testing.InMemoryExporter`.
         sensitive_keys: argument keys whose values are redacted.
+        on_stop: called once for every task of this recorder that is stopped (a crossed
+            limit, a kill), after the task's own ``on_stop``; see :data:`StopHook`.
         **settings: any other :class:`RecorderSettings` field (``spool_dir``,
             ``queue_size``, ``on_full``, ...).
 
@@ -62,6 +64,7 @@ class Recorder:
         agent_version: str | None = None,
         exporter: Exporter | None = None,
         sensitive_keys: Iterable[str] = DEFAULT_SENSITIVE_KEYS,
+        on_stop: StopHook | None = None,
         **settings: Any,
     ):
         given: dict[str, Any] = {
@@ -76,6 +79,7 @@ class Recorder:
         }
         self.settings: RecorderSettings = load_settings({**given, **settings})
         self.producer_id = uuid7()
+        self.on_stop = on_stop
         self.args_redactor = Redactor(sensitive_keys, scrub_strings=self.settings.redact_content)
         self.content_redactor = (
             Redactor((), scrub_strings=True) if self.settings.redact_content else None
@@ -134,6 +138,9 @@ class Recorder:
         exit_condition: str | None = None,
         side_effect_budget: Iterable[str] = (),
         escalation_path: str | None = None,
+        trace_id: str | None = None,
+        traceparent: str | None = None,
+        on_stop: StopHook | None = None,
     ) -> Task:
         """A task to record; use it as a context manager (see :class:`Task`).
 
@@ -146,6 +153,14 @@ class Recorder:
             exit_condition: what success means for this task.
             side_effect_budget: external systems the task may write to.
             escalation_path: who takes over when the agent escalates.
+            trace_id: join this W3C trace (32 hex digits) instead of starting one.
+            traceparent: join the distributed trace of this W3C ``traceparent`` header;
+                the task's root span is recorded as a child of its parent span.
+            on_stop: called once if the task is stopped (a crossed limit, a kill), e.g.
+                to cancel the asyncio task running it; see :data:`StopHook`.
+
+        Raises:
+            ValueError: ``trace_id`` or ``traceparent`` is malformed.
         """
         return Task(
             self,
@@ -157,6 +172,9 @@ class Recorder:
             exit_condition=exit_condition,
             side_effect_budget=side_effect_budget,
             escalation_path=escalation_path,
+            trace_id=trace_id,
+            traceparent=traceparent,
+            on_stop=on_stop,
         )
 
     def flush(self, timeout: float = 30.0) -> bool:

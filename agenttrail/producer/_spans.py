@@ -1,57 +1,41 @@
-"""Spans a task records: LLM calls and tool invocations. Used through ``Task``."""
+"""Spans a task records: LLM calls and tool invocations.
+
+Two forms, one implementation. ``task.start_tool(...)`` / ``span.end(...)`` (and
+``start_llm_call`` / ``call.end``) open and close a span in separate calls, possibly
+on other threads, asyncio tasks or Contexts, with an explicit ``parent=``; the
+``with task.tool(...)`` form is sugar over them that also makes the span the current
+one of its context, so spans opened inside nest under it.
+
+Guarantees: a span is recorded exactly once — when it is ended, or, if still open
+when its task ends, as abandoned (``success`` false, ``error_type`` ``abandoned``);
+ending it a second time raises :class:`SpanAlreadyEnded`. The parent is the one
+given, else the innermost open ``with`` span of this context belonging to the same
+task, else the task's root span.
+"""
 
 from __future__ import annotations
 
-import json
 import time
-from contextvars import ContextVar, Token
 from hashlib import sha256
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from agenttrail.events import new_span_id
+from agenttrail.producer._context import current_span, enter, leave
+from agenttrail.producer._json import to_json
 
 if TYPE_CHECKING:
     from agenttrail.producer._task import Task
 
-current_span: ContextVar[str | None] = ContextVar("agenttrail_current_span", default=None)
-"""Span id of the innermost open span in this context; tool spans nest under it."""
-
 _ERROR_DETAIL_CHARS = 4000
+ABANDONED = "abandoned"
+"""``error_type`` of a span that was still open when its task ended."""
+
+_UNSET: Any = object()
 
 
-# Built once: json.dumps with non-default options builds a new encoder on every call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
-_SORTED_ENCODER = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), default=str, sort_keys=True
-)
-
-
-def _c_encoder(sort_keys: bool) -> Any:
-    # The C encoder made once; JSONEncoder.encode rebuilds it on every call, which is
-    # most of the cost for the small objects tool arguments usually are.
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return None
-    return make({}, str, json.encoder.encode_basestring, None, ":", ",", sort_keys, False, True)
-
-
-_C_PLAIN = _c_encoder(False)
-_C_SORTED = _c_encoder(True)
-
-
-def to_json(value: Any, sort_keys: bool = False) -> str:
-    """Compact JSON; unknown objects become their ``str`` so recording never fails."""
-    fast = _C_SORTED if sort_keys else _C_PLAIN
-    if fast is not None:
-        try:
-            return "".join(fast(value, 0))
-        except (ValueError, TypeError, RecursionError):
-            pass  # circular or odd values: the careful encoder below explains them
-    try:
-        return (_SORTED_ENCODER if sort_keys else _ENCODER).encode(value)
-    except (ValueError, TypeError, RecursionError) as exc:
-        return json.dumps(f"<unserialisable {type(value).__name__}: {exc}>")
+class SpanAlreadyEnded(RuntimeError):
+    """``end()`` (or ``respond``/``result`` after it) on a span that is already recorded."""
 
 
 def error_fields(exc: BaseException | str | None) -> tuple[str | None, str | None]:
@@ -63,48 +47,122 @@ def error_fields(exc: BaseException | str | None) -> tuple[str | None, str | Non
     return type(exc).__name__, str(exc)[:_ERROR_DETAIL_CHARS]
 
 
-class _Span:
-    """What every span shares: ids, nesting under the current span, start and duration,
-    and the failure recorded from an exception."""
+class Span:
+    """What every span shares: ids, its parent, start and duration, failure, ending once."""
 
     __slots__ = (
+        "_ended",
+        "_parent_arg",
+        "_parent_span",
+        "_previous",
         "_t0",
-        "_token",
         "error_detail",
         "error_type",
         "parent_span_id",
         "span_id",
+        "step",
         "success",
         "task",
         "ts",
     )
 
     task: Task
+    span_id: str
+    parent_span_id: str
+    _parent_span: Span | None
+    _ended: bool
 
-    def _open(self) -> None:
-        """Start the span as the current one of this context (at ``__enter__``)."""
+    def _init_common(self, task: Task, parent: Any) -> None:
+        self.task = task
+        self._parent_arg = parent
+        self._ended = False
+        self.success = True
+        self.error_type: str | None = None
+        self.error_detail: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        """Whether the span is recorded (ended or abandoned)."""
+        return self._ended
+
+    @property
+    def traceparent(self) -> str:
+        """W3C ``traceparent`` naming this span, to pass to a service it calls."""
+        return f"00-{self.task.trace_id}-{self.span_id}-01"
+
+    def _begin(self) -> None:
+        """Give the span its id and parent and start its clock (the task holds its lock)."""
         self.span_id = new_span_id()
-        self.parent_span_id = current_span.get() or self.task.root_span_id
-        self._token: Token[str | None] = current_span.set(self.span_id)
+        self.parent_span_id, self._parent_span = self.task.resolve_parent(self._parent_arg)
         self.ts = time.time_ns() // 1000
         self._t0 = time.perf_counter()
+        self.task.open_spans[self.span_id] = self
 
-    def _close(self, exc: BaseException | None) -> float:
-        """End the span (at ``__exit__``); returns its duration in milliseconds."""
-        latency_ms = (time.perf_counter() - self._t0) * 1000.0
-        current_span.reset(self._token)
+    def fail(self, error: BaseException | str) -> None:
+        """Mark the span failed without raising (the work returned an error value)."""
+        self.success = False
+        self.error_type, self.error_detail = error_fields(error)
+
+    def _claim(self) -> float:
+        """Mark the span ended (task lock held); its duration in milliseconds.
+
+        Raises:
+            SpanAlreadyEnded: it was ended before.
+        """
+        if self._ended:
+            raise SpanAlreadyEnded(
+                f"{type(self).__name__} {self.span_id} of task {self.task.task_id} is already "
+                "ended; a span is recorded once, so call end() once."
+            )
+        self._ended = True
+        self.task.open_spans.pop(self.span_id, None)
+        return (time.perf_counter() - self._t0) * 1000.0
+
+    def _fields(self, latency_ms: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _record(self) -> None:
+        task = self.task
+        with task.lock:
+            task.emit_locked(self._fields(self._claim()))
+        self._recorded()
+
+    def _recorded(self) -> None:
+        """After the event is submitted (lock released): account for the span."""
+
+    def abandon(self, why: str) -> None:
+        """Record the span as abandoned (task lock held); called when its task ends."""
+        self.success = False
+        self.error_type, self.error_detail = ABANDONED, why
+        self.task.emit_locked(self._fields(self._claim()))
+
+    def _check_open(self, what: str) -> None:
+        if self._ended:
+            raise SpanAlreadyEnded(
+                f"{what} on {type(self).__name__} {self.span_id} of task {self.task.task_id}: "
+                "the span is already ended; record results before end(), and end it once."
+            )
+
+    # -- the ``with`` form --------------------------------------------------------------
+
+    def _enter_context(self) -> None:
+        self._previous = enter(current_span, self)
+
+    def _exit(self, exc: BaseException | None) -> None:
+        leave(current_span, self, self._previous)
+        if self._ended:  # ended explicitly inside the block, or abandoned by its task
+            return
         if exc is not None:
-            self.success = False
-            self.error_type, self.error_detail = error_fields(exc)
-        return latency_ms
+            self.fail(exc)
+        self._record()
 
 
-class ToolSpan(_Span):
-    """One tool invocation. Use as ``with task.tool(...) as span: span.result(value)``.
+class ToolSpan(Span):
+    """One tool invocation.
 
-    Entering checks the task's limits (and raises ``LimitExceeded`` before the tool
-    runs); leaving records the span. An exception inside marks the span failed, is
-    recorded with its message, and propagates unchanged.
+    ``with task.tool(...) as span: span.result(value)``, or
+    ``span = task.start_tool(...)`` … ``span.end(result=value)`` / ``span.end(error=exc)``.
+    Starting checks the task (a stopped task raises before the tool runs).
     """
 
     __slots__ = (
@@ -117,6 +175,7 @@ class ToolSpan(_Span):
         "name",
         "redactions",
         "side_effect",
+        "tool_call_id",
         "tool_version",
     )
 
@@ -131,8 +190,10 @@ class ToolSpan(_Span):
         tool_version: str | None,
         idempotency_key: str | None,
         attempt: int,
+        tool_call_id: str | None = None,
+        parent: Any = None,
     ):
-        self.task = task
+        self._init_common(task, parent)
         self.name = name
         self.args_json = args_json
         self.args_hash = args_hash
@@ -141,28 +202,23 @@ class ToolSpan(_Span):
         self.tool_version = tool_version
         self.idempotency_key = idempotency_key
         self.attempt = attempt
-        self.success = True
-        self.error_type: str | None = None
-        self.error_detail: str | None = None
+        self.tool_call_id = tool_call_id
         self._result_summary: str | None = None
         self._result_size = 0
 
-    def __enter__(self) -> ToolSpan:
-        self.task.check_limits(new_step=False)
-        self._open()
+    def start(self) -> ToolSpan:
+        """Open the span (``Task.start_tool`` does this). Raises if the task is stopped."""
+        task = self.task
+        task.check_open()
+        with task.lock:
+            self.step = task.step
+            self._begin()
         return self
 
-    def result(self, value: Any) -> None:
-        """Record the tool's result: its size, and a summary bounded by the settings."""
-        text = value if type(value) is str else to_json(value)
-        self._result_size = len(text) if text.isascii() else len(text.encode())
-        limit = self.task.summary_chars
-        self._result_summary = text if len(text) <= limit else text[:limit] + "…"
-
-    def fail(self, error: BaseException | str) -> None:
-        """Mark the span failed without raising (the tool returned an error value)."""
-        self.success = False
-        self.error_type, self.error_detail = error_fields(error)
+    def __enter__(self) -> ToolSpan:
+        self.start()
+        self._enter_context()
+        return self
 
     def __exit__(
         self,
@@ -170,48 +226,91 @@ class ToolSpan(_Span):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        latency_ms = self._close(exc)
-        task = self.task
-        tools = task.tools
-        # One dict literal with the envelope spelled out: this is the hottest path of
-        # the SDK, so it avoids Task.emit's extra merge.
-        task.submit(
-            {
-                **task.base,
-                "step": task.step,
-                "seq": next(task.seq),
-                "event_type": "tool_span",
-                "span_id": self.span_id,
-                "parent_span_id": self.parent_span_id,
-                "ts": self.ts,
-                "tool": self.name,
-                "tool_version": self.tool_version,
-                "args_json": self.args_json,
-                "args_hash": self.args_hash,
-                "idempotency_key": self.idempotency_key,
-                "attempt": self.attempt,
-                "side_effect": self.side_effect,
-                "declared": tools is None or self.name in tools,
-                "result_summary": self._result_summary,
-                "result_size": self._result_size,
-                "latency_ms": latency_ms,
-                "success": self.success,
-                "error_type": self.error_type,
-                "error_detail": self.error_detail,
-                "redactions": self.redactions,
-            }
-        )
-        task.tool_calls += 1
+        self._exit(exc)
+
+    def result(self, value: Any) -> None:
+        """Record the tool's result: its size, and a summary bounded by the settings."""
+        self._check_open("result()")
+        text = value if type(value) is str else to_json(value)
+        self._result_size = len(text) if text.isascii() else len(text.encode())
+        limit = self.task.summary_chars
+        self._result_summary = text if len(text) <= limit else text[:limit] + "…"
+
+    def end(self, result: Any = _UNSET, *, error: BaseException | str | None = None) -> None:
+        """Record the span now, with its result or its error. Call once.
+
+        Raises:
+            SpanAlreadyEnded: the span was already ended.
+        """
+        if result is not _UNSET:
+            self.result(result)
+        if error is not None:
+            self.fail(error)
+        self._record()
+
+    def _fields(self, latency_ms: float) -> dict[str, Any]:
+        tools = self.task.tools
+        return {
+            "event_type": "tool_span",
+            "step": self.step,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "ts": self.ts,
+            "tool": self.name,
+            "tool_version": self.tool_version,
+            "tool_call_id": self.tool_call_id,
+            "args_json": self.args_json,
+            "args_hash": self.args_hash,
+            "idempotency_key": self.idempotency_key,
+            "attempt": self.attempt,
+            "side_effect": self.side_effect,
+            "declared": tools is None or self.name in tools,
+            "result_summary": self._result_summary,
+            "result_size": self._result_size,
+            "latency_ms": latency_ms,
+            "success": self.success,
+            "error_type": self.error_type,
+            "error_detail": self.error_detail,
+            "redactions": self.redactions,
+        }
+
+    def _recorded(self) -> None:
+        self.task.tool_calls += 1
 
 
-class LlmCall(_Span):
-    """One LLM call. Use as ``with task.llm_call(...) as call: call.respond(...)``.
+class LlmCall(Span):
+    """One LLM call.
 
-    Entering checks the task's limits and advances the task's step; the message
-    history is serialised at that moment, so later changes to the caller's list do
-    not alter what is recorded. Leaving records the call and adds its tokens and cost
-    to the task; an exception marks the call failed and propagates.
+    ``with task.llm_call(...) as call: call.respond(...)``, or
+    ``call = task.start_llm_call(...)`` … ``call.respond(...)``; ``call.end()`` (or
+    ``call.end(error=exc)``). Starting checks the task's limits and advances its step;
+    the message history is serialised at that moment, so later changes to the caller's
+    list do not alter what is recorded. Ending adds the call's tokens and cost to the
+    task; crossing a limit there stops the task at once (the next call raises).
     """
+
+    __slots__ = (
+        "cached_tokens",
+        "context_window",
+        "cost_usd",
+        "finish_reason",
+        "input_tokens",
+        "message_count",
+        "messages_json",
+        "model",
+        "model_version",
+        "output_tokens",
+        "params_json",
+        "prompt_hash",
+        "prompt_version",
+        "provider",
+        "redactions",
+        "response_json",
+        "response_text",
+        "system_prompt_hash",
+        "tool_calls_json",
+        "ttft_ms",
+    )
 
     def __init__(
         self,
@@ -225,8 +324,9 @@ class LlmCall(_Span):
         prompt_version: str | None,
         system_prompt: str | None,
         context_window: int | None,
+        parent: Any = None,
     ):
-        self.task = task
+        self._init_common(task, parent)
         self.model = model
         self.provider = provider
         self.model_version = model_version
@@ -254,15 +354,33 @@ class LlmCall(_Span):
         self.cached_tokens = 0
         self.cost_usd: float | None = None
         self.ttft_ms: float | None = None
-        self.success = True
-        self.error_type: str | None = None
-        self.error_detail: str | None = None
+
+    def start(self) -> LlmCall:
+        """Open the call (``Task.start_llm_call`` does this): checks limits, next step.
+
+        Raises:
+            TaskStopped: the task is stopped, or this call would cross ``max_steps``.
+        """
+        task = self.task
+        task.check_open(new_step=True)
+        with task.lock:
+            task.step += 1
+            self.step = task.step
+            self._begin()
+        return self
 
     def __enter__(self) -> LlmCall:
-        self.task.check_limits(new_step=True)
-        self.step = self.task.advance_step()
-        self._open()
+        self.start()
+        self._enter_context()
         return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit(exc)
 
     def respond(
         self,
@@ -278,7 +396,7 @@ class LlmCall(_Span):
         cost_usd: float | None = None,
         ttft_ms: float | None = None,
     ) -> None:
-        """Record the model's answer and usage. Call once, inside the ``with`` block.
+        """Record the model's answer and usage. Call once, before the call ends.
 
         Args:
             content: the text of the response.
@@ -286,12 +404,15 @@ class LlmCall(_Span):
             output_tokens: completion tokens billed.
             cached_tokens: prompt tokens served from the provider's cache.
             finish_reason: why the model stopped.
-            tool_calls: tool calls the model asked for, e.g. ``[{"name": ..., "arguments": ...}]``.
+            tool_calls: tool calls the model asked for, e.g.
+                ``[{"id": "call_1", "name": ..., "arguments": ...}]``; pass each ``id`` as
+                ``tool_call_id`` of the tool span that runs it.
             raw: the provider's raw response (anything JSON-serialisable).
             model_version: the exact model version the provider reported.
             cost_usd: the call's cost, when known; it counts toward ``max_spend_usd``.
             ttft_ms: time to first token for streamed calls.
         """
+        self._check_open("respond()")
         for name, value in (
             ("input_tokens", input_tokens),
             ("output_tokens", output_tokens),
@@ -311,48 +432,51 @@ class LlmCall(_Span):
         self.cost_usd = float(cost_usd) if cost_usd is not None else None
         self.ttft_ms = ttft_ms
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        latency_ms = self._close(exc)
-        task = self.task
-        task.emit(
-            {
-                "event_type": "llm_call",
-                "span_id": self.span_id,
-                "parent_span_id": self.parent_span_id,
-                "ts": self.ts,
-                "step": self.step,
-                "provider": self.provider,
-                "model": self.model,
-                "model_version": self.model_version,
-                "system_prompt_hash": self.system_prompt_hash,
-                "prompt_version": self.prompt_version,
-                "prompt_hash": self.prompt_hash,
-                "messages_json": self.messages_json,
-                "message_count": self.message_count,
-                "params_json": self.params_json,
-                "response_text": self.response_text,
-                "response_json": self.response_json,
-                "tool_calls_json": self.tool_calls_json,
-                "finish_reason": self.finish_reason,
-                "input_tokens": self.input_tokens,
-                "output_tokens": self.output_tokens,
-                "cached_tokens": self.cached_tokens,
-                "context_window": self.context_window,
-                "cost_usd": self.cost_usd,
-                "latency_ms": latency_ms,
-                "ttft_ms": self.ttft_ms,
-                "success": self.success,
-                "error_type": self.error_type,
-                "error_detail": self.error_detail,
-                "redactions": self.redactions,
-            }
-        )
-        task.add_usage(self.input_tokens + self.output_tokens, self.cost_usd)
+    def end(self, *, error: BaseException | str | None = None) -> None:
+        """Record the call now (after :meth:`respond`, or with ``error=``). Call once.
+
+        Raises:
+            SpanAlreadyEnded: the call was already ended.
+        """
+        if error is not None:
+            self.fail(error)
+        self._record()
+
+    def _fields(self, latency_ms: float) -> dict[str, Any]:
+        return {
+            "event_type": "llm_call",
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "ts": self.ts,
+            "step": self.step,
+            "provider": self.provider,
+            "model": self.model,
+            "model_version": self.model_version,
+            "system_prompt_hash": self.system_prompt_hash,
+            "prompt_version": self.prompt_version,
+            "prompt_hash": self.prompt_hash,
+            "messages_json": self.messages_json,
+            "message_count": self.message_count,
+            "params_json": self.params_json,
+            "response_text": self.response_text,
+            "response_json": self.response_json,
+            "tool_calls_json": self.tool_calls_json,
+            "finish_reason": self.finish_reason,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_tokens": self.cached_tokens,
+            "context_window": self.context_window,
+            "cost_usd": self.cost_usd,
+            "latency_ms": latency_ms,
+            "ttft_ms": self.ttft_ms,
+            "success": self.success,
+            "error_type": self.error_type,
+            "error_detail": self.error_detail,
+            "redactions": self.redactions,
+        }
+
+    def _recorded(self) -> None:
+        self.task.add_usage(self.input_tokens + self.output_tokens, self.cost_usd)
 
 
 def _system_prompt_of(messages: list[Any]) -> str | None:
