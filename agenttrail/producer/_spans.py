@@ -258,7 +258,6 @@ class ToolSpan(Span):
             "ts": self.ts,
             "tool": self.name,
             "tool_version": self.tool_version,
-            "tool_call_id": self.tool_call_id,
             "args_json": self.args_json,
             "args_hash": self.args_hash,
             "idempotency_key": self.idempotency_key,

@@ -41,7 +41,7 @@ from agenttrail.events._contract import (
 )
 from agenttrail.events._ddl import table_columns
 from agenttrail.events._sql_names import name_mismatches
-from agenttrail.producer import Limits, Recorder
+from agenttrail.producer import LimitExceeded, Limits, Recorder
 from agenttrail.producer.testing import InMemoryExporter
 from agenttrail.store import FAMILY_TABLES
 
@@ -195,7 +195,7 @@ def sdk_records(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[lis
         )
         task.guard(GuardKind.CONFIRMATION_REQUESTED, action="get")
         task.transition(TaskState.WAITING_CONFIRMATION, reason="check")
-        with pytest.raises(Exception, match="limit"):
+        with pytest.raises(LimitExceeded, match="limit"):
             with task.llm_call(model="m", messages=[]) as call:
                 call.respond(content="no", input_tokens=1, output_tokens=1)
     assert rec.close(timeout=30).complete
