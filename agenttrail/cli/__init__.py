@@ -28,6 +28,7 @@ _COMMAND_MODULES = {
     "replay": "agenttrail.cli._replay",
     "prices": "agenttrail.cli._prices",
     "verify": "agenttrail.cli._verify",
+    "kill": "agenttrail.cli._kill",
 }
 
 
