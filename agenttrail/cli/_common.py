@@ -49,6 +49,57 @@ def store_options(func: F) -> F:
     return store_location_options(func)
 
 
+def format_options(func: F) -> F:
+    """Add ``--data``, ``--clickhouse``, ``--format table|json|csv`` and ``--json``.
+
+    ``--json`` is short for ``--format json``; the command reads both (see
+    :func:`chosen_format`).
+    """
+    func = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json", "csv"]),
+        default="table",
+        show_default=True,
+        help="How to print: a table for people, JSON or CSV for programs.",
+    )(func)
+    return store_options(func)
+
+
+def chosen_format(fmt: str, as_json: bool) -> str:
+    """The output format: ``--json`` wins over ``--format``."""
+    return "json" if as_json else fmt
+
+
+def to_csv(records: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Records as CSV with a header line; lists and dicts become JSON text, None empty.
+
+    Args:
+        records: one dict per row.
+        columns: the header (and column order); by default the first record's keys.
+    """
+    import csv
+    import io
+
+    header = list(columns) if columns is not None else list(records[0]) if records else []
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for record in records:
+        writer.writerow([_csv_cell(record.get(name)) for name in header])
+    return out.getvalue()
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, default=str)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
 def fail(as_json: bool, message: str, code: int = 2) -> NoReturn:
     """Print ``message`` (as a JSON error object with ``--json``) and exit with ``code``."""
     if as_json:

@@ -11,14 +11,16 @@ from typing import Any
 import click
 
 from agenttrail.cli._common import (
+    chosen_format,
     fail,
     fmt_ms,
     fmt_usd,
+    format_options,
     open_or_exit,
     render_table,
     since_option,
     store_failure,
-    store_options,
+    to_csv,
 )
 from agenttrail.query import (
     GROUPINGS,
@@ -81,7 +83,7 @@ from agenttrail.store import StoreError
     is_flag=True,
     help="Exit 1 when a step-count regression is found (for cron jobs and CI).",
 )
-@store_options
+@format_options
 def command(
     by: str,
     since: str | None,
@@ -94,6 +96,7 @@ def command(
     data: Path | None,
     clickhouse: str | None,
     as_json: bool,
+    fmt: str,
 ) -> None:
     """Success rate, mean steps, P50/P95 task duration, tokens, cost and LLM latency.
 
@@ -111,6 +114,8 @@ def command(
       agenttrail metrics --by model --since 7d --json
       agenttrail metrics --window 6h --step-threshold 0.3 --fail-on-regression
     """
+    fmt = chosen_format(fmt, as_json)
+    as_json = fmt == "json"
     since_at = since_option(since)
     try:
         until_at = parse_since(until) if until is not None else datetime.now(UTC)
@@ -144,6 +149,10 @@ def command(
                 }
             )
         )
+    elif fmt == "csv":
+        click.echo(to_csv(metrics_records(rows), metrics_csv_columns(by, rows)), nl=False)
+        for warning in warnings:
+            click.echo(f"WARNING: {warning}", err=True)
     else:
         _print_human(by, rows, trends, window, windows)
         for warning in warnings:
@@ -164,6 +173,22 @@ def regression_warning(trend: StepTrend, window: str) -> str:
         "changes (`agenttrail runs --task-type "
         f"{trend.task_type}` and `agenttrail replay TASK_ID`)."
     )
+
+
+def metrics_records(rows: list[MetricsRow]) -> list[dict[str, Any]]:
+    """One flat dict per group for CSV: the group's columns first, then every figure."""
+    records = []
+    for r in rows:
+        record = dict(r.group)
+        record.update({k: v for k, v in r.to_dict().items() if k != "group"})
+        records.append(record)
+    return records
+
+
+def metrics_csv_columns(by: str, rows: list[MetricsRow]) -> list[str]:
+    """The CSV header: the grouping columns, then every field of a metrics row."""
+    keys = list(rows[0].group) if rows else [by]
+    return [*keys, *(f for f in MetricsRow.__dataclass_fields__ if f != "group")]
 
 
 def metrics_table(by: str, rows: list[MetricsRow]) -> str:

@@ -83,8 +83,10 @@ def load_command(
 
     FILE is a UTF-8 CSV with the header
     model,effective_from,input_usd_per_mtok,output_usd_per_mtok,cached_usd_per_mtok
-    (effective_from is a date, YYYY-MM-DD, UTC). Every row is checked first; if any is
-    invalid nothing is loaded. Exit 0, 2 on an invalid file or a connection error.
+    (effective_from is a date, YYYY-MM-DD, UTC; an empty cached_usd_per_mtok means the
+    model has no cached price and its cached tokens cost the input price). Every row is
+    checked first; if any is invalid nothing is loaded. Exit 0, 2 on an invalid file or a
+    connection error.
 
     \b
     Example:

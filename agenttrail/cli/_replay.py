@@ -18,9 +18,11 @@ from agenttrail.cli._common import (
 )
 from agenttrail.query import (
     ModelInput,
+    StoredEvent,
     TaskNotFound,
     TaskRun,
     TimelineEvent,
+    event_at_seq,
     get_run,
     model_input_at_step,
     replay_task,
@@ -36,9 +38,16 @@ answer is "not there" — like a failure found; 2 stays for usage and connection
 @click.argument("task_id")
 @click.option(
     "--step",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Show the LLM call of step N (steps count from 1): the messages as sent, "
+    "parameters, hashes, response.",
+)
+@click.option(
+    "--seq",
     type=click.IntRange(min=0),
     default=None,
-    help="Show the LLM call of step N: the messages as sent, parameters, hashes, response.",
+    help="Show event SEQ in full: every stored column (arguments, results…), nothing cut.",
 )
 @click.option(
     "--messages-only",
@@ -50,6 +59,7 @@ answer is "not there" — like a failure found; 2 stays for usage and connection
 def command(
     task_id: str,
     step: int | None,
+    seq: int | None,
     messages_only: bool,
     tenant: str | None,
     data: Path | None,
@@ -57,6 +67,8 @@ def command(
     as_json: bool,
 ) -> None:
     """Replay TASK_ID: every event in seq order with its step, family and a summary.
+
+    Summaries are cut at 100 characters; --seq N prints one event whole.
 
     With --step N, what the model saw at that step: the message history exactly as it
     was sent (the stored messages_json, whose SHA-256 is the prompt hash), the request
@@ -68,13 +80,18 @@ def command(
       agenttrail replay inv-00042 --data ./.agenttrail
       agenttrail replay inv-00042 --step 3
       agenttrail replay inv-00042 --step 3 --messages-only > step3-messages.json
+      agenttrail replay inv-00042 --seq 7        # event 7 in full (a tool's args, result)
     """
     if messages_only and step is None:
         raise click.UsageError("--messages-only needs --step N.")
+    if seq is not None and step is not None:
+        raise click.UsageError("Give --step N or --seq N, not both.")
     store = open_or_exit(data, clickhouse, as_json)
     with store:
         try:
-            if step is not None:
+            if seq is not None:
+                _print_event(event_at_seq(store, task_id, seq, tenant), as_json)
+            elif step is not None:
                 calls = model_input_at_step(store, task_id, step, tenant)
                 _print_step(calls, as_json, messages_only)
             else:
@@ -128,6 +145,23 @@ def timeline_table(events: list[TimelineEvent]) -> str:
         body.append([e.seq, e.step, f"+{offset:.1f} ms", e.family, "" if e.ok else "✗", e.summary])
     # Summaries are already one line of at most 100 characters: keep them whole.
     return render_table(["seq", "step", "time", "family", "", "summary"], body, cell_chars=100)
+
+
+def _print_event(events: list[StoredEvent], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"status": "ok", "events": [e.to_dict() for e in events]}))
+        return
+    click.echo("\n\n".join(event_text(e) for e in events))
+
+
+def event_text(event: StoredEvent) -> str:
+    """Every column of a stored event, one per line; long values are printed whole."""
+    width = max(len(name) for name in event.columns)
+    lines = [f"{event.family} (table {event.table})"]
+    for name, value in event.to_dict()["columns"].items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        lines.append(f"{name.ljust(width)}  {text}")
+    return "\n".join(lines)
 
 
 def _print_step(calls: list[ModelInput], as_json: bool, messages_only: bool) -> None:

@@ -9,15 +9,17 @@ from typing import Any
 import click
 
 from agenttrail.cli._common import (
+    chosen_format,
     fail,
     fmt_ms,
     fmt_time,
     fmt_usd,
+    format_options,
     open_or_exit,
     render_table,
     since_option,
     store_failure,
-    store_options,
+    to_csv,
 )
 from agenttrail.query import OUTCOMES, QueryError, TaskRun, list_runs
 from agenttrail.store import StoreError
@@ -42,7 +44,7 @@ from agenttrail.store import StoreError
 @click.option(
     "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N runs."
 )
-@store_options
+@format_options
 def command(
     task_type: str | None,
     outcome: str | None,
@@ -53,6 +55,7 @@ def command(
     data: Path | None,
     clickhouse: str | None,
     as_json: bool,
+    fmt: str,
 ) -> None:
     """List task runs, newest first: outcome, steps, tokens, tool calls, cost, error.
 
@@ -65,7 +68,10 @@ def command(
     Example:
       agenttrail runs --data ./.agenttrail --outcome failed --since 24h
       agenttrail runs --task-type invoice_generation --limit 10 --json
+      agenttrail runs --since 7d --format csv > runs.csv
     """
+    fmt = chosen_format(fmt, as_json)
+    as_json = fmt == "json"
     since_at = since_option(since)
     store = open_or_exit(data, clickhouse, as_json)
     with store:
@@ -86,6 +92,9 @@ def command(
     if as_json:
         click.echo(json.dumps({"status": "ok", "runs": [r.to_dict() for r in runs]}))
         return
+    if fmt == "csv":
+        click.echo(to_csv([r.to_dict() for r in runs], RUN_CSV_COLUMNS), nl=False)
+        return
     if not runs:
         click.echo("No runs match.")
         return
@@ -97,6 +106,10 @@ RUN_HEADERS = (
     "task_id", "task_type", "outcome", "started (UTC)", "duration", "steps", "tokens in",
     "tokens out", "tools", "cost", "error",
 )  # fmt: skip
+
+
+RUN_CSV_COLUMNS = tuple(TaskRun.__dataclass_fields__)
+"""CSV columns of ``runs --format csv``: every field of a run (tool calls as JSON)."""
 
 
 def run_row(run: TaskRun) -> list[Any]:

@@ -60,13 +60,14 @@ def check(root: Path | None, as_json: bool) -> None:
       agenttrail schemas check --json | jq '.problems[].message'
     """
     try:
-        # The checker needs the avro package (dev extra); the rest of the CLI does not.
+        # The checker needs the avro package (embedded and dev extras); the rest of the
+        # CLI does not.
         from agenttrail.events._compat import check_registry
     except ImportError as exc:
         _fail(
             as_json,
             f"The schema checker needs the 'avro' package ({exc}). "
-            "Install it with: pip install 'agenttrail[dev]'.",
+            "Install it with: pip install 'agenttrail[embedded]' (or: pip install avro).",
         )
     directory = _resolve_dir(root, as_json)
     try:

@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -47,8 +48,11 @@ def command(data: Path, port: int, as_json: bool) -> None:
       AGENTTRAIL_DATA=./.agenttrail python my_agent.py     # in another shell
     """
     stop = threading.Event()
+    hurry = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            hurry.set()  # a second Ctrl-C: stop waiting for the drain
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -74,8 +78,10 @@ def command(data: Path, port: int, as_json: bool) -> None:
             click.echo(f"agents     export AGENTTRAIL_BOOTSTRAP={stack.bootstrap}")
             click.echo("Ctrl-C stops after storing everything the broker acknowledged.")
         _status_loop(stack, stop, as_json)
-        click.echo("\nstoring what the broker holds…", err=True)
-        snap = stack.drain()
+        click.echo("\nstoring what the broker holds (Ctrl-C again to stop waiting)…", err=True)
+        snap = stack.drain(progress=_drain_progress(as_json), give_up=hurry)
+        if not as_json:
+            click.echo("", err=True)
     except STACK_ERRORS as exc:
         click.echo(f"\nagenttrail up: {exc}", err=True)
         stack.stop()
@@ -85,6 +91,18 @@ def command(data: Path, port: int, as_json: bool) -> None:
         click.echo(json.dumps({"status": "stopped", **snap.to_dict()}))
     else:
         click.echo(f"stopped: {snap.events_total} events, {snap.dead_letters} dead letters stored")
+
+
+def _drain_progress(as_json: bool) -> Callable[[int, int], None]:
+    """Show the drain's progress on stderr: one rewritten line, or JSON lines."""
+
+    def show(stored: int, held: int) -> None:
+        if as_json:
+            click.echo(json.dumps({"status": "draining", "stored": stored, "held": held}))
+        else:
+            click.echo(f"\r  stored {stored} of {held} held by the broker", nl=False, err=True)
+
+    return show
 
 
 def _status_loop(stack: LocalStack, stop: threading.Event, as_json: bool) -> None:

@@ -298,15 +298,20 @@ def run_workloads(
     tasks: int,
     seed: int,
     progress: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> DemoPlan:
     """Run ``tasks`` simulated tasks (two invoices for each delivery) through ``rec``.
 
     Deterministic: the same ``tasks`` and ``seed`` give the same tasks, events and
     outcomes (ids and timings aside). ``progress`` is called after each task with 1.
+    ``should_stop`` is asked before each task; when it answers True the run ends there,
+    between two whole tasks, and the plan counts the tasks that ran.
     """
     rng = random.Random(seed)
     plan = DemoPlan()
     for n in range(tasks):
+        if should_stop is not None and should_stop():
+            break
         kind = "software_delivery" if n % 3 == 2 else "invoice_generation"
         outcome, failure = WORKLOADS[kind](rec, rng, n)
         plan.note(outcome, failure)

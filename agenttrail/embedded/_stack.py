@@ -12,11 +12,18 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from agenttrail.consumers import ConsumerConfig, IngestSnapshot, IngestStats, run_consumer
-from agenttrail.embedded._broker import EmbeddedBroker, embedded_consumer_config
+from agenttrail.embedded._broker import (
+    EmbeddedBroker,
+    _port_in_use_message,
+    _port_is_free,
+    embedded_consumer_config,
+)
+from agenttrail.embedded._kafka_admin import BrokerError
 from agenttrail.events import EVENTS_TOPIC
 from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES, Store, migrate, open_store
 from agenttrail.store._config import LOCAL_DATA_DIR
@@ -24,6 +31,9 @@ from agenttrail.store._config import LOCAL_DATA_DIR
 DEFAULT_DATA_DIR = LOCAL_DATA_DIR
 """Where ``up`` and ``demo`` keep their data unless told otherwise (and where
 ``Recorder.from_env()`` looks for ``up.json`` and the reading commands for the store)."""
+
+
+_HOST = "127.0.0.1"
 
 
 class StackError(RuntimeError):
@@ -65,11 +75,16 @@ class LocalStack:
     def start(self, timeout: float = 60.0) -> LocalStack:
         """Open and migrate the store, start the broker and the consumer; write up.json.
 
+        A fixed port that is taken is refused first, before anything is created or
+        migrated.
+
         Raises:
             StackError: the data directory cannot be created.
             StoreLocked: another process (e.g. a running ``agenttrail up``) holds the store.
-            BrokerError: the broker would not start.
+            BrokerError: the broker would not start (the port is taken, …).
         """
+        if self.port and not _port_is_free(_HOST, self.port):
+            raise BrokerError(_port_in_use_message(_HOST, self.port))
         try:
             self.data.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -122,18 +137,34 @@ class LocalStack:
     def snapshot(self) -> IngestSnapshot:
         return self.stats.snapshot()
 
-    def wait_stored(self, messages: int, timeout: float = 120.0) -> IngestSnapshot:
+    def wait_stored(
+        self,
+        messages: int,
+        timeout: float = 120.0,
+        *,
+        progress: Callable[[int], None] | None = None,
+        give_up: threading.Event | None = None,
+    ) -> IngestSnapshot:
         """Block until ``messages`` messages are stored (as events or dead letters).
+
+        Args:
+            progress: called with the number stored so far whenever it changes.
+            give_up: when set, return at once with what is stored so far.
 
         Raises:
             StackError: the consumer died, or the deadline passed (the message says how
                 far it got).
         """
         deadline = time.monotonic() + timeout
+        last = -1
         while True:
             self.check()
             snap = self.stats.snapshot()
-            if snap.events_total + snap.dead_letters >= messages:
+            stored = snap.events_total + snap.dead_letters
+            if progress is not None and stored != last:
+                progress(stored)
+                last = stored
+            if stored >= messages or (give_up is not None and give_up.is_set()):
                 return snap
             if time.monotonic() > deadline:
                 raise StackError(
@@ -143,8 +174,18 @@ class LocalStack:
                 )
             time.sleep(0.05)
 
-    def drain(self, quiet_s: float = 1.5, timeout: float = 60.0) -> IngestSnapshot:
+    def drain(
+        self,
+        quiet_s: float = 1.5,
+        timeout: float = 60.0,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        give_up: threading.Event | None = None,
+    ) -> IngestSnapshot:
         """Wait until the consumer has stored every message the broker holds.
+
+        ``progress`` is called with (stored, held by the broker) whenever the stored
+        count changes; a set ``give_up`` returns at once with what is stored so far.
 
         The embedded broker keeps messages in memory and was started by this stack, so
         the topic holds exactly this session's messages: done when as many are stored
@@ -160,8 +201,12 @@ class LocalStack:
             self.check()
             snap = self.stats.snapshot()
             total = snap.events_total + snap.dead_letters
+            if give_up is not None and give_up.is_set():
+                return snap
             if total != last:
                 last, quiet_since = total, time.monotonic()
+                if progress is not None:
+                    progress(total, expected)
             elif (
                 total >= expected
                 and snap.lag in (0, None)

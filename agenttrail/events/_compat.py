@@ -14,7 +14,8 @@ the contract of architecture.md (Events, Wire format):
   package's ``ReaderWriterCompatibilityChecker`` decides, a field-by-field walk names the
   field and rule, and fastavro decodes real samples written with the older schema.
 
-The checker needs the ``avro`` package (the ``dev`` extra); the codec does not.
+The checker needs the ``avro`` package (the ``embedded`` and ``dev`` extras); the codec
+does not.
 """
 
 from __future__ import annotations

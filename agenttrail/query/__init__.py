@@ -6,8 +6,10 @@ Example:
     >>> result.records()                                            # doctest: +SKIP
     >>> list_runs(store, outcome="failed", since=parse_since("24h")) # doctest: +SKIP
     >>> replay_task(store, "inv-00042")                             # doctest: +SKIP
+    >>> event_at_seq(store, "inv-00042", 7)[0].columns["args_json"] # doctest: +SKIP
 """
 
+from agenttrail.query._event import StoredEvent, event_at_seq
 from agenttrail.query._metrics import (
     GROUPINGS,
     MetricsRow,
@@ -75,6 +77,7 @@ __all__ = [
     "QueryResult",
     "StepTrend",
     "StepWindows",
+    "StoredEvent",
     "TaskLocation",
     "TaskNotFound",
     "TaskRun",
@@ -82,6 +85,7 @@ __all__ = [
     "ToolCall",
     "UnknownQueryError",
     "discover_named_queries",
+    "event_at_seq",
     "forensics_dir",
     "get_run",
     "list_prices",

@@ -11,6 +11,10 @@ tokens)::
 
     model,effective_from,input_usd_per_mtok,output_usd_per_mtok,cached_usd_per_mtok
     gpt-4.1,2026-03-01,1.80,7.20,0.45
+    mistral-large,2026-03-01,2.00,6.00,
+
+An empty ``cached_usd_per_mtok`` means the model has no cached-input price: its cached
+tokens cost the input price.
 """
 
 from __future__ import annotations
@@ -169,8 +173,13 @@ def _price_of(cells: list[str], source: str) -> Price:
         effective_from = date.fromisoformat(day)
     except ValueError:
         raise ValueError(f"effective_from {day!r} is not a date like 2026-03-01") from None
-    values = []
+    values: list[float] = []
     for column, amount in zip(PRICE_COLUMNS[2:], amounts, strict=True):
+        if column == "cached_usd_per_mtok" and amount == "" and values:
+            # Many models have no cached-input price: their cached tokens (if any)
+            # cost what other input tokens cost.
+            values.append(values[0])
+            continue
         try:
             value = float(amount)
         except ValueError:

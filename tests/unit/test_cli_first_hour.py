@@ -65,3 +65,54 @@ def test_a_clickhouse_url_where_nothing_listens_gives_one_clear_line(
     for noise in ("Unexpected Http Driver Exception", "urllib3", "object at 0x", "Max retries"):
         assert noise not in err
     assert open_or_exit  # the same helper every reading command uses
+
+
+def test_an_empty_cached_price_means_cached_tokens_cost_the_input_price() -> None:
+    from agenttrail.query import parse_prices
+
+    (price,) = parse_prices(
+        "model,effective_from,input_usd_per_mtok,output_usd_per_mtok,cached_usd_per_mtok\n"
+        "mistral-large,2026-03-01,2.00,6.00,\n",
+        source="test",
+    )
+    assert price.cached_usd_per_mtok == 2.00
+    assert price.input_usd_per_mtok == 2.00 and price.output_usd_per_mtok == 6.00
+
+
+@pytest.mark.parametrize("column", [2, 3])
+def test_an_empty_input_or_output_price_is_still_refused(column: int) -> None:
+    from agenttrail.query import PriceFileError, parse_prices
+
+    cells = ["m", "2026-03-01", "1", "2", "0.5"]
+    cells[column] = ""
+    with pytest.raises(PriceFileError, match="is not a number"):
+        parse_prices(
+            "model,effective_from,input_usd_per_mtok,output_usd_per_mtok,cached_usd_per_mtok\n"
+            + ",".join(cells)
+            + "\n",
+            source="test",
+        )
+
+
+def test_the_readme_install_brings_what_schemas_check_needs() -> None:
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    match = re.search(r"pip install -e '\.\[([a-z,]+)\]'", readme)
+    assert match, "the README's install command was not found"
+    extras = match.group(1).split(",")
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    installed = list(project["dependencies"])
+    for extra in extras:
+        installed += project["optional-dependencies"][extra]
+    names = {re.split(r"[<>=\[ ;]", req, maxsplit=1)[0].lower() for req in installed}
+    # What `agenttrail schemas check` imports beyond the core (agenttrail/events/_compat.py).
+    assert "avro" in names, f"`schemas check` needs avro; the README installs {sorted(names)}"
+
+
+def test_replay_step_0_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["replay", "t-1", "--step", "0", "--data", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "0 is not in the range x>=1" in result.output
