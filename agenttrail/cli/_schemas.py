@@ -146,6 +146,27 @@ def list_schemas(root: Path | None, as_json: bool) -> None:
         click.echo("  ".join(str(row[k]).ljust(widths[k]) for k in header).rstrip())
 
 
+@command.command("fields")
+@_DIR_OPTION
+def fields(root: Path | None) -> None:
+    """Print the event fields as Markdown tables (the README's table), from the .avsc files.
+
+    The envelope every family shares, then each family's own fields, from the newest
+    version of each schema. Exit 0, or 2 when the schemas cannot be read.
+
+    \b
+    Example:
+      agenttrail schemas fields > fields.md
+    """
+    from agenttrail.cli._field_table import render_field_tables
+
+    directory = _resolve_dir(root, False)
+    try:
+        click.echo(render_field_tables(directory))
+    except (OSError, ValueError, KeyError) as exc:
+        _fail(False, f"Cannot read the schemas in {directory}: {exc}")
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
         return path.relative_to(root).as_posix()

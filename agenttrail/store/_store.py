@@ -245,7 +245,7 @@ class Store:
 
 def open_store(
     clickhouse: str | None = None,
-    data: Path | None = None,
+    data: Path | str | None = None,
     *,
     config: StoreConfig | None = None,
     create: bool = True,
@@ -267,6 +267,8 @@ def open_store(
         StoreLocked: the in-process store is held by another process (the error names it).
         StoreUnavailable: the server cannot be reached or refused the login.
     """
+    if isinstance(data, str):
+        data = Path(data)
     if clickhouse is not None or data is not None:
         base = config or StoreConfig()
         config = base.model_copy(

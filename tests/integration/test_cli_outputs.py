@@ -139,3 +139,22 @@ def test_up_on_a_taken_port_refuses_before_creating_or_migrating_the_store(tmp_p
     assert f"Port {port}" in done.stderr and "already in use" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (data / "clickhouse").exists(), "the store was created before the port check"
+
+
+def test_the_readme_python_query_example_runs(recorded: Recorded) -> None:
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    (example,) = [b for b in blocks if "from agenttrail.query import" in b]
+    example = (
+        example.replace('".agenttrail"', repr(str(recorded.data)))
+        .replace('"inv-00195", 2', f'"{TASKS[0]}", 1')
+        .replace('"inv-00195", 7', f'"{TASKS[0]}", 2')
+        .replace('"inv-00195"', f'"{TASKS[0]}"')
+        .replace("print(", "str(")
+    )
+    namespace: dict[str, object] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert namespace["span"].family == "tool_span"  # type: ignore[attr-defined]
+    assert len(namespace["timeline"]) == 4  # type: ignore[arg-type]

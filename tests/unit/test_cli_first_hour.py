@@ -116,3 +116,27 @@ def test_replay_step_0_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["replay", "t-1", "--step", "0", "--data", str(tmp_path)])
     assert result.exit_code == 2
     assert "0 is not in the range x>=1" in result.output
+
+
+def test_the_readme_event_field_tables_match_the_avsc_files() -> None:
+    from agenttrail._contracts import schemas_dir
+    from agenttrail.cli._field_table import BEGIN, END, render_field_tables
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert BEGIN in readme and END in readme, "the README has no generated field tables"
+    copy = readme.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert copy == render_field_tables(schemas_dir()).strip(), (
+        "README.md's event fields differ from the .avsc files; regenerate them with "
+        "`agenttrail schemas fields` and paste the output between the markers"
+    )
+
+
+def test_every_field_of_every_schema_is_in_the_readme() -> None:
+    import json
+
+    from agenttrail._contracts import schemas_dir
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for avsc in schemas_dir().glob("*/v*.avsc"):
+        for field in json.loads(avsc.read_text())["fields"]:
+            assert f"| `{field['name']}` |" in readme, f"{avsc}: {field['name']}"
