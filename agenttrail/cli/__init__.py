@@ -21,6 +21,7 @@ _COMMAND_MODULES = {
     "migrate": "agenttrail.cli._migrate",
     "consume": "agenttrail.cli._consume",
     "up": "agenttrail.cli._up",
+    "otlp": "agenttrail.cli._otlp",
     "demo": "agenttrail.cli._demo",
     "query": "agenttrail.cli._query",
     "runs": "agenttrail.cli._runs",

@@ -14,6 +14,7 @@ from types import FrameType
 import click
 
 from agenttrail.cli._stack_errors import STACK_ERRORS
+from agenttrail.cli._up_otlp import start_local_receiver
 from agenttrail.embedded import DEFAULT_DATA_DIR, LocalStack
 
 
@@ -32,8 +33,15 @@ from agenttrail.embedded import DEFAULT_DATA_DIR, LocalStack
     show_default=True,
     help="Broker port on 127.0.0.1; 0 picks a free one.",
 )
+@click.option(
+    "--otlp-port",
+    type=click.IntRange(-1, 65535),
+    default=4318,
+    show_default=True,
+    help="OTLP/HTTP receiver port on 127.0.0.1 (0 a free one, -1 none).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print status as JSON lines.")
-def command(data: Path, port: int, as_json: bool) -> None:
+def command(data: Path, port: int, otlp_port: int, as_json: bool) -> None:
     """Run the whole stack on this machine until Ctrl-C.
 
     Starts the embedded Kafka-compatible broker, the ingest consumer and ClickHouse's
@@ -63,10 +71,19 @@ def command(data: Path, port: int, as_json: bool) -> None:
     except STACK_ERRORS as exc:
         click.echo(f"agenttrail up: {exc}", err=True)
         sys.exit(2)
+    receiver = None
+    if otlp_port >= 0:
+        try:
+            receiver = start_local_receiver(stack, otlp_port)
+        except OSError as exc:
+            click.echo(f"agenttrail up: {exc}", err=True)
+            stack.stop()
+            sys.exit(2)
     try:
         ready = {
             "status": "ready",
             "bootstrap": stack.bootstrap,
+            "otlp": receiver.url if receiver is not None else None,
             "store": str(stack.data / "clickhouse"),
             "up_file": str(stack.up_file),
         }
@@ -76,14 +93,21 @@ def command(data: Path, port: int, as_json: bool) -> None:
             click.echo(f"broker     {stack.bootstrap}")
             click.echo(f"store      {stack.data / 'clickhouse'}")
             click.echo(f"agents     export AGENTTRAIL_BOOTSTRAP={stack.bootstrap}")
+            if receiver is not None:
+                click.echo(f"otel apps  export OTEL_EXPORTER_OTLP_ENDPOINT={receiver.url}")
             click.echo("Ctrl-C stops after storing everything the broker acknowledged.")
         _status_loop(stack, stop, as_json)
+        if receiver is not None:
+            receiver.stop()  # nothing new arrives while the broker drains
+            receiver = None
         click.echo("\nstoring what the broker holds (Ctrl-C again to stop waiting)…", err=True)
         snap = stack.drain(progress=_drain_progress(as_json), give_up=hurry)
         if not as_json:
             click.echo("", err=True)
     except STACK_ERRORS as exc:
         click.echo(f"\nagenttrail up: {exc}", err=True)
+        if receiver is not None:
+            receiver.stop()
         stack.stop()
         sys.exit(2)
     stack.stop()

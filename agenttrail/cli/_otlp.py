@@ -1,0 +1,151 @@
+"""``agenttrail otlp``: the OTLP/HTTP receiver in the foreground (production)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from agenttrail.events import EVENTS_TOPIC
+from agenttrail.otlp import (
+    DEFAULT_PORT,
+    LOOPBACK,
+    Authenticator,
+    KafkaSink,
+    OtlpHttpServer,
+    OtlpIngestor,
+    ReceiverState,
+    load_tokens,
+)
+
+DEFAULT_STATE = Path.home() / ".local" / "state" / "agenttrail" / "otlp" / "state.db"
+_LOOPBACKS = ("127.0.0.1", "::1", "localhost")
+
+
+@click.command("otlp")
+@click.option(
+    "--bootstrap",
+    metavar="HOST:PORT",
+    envvar="AGENTTRAIL_BOOTSTRAP",
+    required=True,
+    help="Kafka bootstrap servers. [env AGENTTRAIL_BOOTSTRAP]",
+)
+@click.option("--topic", default=EVENTS_TOPIC, show_default=True, help="Events topic.")
+@click.option(
+    "--host",
+    default=None,
+    help="Address to listen on; 0.0.0.0 with tokens, 127.0.0.1 without. [default: by auth]",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option(
+    "--tokens-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="AGENTTRAIL_OTLP_TOKENS_FILE",
+    default=None,
+    help='JSON {"<token>": "<tenant>"}: bearer tokens and the tenant each writes into. '
+    "[env AGENTTRAIL_OTLP_TOKENS_FILE]",
+)
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Accept requests without a token (tenant from the resource); loopback only.",
+)
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="AGENTTRAIL_OTLP_STATE",
+    default=DEFAULT_STATE,
+    show_default=True,
+    help="The receiver's state database (task numbering, hash chains, pending log records).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print status as JSON lines.")
+def command(
+    bootstrap: str,
+    topic: str,
+    host: str | None,
+    port: int,
+    tokens_file: Path | None,
+    no_auth: bool,
+    state: Path,
+    as_json: bool,
+) -> None:
+    """Receive OpenTelemetry GenAI spans and logs over OTLP/HTTP and record them as events.
+
+    Serves POST /v1/traces and /v1/logs (protobuf or JSON, gzip) and writes the events
+    to the same topic as the SDK; `agenttrail consume` stores them. Every request must
+    carry 'Authorization: Bearer <token>' from --tokens-file; the token decides the
+    tenant. Without tokens (--no-auth) it listens on loopback only.
+
+    \b
+    Example:
+      agenttrail otlp --bootstrap kafka:9092 --tokens-file /etc/agenttrail/otlp-tokens.json
+      OTEL_EXPORTER_OTLP_ENDPOINT=http://receiver:4318 \\
+      OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer%20<token>" python my_app.py
+    """
+    if tokens_file is None and not no_auth:
+        click.echo(
+            "agenttrail otlp: no --tokens-file given. Production receivers require bearer "
+            "tokens; pass --tokens-file FILE, or --no-auth to listen on loopback only.",
+            err=True,
+        )
+        sys.exit(2)
+    try:
+        auth = (
+            Authenticator.from_tokens(load_tokens(tokens_file))
+            if tokens_file is not None
+            else Authenticator()
+        )
+    except ValueError as exc:
+        click.echo(f"agenttrail otlp: {exc}", err=True)
+        sys.exit(2)
+    if host is None:
+        host = "0.0.0.0" if auth.required else LOOPBACK
+    if not auth.required and host not in _LOOPBACKS:
+        click.echo(
+            f"agenttrail otlp: refusing to listen on {host} without authentication; "
+            "give --tokens-file, or keep the default loopback address.",
+            err=True,
+        )
+        sys.exit(2)
+    try:
+        receiver_state = ReceiverState(state)
+    except Exception as exc:
+        click.echo(f"agenttrail otlp: cannot open the state database {state}: {exc}", err=True)
+        sys.exit(2)
+    sink = KafkaSink(bootstrap, topic)
+    ingestor = OtlpIngestor(sink, receiver_state, auth=auth)
+    try:
+        server = OtlpHttpServer(ingestor, host=host, port=port)
+    except OSError as exc:
+        click.echo(f"agenttrail otlp: cannot listen on {host}:{port}: {exc}", err=True)
+        sys.exit(2)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    server.start()
+    ready = {"status": "ready", "otlp": server.url, "bootstrap": bootstrap, "auth": auth.required}
+    click.echo(
+        json.dumps(ready) if as_json else f"OTLP/HTTP receiver on {server.url} → {bootstrap}"
+    )
+    while not stop.wait(10.0):
+        c = ingestor.counters
+        if as_json:
+            click.echo(json.dumps({"status": "running", **c.__dict__}))
+    server.stop()
+    sink.close()
+    receiver_state.close()
+    c = ingestor.counters
+    click.echo(
+        json.dumps({"status": "stopped", **c.__dict__})
+        if as_json
+        else f"stopped: {c.spans} spans, {c.logs} log records → {c.events} events"
+    )

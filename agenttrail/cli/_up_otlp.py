@@ -1,0 +1,50 @@
+"""The OTLP receiver inside ``agenttrail up``: loopback only, no token, state in DATA."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from agenttrail.embedded import LocalStack
+from agenttrail.otlp import LOOPBACK, KafkaSink, OtlpHttpServer, OtlpIngestor, ReceiverState
+
+
+@dataclass
+class LocalReceiver:
+    """A running receiver of the local stack; :meth:`stop` before the stack drains."""
+
+    server: OtlpHttpServer
+    sink: KafkaSink
+    state: ReceiverState
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.sink.close()
+        self.state.close()
+
+
+def start_local_receiver(stack: LocalStack, port: int) -> LocalReceiver:
+    """Serve OTLP/HTTP on 127.0.0.1:``port`` into the stack's broker; add ``otlp`` to up.json.
+
+    Raises:
+        OSError: the port is taken (the message names it).
+    """
+    state = ReceiverState(stack.data / "otlp" / "state.db")
+    sink = KafkaSink(stack.bootstrap)
+    try:
+        server = OtlpHttpServer(OtlpIngestor(sink, state), host=LOOPBACK, port=port)
+    except OSError as exc:
+        state.close()
+        raise OSError(
+            f"OTLP port {LOOPBACK}:{port} is not free ({exc.strerror}); pass --otlp-port 0 "
+            "for a free one, or --otlp-port -1 to run without the receiver."
+        ) from exc
+    server.start()
+    info = json.loads(stack.up_file.read_text())
+    info["otlp"] = server.url
+    stack.up_file.write_text(json.dumps(info, indent=2))
+    return LocalReceiver(server, sink, state)
