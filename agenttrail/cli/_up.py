@@ -36,12 +36,12 @@ from agenttrail.embedded import DEFAULT_DATA_DIR, LocalStack
 @click.option(
     "--otlp-port",
     type=click.IntRange(-1, 65535),
-    default=4318,
-    show_default=True,
-    help="OTLP/HTTP receiver port on 127.0.0.1 (0 a free one, -1 none).",
+    default=None,
+    help="OTLP/HTTP receiver port on 127.0.0.1 (0 a free one, -1 none). "
+    "[default: 4318, a free one when 4318 is taken]",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print status as JSON lines.")
-def command(data: Path, port: int, otlp_port: int, as_json: bool) -> None:
+def command(data: Path, port: int, otlp_port: int | None, as_json: bool) -> None:
     """Run the whole stack on this machine until Ctrl-C.
 
     Starts the embedded Kafka-compatible broker, the ingest consumer and ClickHouse's
@@ -72,7 +72,7 @@ def command(data: Path, port: int, otlp_port: int, as_json: bool) -> None:
         click.echo(f"agenttrail up: {exc}", err=True)
         sys.exit(2)
     receiver = None
-    if otlp_port >= 0:
+    if otlp_port is None or otlp_port >= 0:
         try:
             receiver = start_local_receiver(stack, otlp_port)
         except OSError as exc:

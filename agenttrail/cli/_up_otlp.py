@@ -6,7 +6,14 @@ import json
 from dataclasses import dataclass
 
 from agenttrail.embedded import LocalStack
-from agenttrail.otlp import LOOPBACK, KafkaSink, OtlpHttpServer, OtlpIngestor, ReceiverState
+from agenttrail.otlp import (
+    DEFAULT_PORT,
+    LOOPBACK,
+    KafkaSink,
+    OtlpHttpServer,
+    OtlpIngestor,
+    ReceiverState,
+)
 
 
 @dataclass
@@ -27,16 +34,27 @@ class LocalReceiver:
         self.state.close()
 
 
-def start_local_receiver(stack: LocalStack, port: int) -> LocalReceiver:
+def start_local_receiver(stack: LocalStack, port: int | None) -> LocalReceiver:
     """Serve OTLP/HTTP on 127.0.0.1:``port`` into the stack's broker; add ``otlp`` to up.json.
 
+    ``None`` means the OTLP default 4318, or a free port when that one is taken (the
+    URL is in up.json and printed either way).
+
     Raises:
-        OSError: the port is taken (the message names it).
+        OSError: the port asked for is taken (the message names it).
     """
     state = ReceiverState(stack.data / "otlp" / "state.db")
     sink = KafkaSink(stack.bootstrap)
+    ingestor = OtlpIngestor(sink, state)
     try:
-        server = OtlpHttpServer(OtlpIngestor(sink, state), host=LOOPBACK, port=port)
+        try:
+            server = OtlpHttpServer(
+                ingestor, host=LOOPBACK, port=DEFAULT_PORT if port is None else port
+            )
+        except OSError:
+            if port is not None:
+                raise
+            server = OtlpHttpServer(ingestor, host=LOOPBACK, port=0)
     except OSError as exc:
         state.close()
         raise OSError(
