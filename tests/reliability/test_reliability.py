@@ -1,0 +1,81 @@
+"""Fast versions of the reliability scenarios (full size: ``python -m tests.reliability --full``).
+
+Each test runs broker, consumer and SDK emitters as processes, injects its fault, and
+counts from the ground truth the harness built: nothing lost, nothing stored twice (by
+event id and by partition+offset), every bad message dead-lettered, the derived task
+runs equal to the raw tables. A scenario whose fix has not landed is ``xfail(strict)``
+naming the issue: once fixed it fails as XPASS, and the marker must go.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.reliability import scenarios
+from tests.reliability.harness import Tally
+
+GOOD_KINDS = ("random", "magic", "schema_id", "truncated", "trailing", "empty")
+
+
+def assert_exact(t: Tally) -> None:
+    assert t.produced > 0
+    assert t.lost == 0, t.to_dict()
+    assert t.duplicated_by_event_id == 0 and t.duplicated_by_position == 0, t.to_dict()
+    assert t.unexpected == 0, t.to_dict()
+    assert t.dead_lettered == t.bad_sent, t.to_dict()
+    assert t.derived_agree, t.to_dict()
+
+
+def test_consumer_sigkilled_at_random_moments_loses_nothing_and_stores_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    row = scenarios.consumer_sigkills(tmp_path, tasks=40, spans=5, kills=2, seed=11)
+    assert row.injected == 2
+    assert_exact(row.tally)
+
+
+def test_malformed_messages_are_dead_lettered_and_valid_traffic_is_stored(tmp_path: Path) -> None:
+    row = scenarios.poison_mix(tmp_path, tasks=25, spans=5, bad=60, kinds=GOOD_KINDS)
+    assert row.injected == row.tally.bad_sent > 40
+    assert_exact(row.tally)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 8 item 7: an out-of-range integer (2^40 in an Avro int) or timestamp is "
+    "retried as a store outage forever instead of dead-lettered; the partition stalls",
+)
+def test_out_of_range_integers_and_timestamps_are_dead_lettered(tmp_path: Path) -> None:
+    row = scenarios.poison_mix(
+        tmp_path, tasks=10, spans=3, bad=16, kinds=("int_range", "ts_range"), drain_timeout=45
+    )
+    assert_exact(row.tally)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 7: the next `up` on the same store skips the new broker incarnation's "
+    "offsets below the ledger's old positions (48 of 240 events stored)",
+)
+def test_up_sigkilled_then_started_again_loses_nothing(tmp_path: Path) -> None:
+    row = scenarios.up_sigkill(tmp_path, tasks=20, spans=5, drain_timeout=45)
+    assert "orphan brokers: 0" in row.notes
+    assert_exact(row.tally)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 9: after a broker restart the SDK never delivers its spool again (a fatal "
+    "producer error); issue 7: the consumer keeps the old incarnation's positions",
+)
+def test_broker_crash_and_restart_delivers_everything_emitted_after_it(tmp_path: Path) -> None:
+    # What the crashed in-memory broker held and the consumer had not stored is gone: that
+    # loss is reported (RELIABILITY.md), not asserted. Everything else must arrive once.
+    row = scenarios.broker_crash(tmp_path, tasks=40, spans=5, drain_timeout=45)
+    t = row.tally
+    reports = [n for n in row.notes if n.startswith("emitter close reports")]
+    assert reports and "'spooled': 0" in reports[0] and "'spooled': 0" in reports[0][40:]
+    assert row.lost_after_restart == 0, row.notes
+    assert t.duplicated == 0 and t.unexpected == 0 and t.derived_agree, t.to_dict()
