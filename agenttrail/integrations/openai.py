@@ -1,0 +1,293 @@
+"""The ``openai`` client, recorded: every chat completion becomes an LLM call of the current task.
+
+``instrument(client)`` wraps ``client.chat.completions.create`` of one ``OpenAI`` or
+``AsyncOpenAI`` client (nothing global is patched). Inside ``with rec.task(...)`` each
+call is recorded with the messages as sent, the parameters, the model version the
+provider reported, the answer, tokens (cached ones too), finish reason, the tool calls
+the model asked for (their ids) and, for streamed calls, the time to first token.
+Outside a task the client behaves exactly as before.
+
+Before the request is sent the SDK checks the task: a stopped task (a crossed limit, a
+kill) raises :class:`~agenttrail.producer.TaskStopped` and the request is never made.
+:func:`run_tool_call` runs one tool call the model asked for as a tool span carrying
+its ``tool_call_id``.
+
+Example:
+    >>> from openai import OpenAI
+    >>> client = instrument(OpenAI())
+    >>> with rec.task("support") as task:                            # doctest: +SKIP
+    ...     reply = client.chat.completions.create(model="gpt-4.1", messages=msgs, tools=tools)
+    ...     for call in reply.choices[0].message.tool_calls or []:
+    ...         result = run_tool_call(call, {"get_order": get_order})
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from agenttrail.producer import LlmCall, current_task
+
+C = TypeVar("C")
+_REQUEST_KEYS = ("model", "messages", "stream", "tools", "tool_choice", "stream_options")
+
+
+def instrument(client: C) -> C:
+    """Record the chat completions of ``client`` (``OpenAI`` or ``AsyncOpenAI``); returns it.
+
+    Idempotent: instrumenting a client twice wraps it once.
+    """
+    completions: Any = client.chat.completions  # type: ignore[attr-defined]
+    if getattr(completions.create, "__agenttrail__", False):
+        return client
+    original = completions.create
+    is_async = type(client).__name__.startswith("Async")
+    wrapper = _async_create(original) if is_async else _sync_create(original)
+    wrapper.__agenttrail__ = True  # type: ignore[attr-defined]
+    completions.create = wrapper
+    return client
+
+
+def _open_call(kwargs: Mapping[str, Any]) -> LlmCall | None:
+    task = current_task.get()
+    if task is None:
+        return None
+    params = {k: v for k, v in kwargs.items() if k not in _REQUEST_KEYS and v is not None}
+    if kwargs.get("tools"):
+        params["tools"] = kwargs["tools"]
+    if kwargs.get("stream"):
+        params["stream"] = True
+    messages = [_plain(m) for m in kwargs.get("messages") or []]
+    return task.start_llm_call(str(kwargs.get("model")), messages, provider="openai", params=params)
+
+
+def _plain(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    return dump(exclude_none=True) if callable(dump) else value
+
+
+def _sync_create(original: Callable[..., Any]) -> Callable[..., Any]:
+    def create(*args: Any, **kwargs: Any) -> Any:
+        call = _open_call(kwargs)
+        if call is None:
+            return original(*args, **kwargs)
+        t0 = time.perf_counter()
+        try:
+            response = original(*args, **kwargs)
+        except BaseException as exc:
+            call.end(error=exc)
+            raise
+        if kwargs.get("stream"):
+            return _SyncStream(response, call, t0)
+        _respond(call, response)
+        call.end()
+        return response
+
+    return create
+
+
+def _async_create(original: Callable[..., Any]) -> Callable[..., Any]:
+    async def create(*args: Any, **kwargs: Any) -> Any:
+        call = _open_call(kwargs)
+        if call is None:
+            return await original(*args, **kwargs)
+        t0 = time.perf_counter()
+        try:
+            response = await original(*args, **kwargs)
+        except BaseException as exc:
+            call.end(error=exc)
+            raise
+        if kwargs.get("stream"):
+            return _AsyncStream(response, call, t0)
+        _respond(call, response)
+        call.end()
+        return response
+
+    return create
+
+
+def _usage(usage: Any) -> tuple[int, int, int]:
+    if usage is None:
+        return 0, 0, 0
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", 0) or 0
+    return int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0), int(cached)
+
+
+def _tool_calls(calls: Any) -> list[dict[str, Any]] | None:
+    if not calls:
+        return None
+    return [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments} for c in calls]
+
+
+def _respond(call: LlmCall, response: Any) -> None:
+    choice = response.choices[0] if response.choices else None
+    message = choice.message if choice is not None else None
+    tokens_in, tokens_out, cached = _usage(response.usage)
+    call.respond(
+        getattr(message, "content", None),
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cached_tokens=cached,
+        finish_reason=getattr(choice, "finish_reason", None),
+        tool_calls=_tool_calls(getattr(message, "tool_calls", None)),
+        raw=response.model_dump(),
+        model_version=response.model,
+    )
+
+
+class _Accumulator:
+    """Rebuilds a streamed answer from its chunks."""
+
+    def __init__(self, call: LlmCall, t0: float):
+        self.call = call
+        self.t0 = t0
+        self.ttft_ms: float | None = None
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish: str | None = None
+        self.model: str | None = None
+        self.usage: Any = None
+        self.done = False
+
+    def add(self, chunk: Any) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = (time.perf_counter() - self.t0) * 1000.0
+        self.model = chunk.model or self.model
+        if getattr(chunk, "usage", None) is not None:
+            self.usage = chunk.usage
+        for choice in chunk.choices or ():
+            if choice.index != 0:
+                continue
+            delta = choice.delta
+            if delta.content:
+                self.text.append(delta.content)
+            for tc in delta.tool_calls or ():
+                slot = self.calls.setdefault(tc.index, {"id": None, "name": None, "arguments": ""})
+                if tc.id:
+                    slot["id"] = tc.id
+                if tc.function is not None:
+                    slot["name"] = tc.function.name or slot["name"]
+                    slot["arguments"] += tc.function.arguments or ""
+            if choice.finish_reason:
+                self.finish = choice.finish_reason
+
+    def finish_call(self, error: BaseException | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        if error is not None:
+            self.call.end(error=error)
+            return
+        tokens_in, tokens_out, cached = _usage(self.usage)
+        self.call.respond(
+            "".join(self.text) if self.text else None,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            cached_tokens=cached,
+            finish_reason=self.finish,
+            tool_calls=[self.calls[i] for i in sorted(self.calls)] or None,
+            model_version=self.model,
+            ttft_ms=self.ttft_ms,
+        )
+        self.call.end()
+
+
+class _SyncStream:
+    """Iterates the client's stream unchanged; records the call when it ends."""
+
+    def __init__(self, stream: Any, call: LlmCall, t0: float):
+        self._stream = stream
+        self._acc = _Accumulator(call, t0)
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            for chunk in self._stream:
+                self._acc.add(chunk)
+                yield chunk
+        except BaseException as exc:
+            self._acc.finish_call(exc)
+            raise
+        self._acc.finish_call()
+
+    def __enter__(self) -> _SyncStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._acc.finish_call()
+        close = getattr(self._stream, "close", None)
+        if callable(close):
+            close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _AsyncStream:
+    """Async-iterates the client's stream unchanged; records the call when it ends."""
+
+    def __init__(self, stream: Any, call: LlmCall, t0: float):
+        self._stream = stream
+        self._acc = _Accumulator(call, t0)
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        try:
+            async for chunk in self._stream:
+                self._acc.add(chunk)
+                yield chunk
+        except BaseException as exc:
+            self._acc.finish_call(exc)
+            raise
+        self._acc.finish_call()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def __aenter__(self) -> _AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._acc.finish_call()
+        close = getattr(self._stream, "close", None)
+        if callable(close):
+            await close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def run_tool_call(
+    tool_call: Any,
+    tools: Mapping[str, Callable[..., Any]],
+    *,
+    side_effect: str = "read",
+) -> Any:
+    """Run one tool call the model asked for as a tool span with its ``tool_call_id``.
+
+    The tool is ``tools[name]``, called with the parsed JSON arguments as keywords; its
+    return value is recorded as the result and returned. Outside a task it just runs.
+
+    Raises:
+        KeyError: the model asked for a tool not in ``tools`` (recorded as a failed,
+            undeclared-looking span first).
+        TaskStopped: the task is stopped; the tool does not run.
+    """
+    name = tool_call.function.name
+    args = json.loads(tool_call.function.arguments or "{}")
+    task = current_task.get()
+    if task is None:
+        return tools[name](**args)
+    with task.tool(name, args=args, side_effect=side_effect, tool_call_id=tool_call.id) as span:
+        if name not in tools:
+            raise KeyError(f"the model asked for tool {name!r}, which this agent does not have")
+        result = tools[name](**args)
+        span.result(result)
+        return result
