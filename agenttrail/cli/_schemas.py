@@ -190,3 +190,12 @@ def _fail(as_json: bool, message: str) -> NoReturn:
     else:
         click.echo(f"Error: {message}", err=True)
     sys.exit(2)
+
+
+def _add_register() -> None:
+    from agenttrail.cli._schemas_register import command as register
+
+    command.add_command(register)
+
+
+_add_register()

@@ -1,0 +1,250 @@
+"""The Schema Registry path against a registry double that answers like Confluent's API,
+already holding five other teams' records under ids 1-5 (the packaged file ids)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from agenttrail.cli import main
+from agenttrail.events import (
+    EVENTS_TOPIC,
+    EventCodec,
+    SchemaRegistry,
+    UnknownSchemaId,
+    encode_body,
+    frame,
+    read_header,
+)
+from agenttrail.events._registry_ids import RegistryIds, RegistryResolvedSchemas, register_schemas
+from agenttrail.events._schema_registry import (
+    SchemaRegistryClient,
+    SchemaRegistryError,
+    SchemaRegistryUnavailable,
+    redact_url,
+)
+from agenttrail.producer import Recorder
+from agenttrail.producer.testing import InMemoryExporter
+from tests.registry_double import FOREIGN_SCHEMAS, RegistryState, schema_registry
+
+ROOT = Path(__file__).resolve().parents[2]
+FAMILIES = {
+    "llm_call": "LlmCall",
+    "tool_span": "ToolSpan",
+    "state_transition": "StateTransition",
+    "agent_message": "AgentMessage",
+    "guard_event": "GuardEvent",
+}
+
+
+@pytest.fixture
+def registry() -> Iterator[tuple[str, RegistryState]]:
+    with schema_registry() as served:
+        yield served
+
+
+def _subject(family: str) -> str:
+    return f"{EVENTS_TOPIC}-agenttrail.events.{FAMILIES[family]}"
+
+
+def _recorded_payloads() -> list[bytes]:
+    """Real sealed events from the SDK (framed with the packaged file ids)."""
+    exporter = InMemoryExporter()
+    rec = Recorder(exporter=exporter, agent="invoicer", tenant="acme")
+    with rec.task("invoice_generation", entry={"order_id": "7294"}) as task:
+        with task.llm_call(model="gpt-4.1", messages=[{"role": "user", "content": "hi"}]) as c:
+            c.respond(content="ok", input_tokens=3, output_tokens=1, finish_reason="stop")
+        with task.tool("get_order", args={"order_id": "7294"}) as span:
+            span.result({"ok": True})
+    assert rec.flush()
+    rec.close()
+    return [r.value for r in exporter.records]
+
+
+def _schemas_with_tool_span_v2(tmp_path: Path) -> Path:
+    """A copy of schemas/ with a tool_span v2 that adds an optional field (compatible)."""
+    root = tmp_path / "schemas"
+    shutil.copytree(ROOT / "schemas", root)
+    v1 = json.loads((root / "tool_span/v1.avsc").read_text())
+    v2 = dict(v1)
+    fields = list(v1["fields"])
+    fields.insert(
+        len(fields) - 2, {"name": "review_note", "type": ["null", "string"], "default": None}
+    )
+    v2["fields"] = fields
+    (root / "tool_span/v2.avsc").write_text(json.dumps(v2, indent=2))
+    doc = json.loads((root / "registry.json").read_text())
+    doc["schemas"].append(
+        {"id": 6, "event_type": "tool_span", "version": 2, "path": "tool_span/v2.avsc"}
+    )
+    (root / "registry.json").write_text(json.dumps(doc, indent=2))
+    return root
+
+
+def test_register_creates_one_subject_per_record_with_backward_transitive(
+    registry: tuple[str, RegistryState],
+) -> None:
+    url, state = registry
+    client = SchemaRegistryClient(url)
+    changes = register_schemas(client)
+    for family in FAMILIES:
+        subject = _subject(family)
+        assert state.config[subject] == "BACKWARD_TRANSITIVE"
+        assert len(state.subjects[subject]) == 1
+        stored = json.loads(state.schemas[state.subjects[subject][0]])
+        assert stored == json.loads((ROOT / f"schemas/{family}/v1.avsc").read_text())
+    # The registry chose ids after the five foreign ones; none of ours is 1-5.
+    ours = {state.subjects[_subject(f)][0] for f in FAMILIES}
+    assert ours == {6, 7, 8, 9, 10}
+    assert {s for s in state.subjects if s.startswith(EVENTS_TOPIC)} == {
+        _subject(f) for f in FAMILIES
+    }
+    assert sum(c.action == "registered" for c in changes) == 5
+    assert sum(c.action == "compatibility" for c in changes) == 5
+    # Foreign subjects untouched.
+    for subject in FOREIGN_SCHEMAS:
+        assert len(state.subjects[subject]) == 1 and subject not in state.config
+
+
+def test_register_twice_changes_nothing(registry: tuple[str, RegistryState]) -> None:
+    url, state = registry
+    client = SchemaRegistryClient(url)
+    register_schemas(client)
+    writes_before = [r for r in state.requests if r[0] in ("PUT",) or r[1].endswith("/versions")]
+    again = register_schemas(client)
+    writes_after = [r for r in state.requests if r[0] in ("PUT",) or r[1].endswith("/versions")]
+    assert writes_after == writes_before, "a second run sent no write"
+    assert all(c.action == "unchanged" for c in again) and len(again) == 5
+
+
+def test_cli_register_says_what_changed_then_nothing(
+    registry: tuple[str, RegistryState], tmp_path: Path
+) -> None:
+    url, state = registry
+    runner = CliRunner()
+    first = runner.invoke(main, ["schemas", "register", "--registry", url, "--json"])
+    assert first.exit_code == 0, first.output
+    doc = json.loads(first.output)
+    assert doc["changed"] == 10
+    ids = {c["subject"]: c["id"] for c in doc["changes"] if c["action"] == "registered"}
+    assert ids == {_subject(f): state.subjects[_subject(f)][0] for f in FAMILIES}
+    second = runner.invoke(main, ["schemas", "register", "--registry", url])
+    assert second.exit_code == 0, second.output
+    assert "nothing to change" in second.output
+    # A v2 in a newer checkout: only it is registered.
+    root = _schemas_with_tool_span_v2(tmp_path)
+    third = runner.invoke(main, ["schemas", "register", "--registry", url, "--dir", str(root)])
+    assert third.exit_code == 0, third.output
+    assert "+ agenttrail.events-agenttrail.events.ToolSpan: tool_span v2 registered as id 11" in (
+        third.output
+    )
+    assert "1 change(s)" in third.output
+    assert state.subjects[_subject("tool_span")] == [ids[_subject("tool_span")], 11]
+
+
+def test_cli_register_without_a_registry_exits_2_naming_it() -> None:
+    result = CliRunner().invoke(
+        main, ["schemas", "register", "--registry", "http://127.0.0.1:9/"], env={}
+    )
+    assert result.exit_code == 2
+    assert "Schema Registry at http://127.0.0.1:9 did not answer" in result.output
+
+
+def test_credentials_in_the_url_are_sent_and_never_printed() -> None:
+    client = SchemaRegistryClient("https://svc:s3cret@sr.example:8081/base/")
+    assert client.url == "https://sr.example:8081/base"
+    assert "s3cret" not in repr(client) and "s3cret" not in redact_url(
+        "https://svc:s3cret@sr.example:8081"
+    )
+
+
+def test_sdk_events_reframed_with_registry_ids_decode_through_the_registry(
+    registry: tuple[str, RegistryState],
+) -> None:
+    url, state = registry
+    client = SchemaRegistryClient(url)
+    register_schemas(client)
+    ids = RegistryIds(client)
+    payloads = _recorded_payloads()
+    registered = len(state.requests)
+    local = EventCodec()
+    framed = [ids.reframe(p) for p in payloads]
+    for original, sent in zip(payloads, framed, strict=True):
+        family = local.decode(original)["event_type"]
+        assert read_header(sent) == state.subjects[_subject(family)][0]
+        assert sent[5:] == original[5:], "body (and hash) unchanged"
+    lookups = [r for r in state.requests[registered:] if r[0] == "POST"]
+    assert len(lookups) == len({local.decode(p)["event_type"] for p in payloads}), "one per schema"
+
+    consumer = EventCodec(RegistryResolvedSchemas(SchemaRegistryClient(url)))
+    assert [consumer.decode(m) for m in framed] == [local.decode(p) for p in payloads]
+    fetches = [r for r in state.requests if r[1].startswith("/schemas/ids/")]
+    assert len(fetches) == len(set(map(read_header, framed))), "each id fetched once"
+
+
+def test_a_file_id_is_never_read_as_our_schema_when_a_registry_is_used(
+    registry: tuple[str, RegistryState],
+) -> None:
+    url, _ = registry
+    register_schemas(SchemaRegistryClient(url))
+    consumer = EventCodec(RegistryResolvedSchemas(SchemaRegistryClient(url)))
+    payload = _recorded_payloads()[0]  # framed with file id 3: a foreign Lead in this registry
+    assert read_header(payload) == 3
+    with pytest.raises(UnknownSchemaId, match=r"com\.acme\.crm\.Lead.*not an agenttrail event"):
+        consumer.decode(payload)
+    with pytest.raises(UnknownSchemaId, match="id 999 is not in the Schema Registry"):
+        consumer.decode(frame(999, payload[5:]))
+
+
+def test_a_v2_registered_later_decodes_as_do_v1_events(
+    registry: tuple[str, RegistryState], tmp_path: Path
+) -> None:
+    url, state = registry
+    client = SchemaRegistryClient(url)
+    register_schemas(client)
+    v1_payloads = [RegistryIds(client).reframe(p) for p in _recorded_payloads()]
+    root = _schemas_with_tool_span_v2(tmp_path)
+    upgraded = SchemaRegistry.load(root)
+    register_schemas(client, upgraded)
+    v2 = upgraded.latest("tool_span")
+    v2_id = RegistryIds(client, upgraded).id_for(v2)
+    assert v2_id == 11 and state.subjects[_subject("tool_span")][-1] == 11
+    span: dict[str, Any] = next(
+        r for r in map(EventCodec().decode, _recorded_payloads()) if r["event_type"] == "tool_span"
+    )
+    v2_record = {**span, "schema_version": 2, "review_note": "checked by finance"}
+    v2_payload = frame(v2_id, encode_body(v2, v2_record))
+
+    new_consumer = EventCodec(RegistryResolvedSchemas(SchemaRegistryClient(url), upgraded))
+    assert new_consumer.decode(v2_payload)["review_note"] == "checked by finance"
+    old_rows = [new_consumer.decode(p) for p in v1_payloads]
+    assert [r["review_note"] for r in old_rows if r["event_type"] == "tool_span"] == [None]
+    writer, _ = new_consumer.decode_entry(v2_payload)
+    assert (writer.event_type, writer.version) == ("tool_span", 2)
+
+    # A consumer not yet upgraded reads the v2 event with its v1 reader schema.
+    old_consumer = EventCodec(RegistryResolvedSchemas(SchemaRegistryClient(url)))
+    assert old_consumer.decode(v2_payload)["tool"] == span["tool"]
+
+
+def test_registry_away_is_unavailable_not_bad_input(registry: tuple[str, RegistryState]) -> None:
+    url, state = registry
+    register_schemas(SchemaRegistryClient(url))
+    state.down = True
+    with pytest.raises(SchemaRegistryUnavailable, match="503"):
+        RegistryIds(SchemaRegistryClient(url)).reframe(_recorded_payloads()[0])
+    consumer = EventCodec(RegistryResolvedSchemas(SchemaRegistryClient(url)))
+    with pytest.raises(SchemaRegistryUnavailable):
+        consumer.decode(frame(6, b"\x00"))
+
+
+def test_an_unregistered_schema_tells_to_run_register(registry: tuple[str, RegistryState]) -> None:
+    url, _ = registry
+    with pytest.raises(SchemaRegistryError, match="run `agenttrail schemas register"):
+        RegistryIds(SchemaRegistryClient(url)).reframe(_recorded_payloads()[0])
