@@ -39,3 +39,8 @@ def schemas_dir() -> Path:
 def queries_dir() -> Path:
     """Directory of the SQL: migrations, views and named queries."""
     return contracts_root() / "queries"
+
+
+def dashboards_dir() -> Path:
+    """Directory of the Grafana dashboards (``*.json``) and their provisioning files."""
+    return contracts_root() / "dashboards"

@@ -30,6 +30,7 @@ _COMMAND_MODULES = {
     "prices": "agenttrail.cli._prices",
     "verify": "agenttrail.cli._verify",
     "kill": "agenttrail.cli._kill",
+    "dashboards": "agenttrail.cli._dashboards",
 }
 
 

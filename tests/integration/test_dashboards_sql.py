@@ -140,7 +140,7 @@ def _check_panel(
     if panel["type"] == "stat":
         assert all(t.startswith(NUMERIC) for _, t in columns), (where, columns)
     if panel["type"] == "traces":
-        assert TRACE_COLUMNS <= set(names), (where, names)
+        assert set(names) >= TRACE_COLUMNS, (where, names)
         assert types["duration"].startswith(NUMERIC) and types["startTime"].startswith("DateTime")
         spans = {r[names.index("spanID")] for r in rows}
         parents = {r[names.index("parentSpanID")] for r in rows} - {""}

@@ -33,9 +33,7 @@ def _provisioned_sources() -> dict[str, str]:
 
 def _queries(board: dict[str, Any]) -> list[tuple[str, str]]:
     """(where, sql) of every panel target and every query variable."""
-    found = [
-        (f"panel {p['title']!r}", t["rawSql"]) for p in board["panels"] for t in p["targets"]
-    ]
+    found = [(f"panel {p['title']!r}", t["rawSql"]) for p in board["panels"] for t in p["targets"]]
     for var in board["templating"]["list"]:
         if var["type"] == "query":
             found.append((f"variable {var['name']}", var["query"]["rawSql"]))
@@ -81,7 +79,7 @@ def test_panels_fit_the_grid_and_use_the_sql_editor() -> None:
     for path in BOARDS:
         for panel in _load(path)["panels"]:
             pos = panel["gridPos"]
-            assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24, (path.name, panel["title"])
+            assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, (path.name, panel["title"])
             for t in panel["targets"]:
                 assert t["editorType"] == "sql" and t["format"] in (0, 1, 2, 3)
                 assert (panel["type"] == "traces") == (t["format"] == 3), panel["title"]
