@@ -88,12 +88,12 @@ def list_dashboards(root: Path | None, as_json: bool) -> None:
     metavar="URL",
     default=None,
     help="ClickHouse as Grafana's server reaches it, http(s)://user@host:port/database; "
-    "the provisioning file's (agenttrail@clickhouse:8123/agenttrail) by default.",
+    "the provisioning file's (agenttrail_grafana@clickhouse:8123/agenttrail) by default.",
 )
 @click.option(
     "--clickhouse-password-env",
     metavar="VAR",
-    default="AGENTTRAIL_CH_PASSWORD",
+    default="AGENTTRAIL_CH_READER_PASSWORD",
     show_default=True,
     help="Environment variable holding the ClickHouse password the data source uses.",
 )

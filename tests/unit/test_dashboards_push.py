@@ -30,7 +30,7 @@ def _push(url: str, *args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(
         main,
         ["dashboards", "push", "--grafana", url, *args, "--json"],
-        env={"AGENTTRAIL_CH_PASSWORD": "ch-secret", **(env or {})},
+        env={"AGENTTRAIL_CH_READER_PASSWORD": "ch-secret", **(env or {})},
     )
 
 
@@ -107,7 +107,7 @@ def test_basic_auth_user_works_and_text_output_says_what_changed(
     result = CliRunner().invoke(
         main,
         ["dashboards", "push", "--grafana", url, "--user", USER[0]],
-        env={"GRAFANA_PASSWORD": USER[1], "AGENTTRAIL_CH_PASSWORD": "x"},
+        env={"GRAFANA_PASSWORD": USER[1], "AGENTTRAIL_CH_READER_PASSWORD": "x"},
     )
     assert result.exit_code == 0, result.output
     assert "created   dashboard  agenttrail-fleet" in result.output
