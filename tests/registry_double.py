@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import avro.schema
 import fastavro.schema
+from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
 FOREIGN_SCHEMAS = {
     "billing-com.acme.billing.Invoice": {
@@ -81,6 +83,34 @@ class RegistryState:
             versions.append(schema_id)
         return schema_id
 
+    def refuses(self, subject: str, schema: str) -> str | None:
+        """Why the subject's compatibility level refuses ``schema`` (None: accepted).
+
+        BACKWARD_TRANSITIVE and BACKWARD as Confluent defines them: the new schema must
+        read data written with every earlier version (or the latest one), checked with
+        the avro package's checker.
+        """
+        level = self.config.get(subject, "BACKWARD")
+        versions = self.subjects.get(subject, [])
+        if self.find(subject, schema) is not None or not versions:
+            return None
+        if level == "BACKWARD_TRANSITIVE":
+            earlier = versions
+        elif level == "BACKWARD":
+            earlier = versions[-1:]
+        else:
+            return None
+        reader = avro.schema.parse(schema)
+        for schema_id in earlier:
+            writer = avro.schema.parse(self.schemas[schema_id])
+            result = ReaderWriterCompatibilityChecker().get_compatibility(reader, writer)
+            if result.compatibility is not SchemaCompatibilityType.compatible:
+                return (
+                    f"Schema being registered is incompatible with an earlier schema for "
+                    f"subject \"{subject}\", details: {sorted(result.messages)}"
+                )
+        return None
+
     def find(self, subject: str, schema: str) -> tuple[int, int] | None:
         key = str(fastavro.schema.to_parsing_canonical_form(json.loads(schema)))
         schema_id = self.canonical_ids.get(key)
@@ -135,7 +165,11 @@ class _Handler(BaseHTTPRequestHandler):
                     )
             elif parts[0] == "subjects" and len(parts) == 3 and parts[2] == "versions":
                 if method == "POST":
-                    self._send(200, {"id": state.add(parts[1], body["schema"])})
+                    refusal = state.refuses(parts[1], body["schema"])
+                    if refusal is not None:
+                        self._error(409, 409, refusal)
+                    else:
+                        self._send(200, {"id": state.add(parts[1], body["schema"])})
                 else:
                     ids = state.subjects.get(parts[1])
                     if ids is None:

@@ -148,6 +148,27 @@ def test_cli_register_says_what_changed_then_nothing(
     assert state.subjects[_subject("tool_span")] == [ids[_subject("tool_span")], 11]
 
 
+def test_an_incompatible_version_is_refused_by_the_registry_and_exits_1(
+    registry: tuple[str, RegistryState], tmp_path: Path
+) -> None:
+    url, state = registry
+    runner = CliRunner()
+    assert runner.invoke(main, ["schemas", "register", "--registry", url]).exit_code == 0
+    root = _schemas_with_tool_span_v2(tmp_path)
+    v2 = json.loads((root / "tool_span/v2.avsc").read_text())
+    for f in v2["fields"]:
+        if f["name"] == "review_note":
+            f["type"] = "string"  # required, no default: v1 data cannot be read
+            del f["default"]
+    (root / "tool_span/v2.avsc").write_text(json.dumps(v2))
+    before = dict(state.subjects)
+    result = runner.invoke(main, ["schemas", "register", "--registry", url, "--dir", str(root)])
+    assert result.exit_code == 1, result.output
+    assert "409" in result.output and "incompatible" in result.output
+    assert "not BACKWARD_TRANSITIVE compatible" in result.output
+    assert state.subjects == before
+
+
 def test_cli_register_without_a_registry_exits_2_naming_it() -> None:
     result = CliRunner().invoke(
         main, ["schemas", "register", "--registry", "http://127.0.0.1:9/"], env={}
