@@ -107,7 +107,7 @@ class RegistryState:
             if result.compatibility is not SchemaCompatibilityType.compatible:
                 return (
                     f"Schema being registered is incompatible with an earlier schema for "
-                    f"subject \"{subject}\", details: {sorted(result.messages)}"
+                    f'subject "{subject}", details: {sorted(result.messages)}'
                 )
         return None
 

@@ -14,6 +14,7 @@ Three uses, one rule (a message's schema id is the registry's id of its writer s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from dataclasses import dataclass
@@ -206,6 +207,33 @@ class RegistryResolvedSchemas(SchemaRegistry):
         self._families = {record_full_name(e.schema): e.event_type for e in local.entries}
         self._canonical = {(e.event_type, _canonical(e.schema)): e.version for e in local.entries}
         self._lock = threading.Lock()
+
+    NOT_REGISTERED = -1
+    """Schema id of a newest packaged version the registry does not hold (never on the wire)."""
+
+    def resolve_latest(self, topic: str = EVENTS_TOPIC) -> dict[str, int]:
+        """Give each family's newest packaged version its registry id; return them by family.
+
+        Afterwards ``latest(family).schema_id`` is the registry's id (or
+        :attr:`NOT_REGISTERED`), and ``by_id`` of that id returns the very same entry, so
+        events written with the newest version take the codec's fast path and a store-side
+        decoder keyed by ``latest().schema_id`` never mistakes a foreign id for ours.
+
+        Raises:
+            SchemaRegistryUnavailable: the registry does not answer.
+        """
+        resolved: dict[str, int] = {}
+        for family in list(self._latest):
+            local = self._local.latest(family)
+            found = self.client.lookup(subject_for(topic, local), schema_text(local))
+            schema_id = self.NOT_REGISTERED if found is None else found
+            entry = dataclasses.replace(local, schema_id=schema_id)
+            with self._lock:
+                self._latest[family] = entry
+                if found is not None:
+                    self._by_id[found] = entry
+            resolved[family] = schema_id
+        return resolved
 
     def by_id(self, schema_id: int) -> SchemaEntry:
         with self._lock:

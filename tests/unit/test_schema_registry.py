@@ -30,7 +30,9 @@ from agenttrail.events._schema_registry import (
     redact_url,
 )
 from agenttrail.producer import Recorder
+from agenttrail.producer._registry_framing import RegistryFramingExporter
 from agenttrail.producer.testing import InMemoryExporter
+from tests.deadline import wait_until
 from tests.registry_double import FOREIGN_SCHEMAS, RegistryState, schema_registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -269,3 +271,62 @@ def test_an_unregistered_schema_tells_to_run_register(registry: tuple[str, Regis
     url, _ = registry
     with pytest.raises(SchemaRegistryError, match="run `agenttrail schemas register"):
         RegistryIds(SchemaRegistryClient(url)).reframe(_recorded_payloads()[0])
+
+
+def test_resolved_newest_versions_carry_registry_ids_and_take_the_fast_path(
+    registry: tuple[str, RegistryState],
+) -> None:
+    url, state = registry
+    register_schemas(SchemaRegistryClient(url))
+    schemas = RegistryResolvedSchemas(SchemaRegistryClient(url))
+    resolved = schemas.resolve_latest()
+    assert resolved == {f: state.subjects[_subject(f)][0] for f in FAMILIES}
+    for family, schema_id in resolved.items():
+        assert schemas.latest(family).schema_id == schema_id
+        assert schemas.by_id(schema_id) is schemas.latest(family)
+    payloads = _recorded_payloads()
+    framed = [RegistryIds(SchemaRegistryClient(url)).reframe(p) for p in payloads]
+    codec = EventCodec(schemas)
+    fetched = len([r for r in state.requests if r[1].startswith("/schemas/ids/")])
+    assert [codec.decode(m) for m in framed] == list(map(EventCodec().decode, payloads))
+    assert len([r for r in state.requests if r[1].startswith("/schemas/ids/")]) == fetched
+
+
+def test_an_unregistered_newest_version_gets_an_id_that_never_matches(
+    registry: tuple[str, RegistryState],
+) -> None:
+    url, _ = registry
+    schemas = RegistryResolvedSchemas(SchemaRegistryClient(url))
+    resolved = schemas.resolve_latest()
+    assert set(resolved.values()) == {RegistryResolvedSchemas.NOT_REGISTERED}
+    assert all(schemas.latest(f).schema_id == -1 for f in FAMILIES)
+
+
+def test_the_sdk_spools_while_the_registry_is_away_then_sends_with_registry_ids(
+    registry: tuple[str, RegistryState], tmp_path: Path
+) -> None:
+    url, state = registry
+    register_schemas(SchemaRegistryClient(url))
+    state.down = True
+    memory = InMemoryExporter()
+    exporter = RegistryFramingExporter(memory, RegistryIds(SchemaRegistryClient(url)))
+    rec = Recorder(exporter=exporter, agent="invoicer", tenant="acme", spool_dir=tmp_path)
+    with rec.task("invoice_generation", entry={"order_id": "1"}) as task:
+        with task.tool("get_order", args={"order_id": "1"}) as span:
+            span.result({"ok": True})
+    assert rec.flush(timeout=5.0), "every event is delivered or durably spooled"
+    assert memory.records == [], "nothing is delivered while the registry is away"
+    state.down = False
+    wait_until(lambda: len(memory.records) == 3, timeout=60, what="spooled events delivered")
+    report = rec.close()
+    assert report.spooled == 0, report
+    ours = {state.subjects[_subject(f)][0] for f in FAMILIES}
+    assert memory.records and all(read_header(r.value) in ours for r in memory.records)
+    consumer = EventCodec(RegistryResolvedSchemas(SchemaRegistryClient(url)))
+    events = [consumer.decode(r.value) for r in memory.records]
+    assert [e["event_type"] for e in events] == [
+        "state_transition",
+        "tool_span",
+        "state_transition",
+    ]
+    assert [e["seq"] for e in events] == [0, 1, 2]
