@@ -14,7 +14,12 @@ import logging
 
 from agenttrail.events import DecodeError
 from agenttrail.events._registry_ids import RegistryIds
-from agenttrail.events._schema_registry import SchemaRegistryError
+from agenttrail.events._schema_registry import (
+    SchemaRegistryClient,
+    SchemaRegistryError,
+    redact_url,
+)
+from agenttrail.producer._config import RecorderConfigError
 from agenttrail.producer._exporter import AckCallback, Exporter, ExporterUnavailable, OutRecord
 
 log = logging.getLogger("agenttrail.producer.registry")
@@ -72,3 +77,20 @@ class RegistryFramingExporter:
 
     def shutdown(self) -> None:
         self.inner.shutdown()
+
+
+def registry_framed(inner: Exporter, url: str, topic: str) -> RegistryFramingExporter:
+    """``inner`` behind a :class:`RegistryFramingExporter` for the registry at ``url``.
+
+    Contacts nothing: the first lookup happens on the pipeline thread at the first export.
+
+    Raises:
+        RecorderConfigError: ``url`` is not an http(s) URL.
+    """
+    try:
+        client = SchemaRegistryClient(url)
+    except SchemaRegistryError as exc:
+        raise RecorderConfigError(
+            f"AGENTTRAIL_SCHEMA_REGISTRY={redact_url(url)!r} is not usable: {exc}"
+        ) from exc
+    return RegistryFramingExporter(inner, RegistryIds(client, topic=topic))
