@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from agenttrail.embedded._broker import (
     embedded_consumer_config,
 )
 from agenttrail.embedded._kafka_admin import BrokerError
+from agenttrail.embedded._read_server import ReadServer
 from agenttrail.events import EVENTS_TOPIC
 from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES, Store, migrate, open_store
 from agenttrail.store._config import LOCAL_DATA_DIR
@@ -48,10 +50,23 @@ class LocalStack:
             ``data/broker.log``, the SDK spool in ``data/spool``.
         port: broker port; 0 picks a free one.
         partitions: partitions of the events topic.
+        serve_reads: serve read-only queries of the store to other processes on a
+            loopback endpoint announced in ``up.json`` (see :mod:`._read_server`), so
+            that the reading commands work while the stack holds the store.
     """
 
-    def __init__(self, data: Path = DEFAULT_DATA_DIR, port: int = 0, partitions: int = 4):
+    def __init__(
+        self,
+        data: Path = DEFAULT_DATA_DIR,
+        port: int = 0,
+        partitions: int = 4,
+        serve_reads: bool = True,
+    ):
         self.data = data.resolve()
+        self.serve_reads = serve_reads
+        self.reads: ReadServer | None = None
+        self._read_token = secrets.token_urlsafe(24)
+        self._started_at: float | None = None
         self.port = port
         self.partitions = partitions
         self.stats = IngestStats()
@@ -95,6 +110,10 @@ class LocalStack:
         self.store = open_store(data=self.data)
         try:
             migrate(self.store)
+            if self.serve_reads:
+                self.reads = ReadServer(
+                    self.data / "clickhouse", self._read_token, self.status
+                ).start()
             self.broker = EmbeddedBroker(
                 port=self.port, partitions=self.partitions, log_path=self.data / "broker.log"
             ).start(timeout=timeout)
@@ -110,18 +129,35 @@ class LocalStack:
             target=self._consume, args=(config,), name="agenttrail-ingest", daemon=True
         )
         self._thread.start()
-        self.up_file.write_text(
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "bootstrap": self.broker.bootstrap,
-                    "store": str(self.data / "clickhouse"),
-                    "started_at": time.time(),
-                },
-                indent=2,
-            )
-        )
+        info: dict[str, object] = {
+            "pid": os.getpid(),
+            "bootstrap": self.broker.bootstrap,
+            "store": str(self.data / "clickhouse"),
+            "started_at": time.time(),
+        }
+        if self.reads is not None:
+            info["read_endpoint"] = self.reads.url
+            info["read_token"] = self._read_token
+        # The token lets any reader of this file query the store: owner-only.
+        fd = os.open(self.up_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(info, indent=2))
+        os.chmod(self.up_file, 0o600)
+        self._started_at = time.time()
         return self
+
+    def status(self) -> dict[str, object]:
+        """The stack's live status (served at ``/agenttrail/status`` for ``agenttrail status``)."""
+        return {
+            "pid": os.getpid(),
+            "bootstrap": self.broker.bootstrap if self.broker is not None else None,
+            "partitions": self.partitions,
+            "store": str(self.data / "clickhouse"),
+            "started_at": self._started_at,
+            "ingest": self.stats.snapshot().to_dict(),
+            "consumer_alive": self._thread is not None and self._thread.is_alive(),
+            "consumer_error": str(self._error) if self._error is not None else None,
+        }
 
     def _consume(self, config: ConsumerConfig) -> None:
         try:
@@ -258,6 +294,9 @@ class LocalStack:
         if self.broker is not None:
             self.broker.stop()
             self.broker = None
+        if self.reads is not None:
+            self.reads.stop()
+            self.reads = None
         if self.store is not None:
             self.store.close()
             self.store = None

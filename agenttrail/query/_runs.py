@@ -193,7 +193,8 @@ def _costs(store: Store, keys: list[tuple[str, str]]) -> dict[tuple[str, str], t
         "WHERE (tenant, task_id) IN {keys:Array(Tuple(String, String))}",
         {"keys": keys},
     )
-    return {(str(r[0]), str(r[1])): (float(r[2]), int(r[3])) for r in rows}
+    # Rounded to a nano-dollar: float sums differ in their last bits between reads.
+    return {(str(r[0]), str(r[1])): (round(float(r[2]), 9), int(r[3])) for r in rows}
 
 
 def _run(row: tuple[Any, ...], cost_usd: float, unpriced_calls: int) -> TaskRun:
@@ -221,7 +222,7 @@ def _run(row: tuple[Any, ...], cost_usd: float, unpriced_calls: int) -> TaskRun:
         input_tokens=int(input_tokens),
         output_tokens=int(output_tokens),
         cached_tokens=int(cached_tokens),
-        llm_latency_ms=float(llm_latency_ms),
+        llm_latency_ms=round(float(llm_latency_ms), 9),  # a float sum: see _costs
         models=tuple(str(m) for m in models),
         tool_calls=tuple(_tool_call(t) for t in tool_calls),
         tool_failures=int(tool_failures),

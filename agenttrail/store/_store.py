@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from agenttrail.store import _lock
 from agenttrail.store._config import StoreConfig, StoreTarget
 from agenttrail.store._errors import StoreError, StoreLocked, StoreNotFound, StoreUnavailable
+from agenttrail.store._served import open_served_client, served_endpoint
 
 
 def _short(exc: BaseException, limit: int = 400) -> str:
@@ -41,9 +42,12 @@ class Store:
         database: the database holding agenttrail's tables.
     """
 
-    def __init__(self, target: StoreTarget, client: Client):
+    def __init__(self, target: StoreTarget, client: Client, served_by: str | None = None):
         self.target = target
         self.database = target.database
+        self.served_by = served_by
+        """The read endpoint of the ``agenttrail up`` that holds this in-process store,
+        when it is read through it (read only); None when opened directly."""
         self._client = client
         self._lock = threading.RLock()
         self._types: dict[tuple[str, tuple[str, ...]], list[str]] = {}
@@ -158,7 +162,7 @@ class Store:
     @property
     def can_query_files(self) -> bool:
         """Whether :meth:`query_file` works: the in-process engine reads local files."""
-        return self.is_embedded
+        return self.is_embedded and self.served_by is None
 
     def query_file(self, sql: str, data: bytes, fmt: str = "Avro") -> list[tuple[Any, ...]]:
         """Run ``sql`` with ``{data}`` standing for ``data`` read in format ``fmt``.
@@ -196,7 +200,7 @@ class Store:
             try:
                 self._client.close()
             finally:
-                if self.target.path is not None:
+                if self.target.path is not None and self.served_by is None:
                     _lock.release(self.target.path)
 
     def __enter__(self) -> Store:
@@ -258,7 +262,9 @@ def open_store(
 
     Args:
         create: make an in-process store directory that does not exist yet. Reading
-            commands pass False: they never create anything on disk.
+            commands pass False: they never create anything on disk, and when the
+            directory is held by a running ``agenttrail up`` that serves reads, they
+            are connected to its read endpoint (read only; ``Store.served_by``).
 
     Raises:
         StoreConfigError: no location, both, or an unsupported URL.
@@ -280,7 +286,16 @@ def open_store(
         assert target.path is not None
         if not create and not target.path.is_dir():
             raise StoreNotFound(str(target.path))
-        return _open_embedded(target)
+        try:
+            return _open_embedded(target)
+        except StoreLocked as locked:
+            if create:
+                raise
+            endpoint = served_endpoint(target.path, locked.pid)
+            if endpoint is None:
+                raise
+            client = open_served_client(target, *endpoint, config.connect_timeout_s)
+            return _ready(Store(target, client, served_by=endpoint[0]))
     return _open_server(target, config.connect_timeout_s)
 
 
@@ -356,6 +371,21 @@ def _open_embedded(target: StoreTarget) -> Store:
         exists = store.query(
             "SELECT count() FROM system.databases WHERE name = {d:String}",
             {"d": target.database},
+        )[0][0]
+    except BaseException:
+        store.close()
+        raise
+    if exists:
+        store.use_database()
+    return store
+
+
+def _ready(store: Store) -> Store:
+    """Make the store's database the default when it exists; close the store on failure."""
+    try:
+        exists = store.query(
+            "SELECT count() FROM system.databases WHERE name = {d:String}",
+            {"d": store.database},
         )[0][0]
     except BaseException:
         store.close()

@@ -108,7 +108,11 @@ def test_up_is_found_by_agents_and_stores_everything_before_stopping(
         assert report.complete and report.delivered == 100
     out, err = up.communicate(timeout=120)
     assert up.returncode == 0, err
-    final = json.loads(out.strip().splitlines()[-1])
+    lines = [json.loads(line) for line in out.strip().splitlines()]
+    final = lines[-1]
     assert final["status"] == "stopped"
     assert final["events_total"] == 100, final
+    # The drain on Ctrl-C shows its progress (issue 7 item 7).
+    draining = [line for line in lines if line["status"] == "draining"]
+    assert draining and draining[-1]["stored"] == 100, lines[-5:]
     assert not (data / "up.json").exists()
