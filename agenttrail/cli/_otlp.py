@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -63,6 +64,14 @@ _LOOPBACKS = ("127.0.0.1", "::1", "localhost")
     show_default=True,
     help="The receiver's state database (task numbering, hash chains, pending log records).",
 )
+@click.option(
+    "--schema-registry",
+    metavar="URL",
+    envvar="AGENTTRAIL_SCHEMA_REGISTRY",
+    default=None,
+    help="Frame events with this Schema Registry's ids (as the SDK does with the same "
+    "setting). [env AGENTTRAIL_SCHEMA_REGISTRY]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print status as JSON lines.")
 def command(
     bootstrap: str,
@@ -72,6 +81,7 @@ def command(
     tokens_file: Path | None,
     no_auth: bool,
     state: Path,
+    schema_registry: str | None,
     as_json: bool,
 ) -> None:
     """Receive OpenTelemetry GenAI spans and logs over OTLP/HTTP and record them as events.
@@ -117,7 +127,18 @@ def command(
     except Exception as exc:
         click.echo(f"agenttrail otlp: cannot open the state database {state}: {exc}", err=True)
         sys.exit(2)
-    sink = KafkaSink(bootstrap, topic)
+    sink: Any = KafkaSink(bootstrap, topic)
+    if schema_registry:
+        from agenttrail.events._registry_ids import RegistryIds
+        from agenttrail.events._schema_registry import SchemaRegistryClient, SchemaRegistryError
+        from agenttrail.otlp._registry_sink import RegistryFramingSink
+
+        try:
+            ids = RegistryIds(SchemaRegistryClient(schema_registry), topic=topic)
+        except SchemaRegistryError as exc:
+            click.echo(f"agenttrail otlp: {exc}", err=True)
+            sys.exit(2)
+        sink = RegistryFramingSink(sink, ids)
     ingestor = OtlpIngestor(sink, receiver_state, auth=auth)
     try:
         server = OtlpHttpServer(ingestor, host=host, port=port)

@@ -52,6 +52,11 @@ class RecorderSettings(BaseSettings):
     agent: str = Field(default="agent", description="Agent name written into every event.")
     agent_version: str = Field(default="0", description="Agent version written into every event.")
     topic: str = Field(default="agenttrail.events", description="Destination topic.")
+    schema_registry: str | None = Field(
+        default=None,
+        description="Schema Registry URL (Confluent API): events are framed with its ids, "
+        "looked up once per schema; unset, with the packaged ids of schemas/registry.json.",
+    )
     spool_dir: Path = Field(
         default_factory=default_spool_root,
         description="Root of the on-disk spool; one subdirectory per process.",

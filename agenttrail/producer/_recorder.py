@@ -15,6 +15,7 @@ from agenttrail.producer._exporter import Exporter, KafkaExporter
 from agenttrail.producer._limits import Limits
 from agenttrail.producer._pipeline import CloseReport, Pipeline
 from agenttrail.producer._redact import DEFAULT_SENSITIVE_KEYS, Redactor
+from agenttrail.producer._registry_framing import registry_framed
 from agenttrail.producer._task import StopHook, Task
 
 log = logging.getLogger("agenttrail.producer")
@@ -37,6 +38,9 @@ class Recorder:
         agent_version: agent version (``AGENTTRAIL_AGENT_VERSION``).
         exporter: a destination other than Kafka, e.g.
             :class:`agenttrail.producer.testing.InMemoryExporter`.
+        schema_registry: Schema Registry URL (``AGENTTRAIL_SCHEMA_REGISTRY``): events are
+            framed with the registry's schema ids, looked up once per schema; while it is
+            away (or lacks a schema) events are spooled like any undeliverable event.
         sensitive_keys: argument keys whose values are redacted.
         on_stop: called once for every task of this recorder that is stopped (a crossed
             limit, a kill), after the task's own ``on_stop``; see :data:`StopHook`.
@@ -63,6 +67,7 @@ class Recorder:
         agent: str | None = None,
         agent_version: str | None = None,
         exporter: Exporter | None = None,
+        schema_registry: str | None = None,
         sensitive_keys: Iterable[str] = DEFAULT_SENSITIVE_KEYS,
         on_stop: StopHook | None = None,
         **settings: Any,
@@ -74,6 +79,7 @@ class Recorder:
                 "tenant": tenant,
                 "agent": agent,
                 "agent_version": agent_version,
+                "schema_registry": schema_registry,
             }.items()
             if v is not None
         }
@@ -90,6 +96,8 @@ class Recorder:
             address = self.settings.bootstrap or discover_local_stack(self.settings.data)
             if address is not None:
                 exporter = KafkaExporter(address, self.settings.topic)
+        if exporter is not None and self.settings.schema_registry:
+            exporter = registry_framed(exporter, self.settings.schema_registry, self.settings.topic)
         self.enabled = self.settings.enabled and exporter is not None
         self._pipeline: Pipeline | None = None
         self.pipeline_submit: Callable[[dict[str, Any]], None] = _discard

@@ -22,9 +22,9 @@ from agenttrail.producer import KafkaExporter
 from agenttrail.store import StoreConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-APP_SERVICES = ("schemas", "migrate", "consumer")
+APP_SERVICES = ("schemas", "migrate", "consumer", "otlp")
 ONE_SHOTS = ("kafka-topics", "schemas", "migrate", "clickhouse-users")
-LONG_RUNNING = ("kafka", "schema-registry", "clickhouse", "consumer", "grafana")
+LONG_RUNNING = ("kafka", "schema-registry", "clickhouse", "consumer", "grafana", "otlp")
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_named_volumes_are_declared_and_used(compose: dict[str, Any]) -> None:
         v.split(":")[0]
         for s in compose["services"].values()
         for v in s.get("volumes", [])
-        if not v.startswith((".", "/"))
+        if not v.startswith((".", "/", "${"))
     }
     assert used == declared
     for path in (
@@ -168,6 +168,12 @@ def test_app_services_run_real_commands_and_set_what_they_read(services: dict[st
     )
     assert "AGENTTRAIL_CLICKHOUSE" in services["migrate"]["environment"]
     assert "AGENTTRAIL_SCHEMA_REGISTRY" in services["schemas"]["environment"]
+    otlp = services["otlp"]["environment"]
+    assert {"AGENTTRAIL_BOOTSTRAP", "AGENTTRAIL_OTLP_TOKENS_FILE"} <= set(otlp)
+    assert (
+        otlp["AGENTTRAIL_SCHEMA_REGISTRY"]
+        == services["schemas"]["environment"]["AGENTTRAIL_SCHEMA_REGISTRY"]
+    ), "the receiver frames with the ids the registry was given"
     assert services["schemas"]["command"][:2] == ["schemas", "register"]
     assert services["consumer"]["environment"]["AGENTTRAIL_MIGRATE"] == "false"
 

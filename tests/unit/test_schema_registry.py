@@ -29,8 +29,7 @@ from agenttrail.events._schema_registry import (
     SchemaRegistryUnavailable,
     redact_url,
 )
-from agenttrail.producer import Recorder
-from agenttrail.producer._registry_framing import RegistryFramingExporter
+from agenttrail.producer import Recorder, RecorderConfigError
 from agenttrail.producer.testing import InMemoryExporter
 from tests.deadline import wait_until
 from tests.registry_double import FOREIGN_SCHEMAS, RegistryState, schema_registry
@@ -309,8 +308,9 @@ def test_the_sdk_spools_while_the_registry_is_away_then_sends_with_registry_ids(
     register_schemas(SchemaRegistryClient(url))
     state.down = True
     memory = InMemoryExporter()
-    exporter = RegistryFramingExporter(memory, RegistryIds(SchemaRegistryClient(url)))
-    rec = Recorder(exporter=exporter, agent="invoicer", tenant="acme", spool_dir=tmp_path)
+    rec = Recorder(
+        exporter=memory, schema_registry=url, agent="invoicer", tenant="acme", spool_dir=tmp_path
+    )
     with rec.task("invoice_generation", entry={"order_id": "1"}) as task:
         with task.tool("get_order", args={"order_id": "1"}) as span:
             span.result({"ok": True})
@@ -330,3 +330,46 @@ def test_the_sdk_spools_while_the_registry_is_away_then_sends_with_registry_ids(
         "state_transition",
     ]
     assert [e["seq"] for e in events] == [0, 1, 2]
+
+
+def test_agenttrail_schema_registry_in_the_environment_frames_with_registry_ids(
+    registry: tuple[str, RegistryState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, state = registry
+    register_schemas(SchemaRegistryClient(url))
+    monkeypatch.setenv("AGENTTRAIL_SCHEMA_REGISTRY", url)
+    memory = InMemoryExporter()
+    rec = Recorder.from_env(exporter=memory, spool_dir=tmp_path)
+    with rec.task("triage"):
+        pass
+    assert rec.close().spooled == 0
+    ours = {state.subjects[_subject(f)][0] for f in FAMILIES}
+    assert memory.records and {read_header(r.value) for r in memory.records} <= ours
+
+
+def test_a_bad_registry_url_is_a_config_error_naming_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(RecorderConfigError, match="AGENTTRAIL_SCHEMA_REGISTRY='ftp://x'"):
+        Recorder(exporter=InMemoryExporter(), schema_registry="ftp://x", spool_dir=tmp_path)
+
+
+def test_the_otlp_receivers_sink_frames_with_registry_ids_or_answers_unavailable(
+    registry: tuple[str, RegistryState],
+) -> None:
+    from agenttrail.otlp._registry_sink import RegistryFramingSink
+    from agenttrail.otlp._sink import MemorySink, SinkUnavailable
+
+    url, state = registry
+    register_schemas(SchemaRegistryClient(url))
+    memory = MemorySink()
+    sink = RegistryFramingSink(memory, RegistryIds(SchemaRegistryClient(url)))
+    payloads = _recorded_payloads()
+    state.down = True
+    with pytest.raises(SinkUnavailable, match="503"):
+        sink.produce([("t", p) for p in payloads])
+    assert memory.records == [], "nothing produced while the registry is away"
+    state.down = False
+    sink.produce([("t", p) for p in payloads])
+    consumer = EventCodec(RegistryResolvedSchemas(SchemaRegistryClient(url)))
+    assert [consumer.decode(v) for _, v in memory.records] == [
+        EventCodec().decode(p) for p in payloads
+    ]
