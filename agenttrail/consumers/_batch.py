@@ -40,11 +40,20 @@ class Batch:
     first_offset: int
     last_offset: int
     messages: list[Any] = field(default_factory=list)
+    incarnation: str = ""
 
     @property
     def range_token(self) -> str:
-        """``topic:partition:first-last``, the base of every deduplication token of this batch."""
-        return f"{self.topic}:{self.partition}:{self.first_offset}-{self.last_offset}"
+        """``topic:partition:first-last@incarnation``, the base of every deduplication
+        token of this batch.
+
+        The incarnation is part of it because offsets repeat after the embedded broker
+        restarts: a new batch over the same range as an old one must not be taken by
+        ClickHouse for a retry of it and dropped. Legacy batches (incarnation ``""``)
+        keep the token they always had.
+        """
+        token = f"{self.topic}:{self.partition}:{self.first_offset}-{self.last_offset}"
+        return f"{token}@{self.incarnation}" if self.incarnation else token
 
 
 class PartitionBuffer:
@@ -57,9 +66,12 @@ class PartitionBuffer:
             are dropped.
     """
 
-    def __init__(self, topic: str, partition: int, position: int | None = None):
+    def __init__(
+        self, topic: str, partition: int, position: int | None = None, incarnation: str = ""
+    ):
         self.topic = topic
         self.partition = partition
+        self.incarnation = incarnation
         self.position = position
         self.forced: tuple[int, int] | None = None
         self._messages: deque[Any] = deque()
@@ -129,7 +141,7 @@ class PartitionBuffer:
                 messages.append(self._pop())
             self.forced = None
             self._restart_clock()
-            return Batch(self.topic, self.partition, first, last, messages)
+            return Batch(self.topic, self.partition, first, last, messages, self.incarnation)
         if not self._messages:
             return None
         messages = [self._pop()]
@@ -141,7 +153,14 @@ class PartitionBuffer:
             messages.append(self._pop())
             size += nxt
         self._restart_clock()
-        return Batch(self.topic, self.partition, messages[0].offset, messages[-1].offset, messages)
+        return Batch(
+            self.topic,
+            self.partition,
+            messages[0].offset,
+            messages[-1].offset,
+            messages,
+            self.incarnation,
+        )
 
     def _pop(self) -> Any:
         m = self._messages.popleft()

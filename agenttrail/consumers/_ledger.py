@@ -5,6 +5,10 @@ after every insert of the batch succeeded, an 'after' row. Both are plain append
 store is an event log). The newest row of a partition tells a consumer that (re)gains
 the partition where to resume and whether a batch must be redone with the same range.
 This is the state-store pattern of ClickHouse's own Kafka Connect sink.
+
+Every row names the topic incarnation its offsets belong to (see ``_incarnation``);
+reading asks for one incarnation only, so positions of a broker that forgot its
+messages are never applied to the broker that replaced it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from agenttrail.consumers._incarnation import LEGACY_INCARNATION
 from agenttrail.store import LEDGER_TABLE, Store
 
 State = Literal["before", "after"]
@@ -19,6 +24,7 @@ State = Literal["before", "after"]
 _COLUMNS = (
     "consumer_group",
     "topic",
+    "incarnation",
     "kafka_partition",
     "first_offset",
     "last_offset",
@@ -58,10 +64,14 @@ class OffsetLedger:
         self.group = group
         self.consumer = consumer
 
-    def latest(self, topic: str, partitions: list[int]) -> dict[int, LedgerEntry]:
-        """The newest row of each partition that has one. Blocks on one query.
+    def latest(
+        self, topic: str, partitions: list[int], incarnation: str = LEGACY_INCARNATION
+    ) -> dict[int, LedgerEntry]:
+        """The newest row of each partition that has one in ``incarnation``. Blocks on
+        one query.
 
-        Among rows of the newest range 'after' wins over 'before'.
+        Among rows of the newest range 'after' wins over 'before'. Rows of other
+        incarnations of the topic are ignored: their offsets name other messages.
 
         Raises:
             StoreUnavailable: the store failed the query.
@@ -74,8 +84,9 @@ class OffsetLedger:
             "toString(argMax(state, (last_offset, state))) "
             f"FROM {self.store.database}.{LEDGER_TABLE} "
             "WHERE consumer_group = {g:String} AND topic = {t:String} "
+            "AND incarnation = {i:String} "
             "AND kafka_partition IN {ps:Array(Int32)} GROUP BY kafka_partition",
-            {"g": self.group, "t": topic, "ps": partitions},
+            {"g": self.group, "t": topic, "i": incarnation, "ps": partitions},
         )
         return {
             int(p): LedgerEntry(
@@ -84,9 +95,9 @@ class OffsetLedger:
             for p, first, last, s in rows
         }
 
-    def mark_many(self, rows: list[tuple[str, int, int, int, State, int, int]]) -> None:
-        """Append several ledger rows (topic, partition, first, last, state, events,
-        dead letters) in one insert. Blocks until stored.
+    def mark_many(self, rows: list[tuple[str, str, int, int, int, State, int, int]]) -> None:
+        """Append several ledger rows (topic, incarnation, partition, first, last, state,
+        events, dead letters) in one insert. Blocks until stored.
 
         Raises:
             StoreUnavailable: the store failed the insert.
@@ -107,6 +118,8 @@ class OffsetLedger:
         state: State,
         events: int = 0,
         dead_letters: int = 0,
+        *,
+        incarnation: str = LEGACY_INCARNATION,
     ) -> None:
         """Append one ledger row. Blocks until stored.
 
@@ -119,6 +132,7 @@ class OffsetLedger:
             [
                 [self.group],
                 [topic],
+                [incarnation],
                 [partition],
                 [first_offset],
                 [last_offset],

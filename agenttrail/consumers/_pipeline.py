@@ -9,6 +9,13 @@ them, which stops fetching that partition for good (seen against Tansu with the
 backpressure pause). A held partition's fetched records are dropped instead, and the
 consumer seeks back to the partition's next unbuffered offset when it is released.
 While the store fails the loop polls slowly, so little is fetched in vain.
+
+Positions are tied to the topic's incarnation (``_incarnation``): partitions are
+(re)initialised from ledger rows and committed offsets of the incarnation read when
+they are assigned, and when the broker's metadata shows a new incarnation mid-run
+(the embedded broker restarted under the consumer), every partition is started again
+from that incarnation's own rows, while what was fetched from the old one is still
+stored under the old incarnation's tokens.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +38,7 @@ from agenttrail.consumers._backoff import Backoff
 from agenttrail.consumers._batch import PartitionBuffer
 from agenttrail.consumers._config import ConsumerConfig
 from agenttrail.consumers._decode import BatchDecoder, PreparedBatch
+from agenttrail.consumers._incarnation import LEGACY_INCARNATION, IncarnationProbe
 from agenttrail.consumers._ledger import OffsetLedger
 from agenttrail.consumers._stats import IngestStats
 from agenttrail.consumers._writer import BatchWriter
@@ -37,6 +46,8 @@ from agenttrail.events import EventCodec
 from agenttrail.store import Store, StoreError, StoreUnavailable
 
 log = logging.getLogger("agenttrail.consumers")
+
+_INCARNATION_CHECK_S = 2.0  # an idle consumer confirms the topic's incarnation this often
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
@@ -64,6 +75,7 @@ class _Partition:
     pending: PreparedBatch | None = None
     in_flight: bool = False  # pending is with the background writer
     dropped: bool = False  # records were dropped while held: seek back on release
+    incarnation: str = LEGACY_INCARNATION  # of the topic, decided with the position
 
 
 class IngestPipeline:
@@ -104,6 +116,16 @@ class IngestPipeline:
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s)
         self._events: queue.SimpleQueue[tuple[str, list[TopicPartition]]] = queue.SimpleQueue()
         self._parts: dict[TopicPartition, _Partition] = {}
+        # Partitions of an incarnation the broker no longer has: their fetched records
+        # are still stored (under their own incarnation), never committed.
+        self._retiring: list[_Partition] = []
+        # Revoked with unstored records: kept until the next assignment tells whether the
+        # broker lost its messages (then nobody else can re-read them: store them) or
+        # the partition moved (its next owner redoes it from the ledger: drop them).
+        self._revoked: list[_Partition] = []
+        self._incarnation: str | None = None
+        self._incarnation_checked_at = time.monotonic()
+        self._probe = IncarnationProbe(config.bootstrap, config.topic, config.kafka_options)
         self._consumer: KafkaConsumer | None = None
 
     def kafka_settings(self) -> dict[str, Any]:
@@ -147,6 +169,7 @@ class IngestPipeline:
             self._drain()
         finally:
             self._background.close()
+            self._probe.close()
             self._consumer = None
             try:
                 consumer.close(autocommit=False)
@@ -164,6 +187,8 @@ class IngestPipeline:
         timeout = 0 if waiting and self._backoff.ready() else self.config.poll_timeout_ms
         fetched = consumer.poll(timeout_ms=timeout, max_records=self.config.batch_size)
         self._apply_rebalance()
+        if (fetched or self._incarnation_due()) and not self._same_incarnation(consumer, fetched):
+            fetched = {}
         self._initialise(consumer)
         accepted = 0
         for tp, messages in fetched.items():
@@ -212,27 +237,96 @@ class IngestPipeline:
             for tp in tps:
                 if kind == "revoked":
                     dropped = self._parts.pop(tp, None)
-                    if dropped and dropped.pending:
-                        log.info("partition %s revoked with a batch pending; its next owner "
-                                 "redoes it from the ledger", tp.partition)  # fmt: skip
+                    if dropped and (dropped.pending or len(dropped.buffer)):
+                        self._revoked.append(dropped)
+                        log.info("partition %s revoked with unstored records; its next owner "
+                                 "redoes them from the ledger", tp.partition)  # fmt: skip
                 elif tp.topic == self.config.topic:
                     self._parts[tp] = _Partition(tp, PartitionBuffer(tp.topic, tp.partition))
         if changed:
             self.stats.set_partitions(tuple(sorted(tp.partition for tp in self._parts)))
 
+    def _incarnation_due(self) -> bool:
+        """Whether an idle consumer should confirm the incarnation (every few seconds):
+        a broker restarted under it may hold as many messages as it had read, so no
+        fetch error would ever tell."""
+        return time.monotonic() - self._incarnation_checked_at >= _INCARNATION_CHECK_S
+
+    def _same_incarnation(self, consumer: KafkaConsumer, fetched: dict[Any, Any]) -> bool:
+        """Whether the records just fetched come from the incarnation being read.
+
+        Asked after the poll, before any record is accepted: incarnations only ever
+        follow one another, so if the broker still is the incarnation the partitions
+        were positioned in, every record fetched before this moment came from it too.
+        Costs one metadata request per poll that returned records. When the topic has
+        a new incarnation, every partition is retired and positioned again from the new
+        incarnation's own rows; when the question cannot be answered, the records are
+        dropped and re-fetched later.
+        """
+        if self._incarnation is None:
+            return True  # no partition positioned yet: nothing fetched is accepted
+        self._incarnation_checked_at = time.monotonic()
+        try:
+            now = self._probe.read()
+        except KafkaError as exc:
+            log.warning("cannot confirm the incarnation of %s (%s); fetching again",
+                        self.config.topic, exc)  # fmt: skip
+            for tp in fetched:
+                part = self._parts.get(tp)
+                if part is not None and part.ready:
+                    part.dropped = True  # _release seeks back to what was accepted
+            return False
+        if now == self._incarnation:
+            return True
+        log.warning("topic %s changed incarnation (%s -> %s): the broker lost its messages "
+                    "or the topic was recreated; reading it again from its start",
+                    self.config.topic, self._incarnation, now)  # fmt: skip
+        self._incarnation = None
+        for part in self._revoked:
+            self._retire(part)
+        self._revoked.clear()
+        for tp, part in list(self._parts.items()):
+            self._retire(part)
+            self._parts[tp] = _Partition(tp, PartitionBuffer(tp.topic, tp.partition))
+        return False
+
+    def _retire(self, part: _Partition) -> None:
+        """Keep a partition of a vanished incarnation until what it fetched is stored."""
+        part.buffer.forced = None  # its recorded range can never be re-read
+        if part.pending is not None or len(part.buffer):
+            self._retiring.append(part)
+
     def _initialise(self, consumer: KafkaConsumer) -> None:
-        """Decide the read position of newly assigned partitions from the ledger."""
+        """Decide the read position of newly assigned partitions from the ledger rows
+        and committed offsets of the topic's current incarnation."""
         waiting = [p for p in self._parts.values() if not p.ready]
         if not waiting or not self._backoff.ready():
             return
         try:
-            entries = self.ledger.latest(self.config.topic, [p.tp.partition for p in waiting])
+            incarnation = self._probe.read()
+        except KafkaError as exc:
+            log.warning("cannot read the metadata of %s yet (%s); retrying", self.config.topic,
+                        exc)  # fmt: skip
+            return
+        try:
+            entries = self.ledger.latest(
+                self.config.topic, [p.tp.partition for p in waiting], incarnation
+            )
         except StoreUnavailable as exc:
             self._store_failed(exc)
             return
-        if self._backoff.active and not any(p.pending for p in self._parts.values()):
+        if self._backoff.active and not self._any_pending():
             self._store_recovered()
+        if incarnation != self._incarnation:
+            log.info("topic %s is incarnation %s", self.config.topic, incarnation or "(legacy)")
+            if self._incarnation is not None:
+                for old in self._revoked:
+                    self._retire(old)
+        self._revoked.clear()
+        self._incarnation = incarnation
         for part in waiting:
+            part.incarnation = incarnation
+            part.buffer.incarnation = incarnation
             entry = entries.get(part.tp.partition)
             if entry is not None:
                 consumer.seek(part.tp, entry.resume_at)
@@ -242,7 +336,7 @@ class IngestPipeline:
                     log.info("partition %d: redoing batch %d-%d recorded before a crash",
                              part.tp.partition, entry.first_offset, entry.last_offset)  # fmt: skip
             else:
-                committed = consumer.committed(part.tp)
+                committed = _committed_offset(consumer, part.tp, incarnation)
                 if committed is None:
                     consumer.seek_to_beginning(part.tp)
                 else:
@@ -253,6 +347,11 @@ class IngestPipeline:
     def _cut(self, final: bool) -> None:
         """Cut and prepare the next batch of every partition that has none pending."""
         c = self.config
+        for part in self._retiring:
+            if part.pending is None:
+                batch = part.buffer.take(c.batch_size, c.batch_bytes)
+                if batch is not None:
+                    part.pending = self.decoder.prepare(batch)
         for part in self._parts.values():
             if (
                 part.ready
@@ -268,7 +367,7 @@ class IngestPipeline:
         assert self._background is not None
         if not self._backoff.ready():
             return
-        for part in self._parts.values():
+        for part in (*self._retiring, *self._parts.values()):
             if part.pending is not None and not part.in_flight:
                 part.in_flight = True
                 self._background.submit(part, part.pending)
@@ -287,14 +386,25 @@ class IngestPipeline:
                 continue
             stored += 1
             self.stats.batch_stored(result.prepared.events, result.prepared.dead_letters)
-            if self._parts.get(part.tp) is part and part.pending is result.prepared:
+            if part in self._retiring and part.pending is result.prepared:
+                part.pending = None  # stored; an offset of a vanished incarnation is not committed
+                if not len(part.buffer):
+                    self._retiring.remove(part)
+            elif self._parts.get(part.tp) is part and part.pending is result.prepared:
                 part.pending = None
-                done[part.tp] = OffsetAndMetadata(result.prepared.batch.last_offset + 1, "", -1)
+                # The metadata names the incarnation, so a later reader can tell whether
+                # this offset belongs to the topic it reads (brokers may drop it; Tansu does).
+                done[part.tp] = OffsetAndMetadata(
+                    result.prepared.batch.last_offset + 1, part.incarnation, -1
+                )
         if done:
             self._commit(done)
-        if stored and self._backoff.active and not any(p.pending for p in self._parts.values()):
+        if stored and self._backoff.active and not self._any_pending():
             self._store_recovered()
         return stored
+
+    def _any_pending(self) -> bool:
+        return any(p.pending for p in (*self._retiring, *self._parts.values()))
 
     def _commit(self, offsets: dict[TopicPartition, Any]) -> None:
         assert self._consumer is not None
@@ -333,7 +443,7 @@ class IngestPipeline:
         self._backoff.reset()
         for _ in range(self.config.max_buffered_batches + 2):
             self._cut(final=True)
-            if not any(p.pending for p in self._parts.values()):
+            if not self._any_pending():
                 return
             self._submit()
             while self._background.outstanding:
@@ -342,3 +452,22 @@ class IngestPipeline:
                 log.warning("stopping with unstored batches; they stay uncommitted and are "
                             "redone by the next consumer")  # fmt: skip
                 return
+
+
+def _committed_offset(consumer: KafkaConsumer, tp: TopicPartition, incarnation: str) -> int | None:
+    """The group's committed offset of ``tp`` if it belongs to ``incarnation``.
+
+    An offset committed with another incarnation in its metadata names other messages
+    and is ignored. One committed without (by an older agenttrail, or kept by a broker
+    that drops commit metadata, as Tansu does) is trusted: the broker keeps committed
+    offsets beside the topic, so it lost them when it lost the topic's messages.
+    """
+    committed = consumer.committed(tp, metadata=True)
+    if committed is None or committed.offset is None or committed.offset < 0:
+        return None
+    if committed.metadata and committed.metadata != incarnation:
+        log.info("partition %d: committed offset %d belongs to incarnation %s, not %s; "
+                 "ignored", tp.partition, committed.offset, committed.metadata,
+                 incarnation)  # fmt: skip
+        return None
+    return int(committed.offset)

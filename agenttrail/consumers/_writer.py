@@ -52,12 +52,12 @@ class BatchWriter:
         events = sum(prepared.events.values())
         self.ledger.mark(
             b.topic, b.partition, b.first_offset, b.last_offset, "before",
-            events, prepared.dead_letters,
+            events, prepared.dead_letters, incarnation=b.incarnation,
         )  # fmt: skip
         self._insert(prepared)
         self.ledger.mark(
             b.topic, b.partition, b.first_offset, b.last_offset, "after",
-            events, prepared.dead_letters,
+            events, prepared.dead_letters, incarnation=b.incarnation,
         )  # fmt: skip
 
     def _insert(self, prepared: PreparedBatch) -> None:
@@ -75,7 +75,7 @@ class BatchWriter:
                 )
 
 
-def _ledger_row(p: PreparedBatch, state: State) -> tuple[str, int, int, int, State, int, int]:
+def _ledger_row(p: PreparedBatch, state: State) -> tuple[str, str, int, int, int, State, int, int]:
     b = p.batch
-    return (b.topic, b.partition, b.first_offset, b.last_offset, state,
+    return (b.topic, b.incarnation, b.partition, b.first_offset, b.last_offset, state,
             sum(p.events.values()), p.dead_letters)  # fmt: skip

@@ -489,20 +489,20 @@ def test_a_retry_of_every_stored_batch_counts_nothing_twice(
         t: store.query(f"SELECT count() FROM {t}")[0][0] for t in FAMILY_TABLES.values()
     }
     ranges = store.query(
-        "SELECT DISTINCT topic, kafka_partition, first_offset, last_offset FROM ingest_ledger "
-        "WHERE state = 'after' ORDER BY kafka_partition, first_offset"
+        "SELECT DISTINCT topic, kafka_partition, first_offset, last_offset, incarnation "
+        "FROM ingest_ledger WHERE state = 'after' ORDER BY kafka_partition, first_offset"
     )
     assert ranges, "the consumer recorded its batches in the ledger"
     last: dict[int, int] = {}
-    for _, partition, _, end in ranges:
+    for _, partition, _, end, _ in ranges:
         last[partition] = max(last.get(partition, -1), end)
     messages = fetch_up_to(seeded.stack.bootstrap, ranges[0][0], last)
     writer = BatchWriter(store, OffsetLedger(store, "retry-check", "test"))
     retried = 0
-    for topic, partition, first, last in ranges:
+    for topic, partition, first, last, incarnation in ranges:
         batch = Batch(
             topic, partition, first, last,
-            [m for m in messages[partition] if first <= m.offset <= last],
+            [m for m in messages[partition] if first <= m.offset <= last], incarnation,
         )  # fmt: skip
         # What a consumer does after a crash between its insert and its offset commit:
         # the same range again, hence the same deduplication tokens.

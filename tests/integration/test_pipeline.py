@@ -25,6 +25,7 @@ from agenttrail.consumers import (
     IngestStats,
     OffsetLedger,
 )
+from agenttrail.consumers._incarnation import topic_incarnation
 from agenttrail.consumers.testing import sample_record, sealed
 from agenttrail.embedded import EmbeddedBroker
 from agenttrail.events import EventType, to_micros
@@ -283,7 +284,8 @@ def test_restart_after_insert_before_commit_resumes_behind_the_batch(
 ) -> None:
     produced = produce(broker.bootstrap, topic, make_events(tasks=1, per_task=30), partition=2)
     messages = fetch_partition(broker.bootstrap, topic, 2, 30)
-    first = Batch(topic, 2, messages[0].offset, messages[9].offset, messages[:10])
+    incarnation = topic_incarnation(broker.bootstrap, topic)
+    first = Batch(topic, 2, messages[0].offset, messages[9].offset, messages[:10], incarnation)
     # Stored and marked 'after', but the consumer died before committing the offset.
     BatchWriter(store, OffsetLedger(store, unique_group, "crashed")).write(
         BatchDecoder().prepare(first)
@@ -300,11 +302,12 @@ def test_restart_after_crash_mid_batch_redoes_exactly_the_recorded_range(
 ) -> None:
     produced = produce(broker.bootstrap, topic, make_events(tasks=1, per_task=30), partition=1)
     messages = fetch_partition(broker.bootstrap, topic, 1, 30)
-    crashed = Batch(topic, 1, messages[0].offset, messages[11].offset, messages[:12])
+    incarnation = topic_incarnation(broker.bootstrap, topic)
+    crashed = Batch(topic, 1, messages[0].offset, messages[11].offset, messages[:12], incarnation)
     prepared = BatchDecoder().prepare(crashed)
     ledger = OffsetLedger(store, unique_group, "crashed")
     b = prepared.batch
-    ledger.mark(topic, 1, b.first_offset, b.last_offset, "before")
+    ledger.mark(topic, 1, b.first_offset, b.last_offset, "before", incarnation=b.incarnation)
     head = prepared.inserts[0]  # the crash came after the first table's insert only
     store.insert_columns(head.table, head.column_names, head.columns, dedup_token=head.dedup_token)
     # A batch size that would cut the range differently: only an exact redo avoids duplicates.

@@ -31,6 +31,18 @@ def test_batch_is_cut_at_size_and_covers_exactly_its_offsets() -> None:
     assert len(buf) == 2
 
 
+def test_range_token_names_the_incarnation_so_repeated_offsets_never_collide() -> None:
+    old = PartitionBuffer("t", 3, incarnation="topic-id:a")
+    new = PartitionBuffer("t", 3, incarnation="topic-id:b")
+    for buf in (old, new):
+        buf.add(msgs(*range(0, 5)), now=0.0)
+    a, b = old.take(5), new.take(5)
+    assert a is not None and b is not None
+    assert (a.first_offset, a.last_offset) == (b.first_offset, b.last_offset)
+    assert a.range_token != b.range_token
+    assert a.range_token == "t:3:0-4@topic-id:a"
+
+
 def test_partial_batch_waits_for_its_age() -> None:
     buf = PartitionBuffer("t", 0)
     buf.add(msgs(0, 1), now=100.0)
