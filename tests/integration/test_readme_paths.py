@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from agenttrail.producer import Recorder
 from agenttrail.producer._exporter import KafkaExporter
 from agenttrail.store import FAMILY_TABLES, open_store
@@ -26,15 +24,6 @@ from tests.integration.test_derived import CopyingExporter
 ROOT = Path(__file__).resolve().parents[2]
 CLI = (sys.executable, "-m", "agenttrail.cli")
 TENANT = "readme-path"
-
-# Until the consumer knows which broker incarnation its committed positions belong to,
-# a restarted embedded broker numbers offsets from 0 again and the consumer resumes past
-# the new events (issue 7 item 1, owned by the consumer chain).
-RESTART_LOSS = pytest.mark.xfail(
-    strict=True,
-    reason="issue 7 item 1: the consumer resumes a restarted embedded broker at the old "
-    "committed offsets and skips the new events",
-)
 
 
 def _up(data: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
@@ -99,7 +88,6 @@ def _assert_exactly_once(emitted: list[str], stored: collections.Counter[str]) -
     assert not extra, f"{len(extra)} stored events were never emitted by the test"
 
 
-@RESTART_LOSS
 def test_demo_then_up_then_an_agent_stores_every_acknowledged_event_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
     demo = subprocess.run(
@@ -116,7 +104,6 @@ def test_demo_then_up_then_an_agent_stores_every_acknowledged_event_once(tmp_pat
     _assert_exactly_once(emitted, _stored_ids(data))
 
 
-@RESTART_LOSS
 def test_up_then_ctrl_c_then_up_then_an_agent_stores_every_acknowledged_event_once(
     tmp_path: Path,
 ) -> None:
