@@ -53,6 +53,7 @@ class KafkaSink:
             "request_timeout_ms": int(timeout_s * 1000),
             "delivery_timeout_ms": int(timeout_s * 1000) + 100,
             "reconnect_backoff_max_ms": 2000,
+            "bootstrap_timeout_ms": 2000,
             "client_id": "agenttrail-otlp",
         }
         self._config.update(extra or {})
