@@ -3,6 +3,7 @@
 Everything another language or a consumer needs to read agenttrail events lives here.
 """
 
+from agenttrail.events._backoff import Backoff
 from agenttrail.events._codec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     HEADER_SIZE,
@@ -78,6 +79,7 @@ __all__ = [
     "TERMINAL_STATES",
     "TOPICS",
     "AgentMessage",
+    "Backoff",
     "BadMagicByte",
     "DecodeError",
     "EncodeError",

@@ -38,9 +38,13 @@ class Exporter(Protocol):
     """Destination of sealed events.
 
     ``export`` must not block for long; it raises :class:`ExporterUnavailable` when the
-    destination cannot take the records now (the pipeline then spools them) and
-    otherwise reports every record through ``on_done`` exactly once, possibly later and
-    from another thread.
+    destination cannot take the records now (:class:`PartialExport` when it took only
+    the first ones) and otherwise reports every record through ``on_done`` exactly
+    once, possibly later and from another thread.
+
+    An exporter may also have ``reset()``: called after a delivery failed, it drops
+    the client so that the next ``export`` starts a fresh one (the Kafka exporter
+    rebuilds its producer: a producer that hit a fatal error never sends again).
     """
 
     def export(self, records: list[OutRecord], on_done: AckCallback) -> None: ...
@@ -132,7 +136,7 @@ class KafkaExporter:
             PartialExport: some records were handed to the producer, the rest were not.
             ExporterUnavailable: none was handed over.
         """
-        from kafka.errors import KafkaError
+        from kafka.errors import KafkaError, KafkaTimeoutError
 
         producer = self._ensure_producer()
         partition_of = self._partition_map(producer)
@@ -145,6 +149,10 @@ class KafkaExporter:
                     partition=partition_of(rec.key) if partition_of else None,
                 )
             except KafkaError as exc:
+                if not isinstance(exc, KafkaTimeoutError):
+                    # Not a full buffer or missing metadata: the producer is in an error
+                    # state (fatal for an idempotent producer). Build a new one next time.
+                    self.reset()
                 if i == 0:
                     raise ExporterUnavailable(
                         f"Kafka at {self.bootstrap} did not take the event: {exc}"
@@ -208,6 +216,16 @@ class KafkaExporter:
         except KafkaError:
             return False
         return True
+
+    def reset(self) -> None:
+        """Drop the producer (records it still holds fail at once); the next export
+        builds a new one with a new producer id."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception as exc:  # a broken producer may fail to close; it is gone anyway
+                log.debug("closing the failed producer: %s", exc)
 
     def shutdown(self) -> None:
         if self._producer is not None:

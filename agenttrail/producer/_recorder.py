@@ -207,8 +207,19 @@ class Recorder:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Pipeline counters (queued, delivered, spooled, ...)."""
+        """Pipeline counters: ``queued``, ``delivered``, ``inflight``, ``spool_pending``,
+        ``held_in_memory``, ``spool_full`` (1 while the disk refuses spool writes),
+        ``rejected``."""
         return {} if self._pipeline is None else self._pipeline.stats
+
+    @property
+    def spool_error(self) -> str | None:
+        """Why the spool refuses writes right now (e.g. the disk is full), or None.
+
+        While it is set, events not yet acknowledged are held in memory only; a crash
+        would lose them. It is also logged as an error when it starts.
+        """
+        return None if self._pipeline is None else self._pipeline.spool_error
 
     def __enter__(self) -> Recorder:
         return self

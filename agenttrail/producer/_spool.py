@@ -1,17 +1,28 @@
-"""An append-only on-disk spool of framed events waiting for the broker.
+"""An append-only on-disk log of framed events: written before sending, cut after acks.
 
 Layout of a spool directory::
 
     .lock               flock held by the process that owns the directory
-    00000000000000000000.seg   segments named by the number of their first record
+    00000000000000000000.seg   segments named by their number, in order
     cursor              "<segment> <byte offset>" of the first record not yet acked
+    destination         where the events are bound (kafka://host:port/topic)
+    <segment>.damaged   bytes from a damaged record on, kept for a person (never deleted)
 
 Each record is ``>II`` (payload length, CRC-32 of the payload) then the payload,
-``>H`` key length, key, value. A torn tail (the process died mid-write) is cut off at
-the last whole record on open; from a damaged record (bad CRC) on, the bytes are moved
-to ``<segment>.damaged`` beside it, never deleted, and the records before it replay.
+``>H`` key length, key, value (Vector's disk buffer and SQLite's WAL frame records the
+same way). Guarantees:
 
-Not thread-safe by itself: the pipeline serialises access with its own lock.
+* An append is written with unbuffered writes; if the disk refuses it (ENOSPC, EIO,
+  read-only) the segment is truncated back to where the append began, so a failed
+  write never leaves half a record in the middle of the log, and :class:`OSError`
+  reaches the caller. Later appends follow the last whole record.
+* A torn tail (the process died mid-write) is cut off at the last whole record on open.
+  From a damaged record (bad CRC) on, the bytes are copied to ``<segment>.damaged``
+  before the segment is cut; a directory holding a ``.damaged`` file is never removed.
+* Nothing is deleted before it is acknowledged: only segments wholly behind the cursor
+  are removed.
+
+Not thread-safe by itself: the spooling exporter serialises access with its own lock.
 """
 
 from __future__ import annotations
@@ -25,35 +36,39 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Literal
 
 log = logging.getLogger("agenttrail.producer.spool")
 
 _RECORD = struct.Struct(">II")
 _KEY = struct.Struct(">H")
-_SEGMENT_BYTES = 64 * 1024 * 1024
+SEGMENT_BYTES = 64 * 1024 * 1024
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+"""A length field above this is damage, not a torn tail (events are at most a few MiB)."""
 
 FsyncPolicy = Literal["always", "never"]
+_OWN_FILES = frozenset({".lock", "cursor", "cursor.tmp", "destination"})
 
 
 class SpoolLocked(Exception):
     """Another process owns this spool directory."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class SpoolPosition:
-    """Where the next unread record starts."""
+    """A byte position in the log: segment number and offset within it."""
 
     segment: int
     offset: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpooledRecord:
-    """One record read back from the spool, with the position just after it."""
+    """One record of the log, with where it starts and where the next one starts."""
 
     key: bytes
     value: bytes
+    position: SpoolPosition
     next_position: SpoolPosition
 
 
@@ -62,9 +77,9 @@ class Spool:
 
     Args:
         directory: created if missing; locked for the lifetime of the object.
-        fsync: ``always`` fsyncs after every append batch and cursor move (an acked
-            event survives a power cut); ``never`` leaves it to the OS (survives a
-            process crash, not a power cut).
+        fsync: ``always`` fsyncs after every append and cursor move (an event
+            survives a power cut once ``append`` returns); ``never`` leaves it to the OS
+            (survives a process crash, not a power cut).
 
     Raises:
         SpoolLocked: another live process holds the directory.
@@ -80,10 +95,10 @@ class Spool:
         except BlockingIOError:
             self._lock_file.close()
             raise SpoolLocked(f"Spool {directory} is in use by another process.") from None
-        self._cursor = self._read_cursor()
-        self._writer: BinaryIO | None = None
-        self._writer_segment = -1
-        self._next_number = 0
+        self.cursor = self._read_cursor()
+        self._fd = -1
+        self._segment = -1
+        self._size = 0
         self.pending = 0
         self._recover()
 
@@ -106,31 +121,18 @@ class Spool:
         """Count pending records, cut torn tails, drop fully acked segments."""
         segments = self._segments()
         for seg in segments:
-            if seg < self._cursor.segment:
+            if seg < self.cursor.segment:
                 self._path(seg).unlink(missing_ok=True)
-        segments = [s for s in segments if s >= self._cursor.segment]
+        segments = [s for s in segments if s >= self.cursor.segment]
         count = 0
         for seg in segments:
-            start = self._cursor.offset if seg == self._cursor.segment else 0
-            good_end, n, damaged = self._scan(self._path(seg), start)
-            count += n
             path = self._path(seg)
+            start = self.cursor.offset if seg == self.cursor.segment else 0
+            good_end, n, damaged = self._scan(path, start)
+            count += n
             size = path.stat().st_size
             if damaged:
-                # Keep the unreadable remainder beside the spool for a person to look at;
-                # the records before it are replayed as usual.
-                with open(path, "rb") as f:
-                    f.seek(good_end)
-                    rest = f.read()
-                path.with_suffix(".damaged").write_bytes(rest)
-                log.error(
-                    "Spool segment %s has a damaged record at byte %d; the %d bytes from there "
-                    "are kept in %s and cannot be replayed automatically.",
-                    path,
-                    good_end,
-                    len(rest),
-                    path.with_suffix(".damaged"),
-                )
+                self._keep_damaged(path, good_end)
             elif good_end < size:
                 log.warning(
                     "Spool segment %s ends with %d bytes of a half-written record "
@@ -141,9 +143,30 @@ class Spool:
             if good_end < size:
                 with open(path, "r+b") as f:
                     f.truncate(good_end)
-            self._next_number = max(self._next_number, seg + 1)
-        self._next_number = max(self._next_number, self._cursor.segment)
         self.pending = count
+        last = segments[-1] if segments else self.cursor.segment
+        self._open_segment(max(last, self.cursor.segment))
+
+    def _keep_damaged(self, path: Path, good_end: int) -> None:
+        # Keep the unreadable remainder beside the spool for a person to look at; the
+        # records before it are replayed as usual. Never overwrite an earlier copy.
+        target = path.with_suffix(".damaged")
+        n = 1
+        while target.exists():
+            target = path.with_suffix(f".damaged.{n}")
+            n += 1
+        with open(path, "rb") as f:
+            f.seek(good_end)
+            rest = f.read()
+        target.write_bytes(rest)
+        log.error(
+            "Spool segment %s has a damaged record at byte %d; the %d bytes from there are "
+            "kept in %s and cannot be replayed automatically.",
+            path,
+            good_end,
+            len(rest),
+            target,
+        )
 
     @staticmethod
     def _scan(path: Path, start: int) -> tuple[int, int, bool]:
@@ -157,6 +180,8 @@ class Spool:
                 if len(header) < _RECORD.size:
                     return pos, count, False
                 length, crc = _RECORD.unpack(header)
+                if length > MAX_RECORD_BYTES:
+                    return pos, count, True  # no writer makes such a record: damage
                 payload = f.read(length)
                 if len(payload) < length:
                     return pos, count, False
@@ -164,6 +189,15 @@ class Spool:
                     return pos, count, True
                 pos += _RECORD.size + length
                 count += 1
+
+    def _open_segment(self, segment: int) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._segment = segment
+        self._size = os.fstat(self._fd).st_size
+        if self.fsync == "always":
+            self._fsync_dir()
 
     # -- destination -------------------------------------------------------------------
 
@@ -181,54 +215,71 @@ class Spool:
 
     # -- writing ---------------------------------------------------------------------
 
-    def append(self, records: list[tuple[bytes, bytes]]) -> None:
+    @property
+    def end(self) -> SpoolPosition:
+        """Where the next appended record will start."""
+        return SpoolPosition(self._segment, self._size)
+
+    def append(self, records: list[tuple[bytes, bytes]]) -> list[SpooledRecord]:
         """Append (key, value) records in order; durable per the fsync policy on return.
 
+        Returns:
+            The appended records with their positions.
+
         Raises:
-            OSError: the disk refused the write (full, read-only); nothing is half-counted.
+            OSError: the disk refused the write (full, read-only). The segment is cut back
+                to where this append began: none of the records is in the log.
         """
         if not records:
-            return
-        writer = self._ensure_writer()
+            return []
+        if self._size >= SEGMENT_BYTES:
+            self._open_segment(self._segment + 1)
         chunks = []
+        out = []
+        pos = self._size
+        seg = self._segment
         for key, value in records:
             payload = _KEY.pack(len(key)) + key + value
             chunks.append(_RECORD.pack(len(payload), zlib.crc32(payload)))
             chunks.append(payload)
-        writer.write(b"".join(chunks))
-        writer.flush()
-        if self.fsync == "always":
-            os.fsync(writer.fileno())
+            end = pos + _RECORD.size + len(payload)
+            out.append(SpooledRecord(key, value, SpoolPosition(seg, pos), SpoolPosition(seg, end)))
+            pos = end
+        data = memoryview(b"".join(chunks))
+        start = self._size
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+            if self.fsync == "always":
+                os.fsync(self._fd)
+        except OSError:
+            self._cut_back(start)
+            raise
+        self._size = pos
         self.pending += len(records)
-        if writer.tell() >= _SEGMENT_BYTES:
-            writer.close()
-            self._writer = None
+        return out
 
-    def _ensure_writer(self) -> BinaryIO:
-        if self._writer is None:
-            segments = self._segments()
-            if segments and self._path(segments[-1]).stat().st_size < _SEGMENT_BYTES:
-                seg = segments[-1]
-            else:
-                seg = max(self._next_number, segments[-1] + 1 if segments else 0)
-                self._next_number = seg + 1
-                if self.fsync == "always":
-                    self._fsync_dir()
-            self._writer = open(self._path(seg), "ab")  # noqa: SIM115 - kept open across appends
-            self._writer_segment = seg
-        return self._writer
+    def _cut_back(self, size: int) -> None:
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as exc:
+            # The disk refused even the truncate: seal this segment where it is and go
+            # on in a fresh one; the reader stops at the torn bytes and the next open
+            # keeps them as .damaged.
+            log.error("Spool %s: cannot cut back a failed write: %s", self.directory, exc)
+            with contextlib.suppress(OSError):
+                self._open_segment(self._segment + 1)
 
     # -- reading and acknowledging ---------------------------------------------------------
 
-    def read(self, max_records: int) -> list[SpooledRecord]:
-        """Up to ``max_records`` unacked records from the cursor, oldest first."""
-        if self._writer is not None:
-            self._writer.flush()
+    def read_from(self, position: SpoolPosition, max_records: int) -> list[SpooledRecord]:
+        """Up to ``max_records`` whole records from ``position`` on, oldest first."""
         out: list[SpooledRecord] = []
         for seg in self._segments():
-            if seg < self._cursor.segment:
+            if seg < position.segment:
                 continue
-            start = self._cursor.offset if seg == self._cursor.segment else 0
+            start = position.offset if seg == position.segment else 0
             for rec in self._iter_segment(seg, start):
                 out.append(rec)
                 if len(out) >= max_records:
@@ -236,10 +287,11 @@ class Spool:
         return out
 
     def _iter_segment(self, seg: int, start: int) -> Iterator[SpooledRecord]:
+        limit = self._size if seg == self._segment else None
         with open(self._path(seg), "rb") as f:
             f.seek(start)
             pos = start
-            while True:
+            while limit is None or pos < limit:
                 header = f.read(_RECORD.size)
                 if len(header) < _RECORD.size:
                     return
@@ -247,20 +299,24 @@ class Spool:
                 payload = f.read(length)
                 if len(payload) < length or zlib.crc32(payload) != crc:
                     return
-                pos += _RECORD.size + length
+                end = pos + _RECORD.size + length
                 (key_len,) = _KEY.unpack_from(payload)
                 key = payload[_KEY.size : _KEY.size + key_len]
                 value = payload[_KEY.size + key_len :]
-                yield SpooledRecord(key, value, SpoolPosition(seg, pos))
+                yield SpooledRecord(key, value, SpoolPosition(seg, pos), SpoolPosition(seg, end))
+                pos = end
 
-    def ack(self, records: list[SpooledRecord]) -> None:
-        """Mark records as delivered: the cursor moves past the last one.
+    def read(self, max_records: int) -> list[SpooledRecord]:
+        """Up to ``max_records`` unacked records from the cursor, oldest first."""
+        return self.read_from(self.cursor, max_records)
+
+    def ack_to(self, position: SpoolPosition, count: int) -> None:
+        """Mark the ``count`` records before ``position`` delivered: the cursor moves there.
 
         Segments wholly behind the cursor are deleted.
         """
-        if not records:
+        if count <= 0 or position <= self.cursor:
             return
-        position = records[-1].next_position
         tmp = self.directory / "cursor.tmp"
         with open(tmp, "w") as f:
             f.write(f"{position.segment} {position.offset}")
@@ -268,25 +324,21 @@ class Spool:
             if self.fsync == "always":
                 os.fsync(f.fileno())
         os.replace(tmp, self.directory / "cursor")
-        self._cursor = position
-        self.pending = max(0, self.pending - len(records))
+        self.cursor = position
+        self.pending = max(0, self.pending - count)
         for seg in self._segments():
             if seg < position.segment:
                 self._path(seg).unlink(missing_ok=True)
-        if self.pending == 0:
-            self._reset_if_drained()
+        if self.pending == 0 and position == self.end and self._size >= SEGMENT_BYTES // 64:
+            # Drained: start the next records in a fresh segment so the directory does
+            # not keep an ever-growing acked prefix.
+            self._open_segment(self._segment + 1)
+            self._path(self._segment - 1).unlink(missing_ok=True)
 
-    def _reset_if_drained(self) -> None:
-        # Everything is delivered: start the next outage with a fresh segment so
-        # the directory does not keep an ever-growing acked prefix.
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        for seg in self._segments():
-            self._path(seg).unlink(missing_ok=True)
-        self._next_number = max(self._next_number, self._cursor.segment + 1)
-        self._cursor = SpoolPosition(self._next_number, 0)
-        (self.directory / "cursor").write_text(f"{self._cursor.segment} 0")
+    def ack(self, records: list[SpooledRecord]) -> None:
+        """Mark records (a prefix from the cursor) as delivered."""
+        if records:
+            self.ack_to(records[-1].next_position, len(records))
 
     def _fsync_dir(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY)
@@ -295,21 +347,36 @@ class Spool:
         finally:
             os.close(fd)
 
+    @property
+    def damaged_files(self) -> list[Path]:
+        """Kept bytes of damaged records (never deleted by agenttrail)."""
+        return sorted(self.directory.glob("*.damaged*"))
+
     def close(self, remove_if_empty: bool = False) -> None:
-        """Flush, release the lock; with ``remove_if_empty`` delete a drained directory."""
-        if self._writer is not None:
-            self._writer.flush()
-            if self.fsync == "always":
-                os.fsync(self._writer.fileno())
-            self._writer.close()
-            self._writer = None
-        if remove_if_empty and self.pending == 0:
-            for p in self.directory.iterdir():
-                if p.name != ".lock":
-                    p.unlink(missing_ok=True)
+        """Release the lock; with ``remove_if_empty`` delete a drained directory.
+
+        A directory that holds anything agenttrail did not write itself as a spool
+        file (a ``.damaged`` copy, say) is kept.
+        """
+        if self._fd >= 0:
             with contextlib.suppress(OSError):
-                (self.directory / ".lock").unlink()
-                self.directory.rmdir()
+                if self.fsync == "always":
+                    os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+        if remove_if_empty and self.pending == 0 and self.directory.is_dir():
+            others = [
+                p
+                for p in self.directory.iterdir()
+                if p.name not in _OWN_FILES and not (p.suffix == ".seg" and p.stem.isdigit())
+            ]
+            if not others:
+                for p in self.directory.iterdir():
+                    if p.name != ".lock":
+                        p.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    (self.directory / ".lock").unlink()
+                    self.directory.rmdir()
         self._lock_file.close()
 
 

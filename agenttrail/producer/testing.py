@@ -35,6 +35,7 @@ class InMemoryExporter:
     def __init__(self) -> None:
         self.records: list[OutRecord] = []
         self.available = True
+        self.resets = 0
         self._lock = threading.Lock()
         self._codec = EventCodec()
 
@@ -53,6 +54,9 @@ class InMemoryExporter:
 
     def flush(self, timeout: float) -> bool:
         return True
+
+    def reset(self) -> None:
+        self.resets += 1
 
     def shutdown(self) -> None:
         return None

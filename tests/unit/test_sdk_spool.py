@@ -1,0 +1,196 @@
+"""The spool and the spooling exporter under the failures that used to lose or copy events:
+a partial export, a failed delivery (fatal producer error), a full disk (a real small
+tmpfs, filled and then freed), a damaged segment."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agenttrail.producer import Recorder
+from agenttrail.producer._exporter import AckCallback, OutRecord, PartialExport
+from agenttrail.producer._spool import Spool
+from agenttrail.producer.testing import InMemoryExporter
+from tests.deadline import wait_until
+from tests.sdk_behaviour import check_chain
+
+
+def _emit(rec: Recorder, tasks: int, spans: int, prefix: str = "t") -> int:
+    for t in range(tasks):
+        with rec.task("spool", task_id=f"{prefix}{t}") as task:
+            for i in range(spans):
+                with task.tool("probe", args={"i": i, "pad": "x" * 200}) as span:
+                    span.result(i)
+    return tasks * (spans + 2)
+
+
+class FlakyExporter(InMemoryExporter):
+    """Takes only the first ``take`` records of a batch the first ``partial`` times
+    (PartialExport), and fails the delivery of every ``fail_every``-th record once."""
+
+    def __init__(self, partial: int = 0, take: int = 3, fail_every: int = 0) -> None:
+        super().__init__()
+        self.partial, self.take, self.fail_every = partial, take, fail_every
+        self.attempts: list[bytes] = []
+        self._seen = 0
+        self._failed_once: set[bytes] = set()
+
+    def export(self, records: list[OutRecord], on_done: AckCallback) -> None:
+        if self.partial > 0 and len(records) > self.take:
+            self.partial -= 1
+            super().export(records[: self.take], on_done)
+            raise PartialExport(self.take, RuntimeError("buffer full"))
+        for r in records:
+            self.attempts.append(r.value)
+            self._seen += 1
+            if (
+                self.fail_every
+                and self._seen % self.fail_every == 0
+                and r.value not in (self._failed_once)
+            ):
+                self._failed_once.add(r.value)
+                on_done(r, RuntimeError("UnknownProducerIdError (simulated)"))
+                continue
+            with self._lock:
+                self.records.append(r)
+            on_done(r, None)
+
+
+def test_a_partial_export_never_sends_an_acknowledged_record_again(tmp_path: Path) -> None:
+    exporter = FlakyExporter(partial=5)
+    rec = Recorder(exporter=exporter, spool_dir=tmp_path, retry_backoff_s=0.01)
+    n = _emit(rec, tasks=4, spans=30)
+    report = rec.close(timeout=30)
+    assert report.complete and report.delivered == n, report
+    events = exporter.events()
+    assert max(Counter(e["event_id"] for e in events).values()) == 1, "no copies"
+    assert len(events) == n
+    assert [e["producer_seq"] for e in events] == list(range(n)), "delivery keeps order"
+
+
+def test_a_failed_delivery_rebuilds_the_producer_and_resends_only_the_unacked(
+    tmp_path: Path,
+) -> None:
+    exporter = FlakyExporter(fail_every=17)
+    rec = Recorder(exporter=exporter, spool_dir=tmp_path, retry_backoff_s=0.01)
+    n = _emit(rec, tasks=5, spans=40)
+    report = rec.close(timeout=30)
+    assert report.complete and report.delivered == n, report
+    assert exporter.resets >= 1, "the exporter was reset after the failure"
+    events = exporter.events()
+    assert Counter(e["event_id"] for e in events) == Counter({e["event_id"]: 1 for e in events})
+    assert len(events) == n
+    check_chain(events)
+    # Every retry carried the bytes of the first attempt.
+    sent = Counter(exporter.attempts)
+    assert set(sent) == {r.value for r in exporter.records}, "a resend is byte-identical"
+
+
+# --- a full disk ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs of this test only, unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path, leave: int) -> Path:
+    """Fill ``disk`` until only about ``leave`` bytes are free; return the filler file."""
+    filler = disk / "filler"
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(filler, "wb") as f:
+        with contextlib.suppress(OSError):
+            f.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+def test_a_failed_write_leaves_the_spool_readable_past_it(small_disk: Path) -> None:
+    spool = Spool(small_disk / "spool")
+    filler = _fill(small_disk, leave=64 * 1024)
+    kept: list[bytes] = []
+    refused = 0
+    for i in range(2000):
+        value = f"{i:06d}".encode() * 100
+        try:
+            spool.append([(b"k", value)])
+            kept.append(value)
+        except OSError:
+            refused += 1
+            if refused == 3:
+                filler.unlink()  # space again: later appends must follow whole records
+    assert refused >= 3 and len(kept) > 100
+    assert [r.value for r in spool.read(10_000)] == kept, "every accepted record reads back"
+    spool.close()
+    reopened = Spool(small_disk / "spool")
+    assert reopened.pending == len(kept) and not reopened.damaged_files
+    reopened.close()
+
+
+def _recorder_on(disk: Path, exporter: InMemoryExporter) -> Recorder:
+    return Recorder(exporter=exporter, spool_dir=disk / "spool", retry_backoff_s=0.01)
+
+
+@pytest.mark.parametrize("freed_first", [True, False], ids=["disk-freed", "disk-still-full"])
+def test_a_full_spool_disk_is_visible_and_loses_nothing(
+    small_disk: Path, freed_first: bool
+) -> None:
+    exporter = InMemoryExporter()
+    exporter.available = False
+    rec = _recorder_on(small_disk, exporter)
+    filler = _fill(small_disk, leave=128 * 1024)
+    n = _emit(rec, tasks=20, spans=48)  # ~500 KB of events: more than the disk has left
+    assert rec.flush(10) is False, "flush says not everything is on disk"
+    stats: dict[str, Any] = rec.stats
+    assert stats["spool_full"] == 1 and stats["held_in_memory"] > 0, stats
+    assert rec.spool_error is not None and "No space left" in rec.spool_error
+    on_disk = stats["spool_pending"]
+    assert on_disk + stats["held_in_memory"] == n, "every event is on disk or held"
+    if freed_first:
+        filler.unlink()
+        wait_until(lambda: rec.stats["held_in_memory"] == 0, what="held events written")
+        assert rec.spool_error is None and rec.stats["spool_pending"] == n
+    exporter.available = True
+    report = rec.close(timeout=30)
+    assert report.complete and report.delivered == n, report
+    events = exporter.events()
+    assert [e["producer_seq"] for e in events] == list(range(n)), "in order, each once"
+    check_chain(events)
+    assert not (small_disk / "spool").exists() or not any((small_disk / "spool").iterdir())
+
+
+def test_a_damaged_segment_is_kept_and_never_deleted(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s")
+    spool.append([(b"k", f"v{i}".encode() * 50) for i in range(10)])
+    spool.close()
+    (segment,) = (tmp_path / "s").glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    reopened = Spool(tmp_path / "s")
+    readable = reopened.read(100)
+    assert 0 < len(readable) < 10
+    (damaged,) = reopened.damaged_files
+    reopened.ack(readable)
+    reopened.close(remove_if_empty=True)
+    assert damaged.exists(), "the damaged bytes survive a drained spool's cleanup"
+    assert len(damaged.read_bytes()) == len(data) - readable[-1].next_position.offset
