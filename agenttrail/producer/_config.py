@@ -1,4 +1,8 @@
-"""Settings of the SDK: constructor argument > ``AGENTTRAIL_*`` environment variable > default."""
+"""Settings of the SDK: constructor argument > ``AGENTTRAIL_*`` environment variable > default.
+
+Plain pydantic (no pydantic-settings), so the SDK installs with kafka-python, fastavro
+and pydantic only.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from annotated_types import Ge, Gt
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "AGENTTRAIL_"
 
@@ -30,14 +33,22 @@ def default_spool_root() -> Path:
     return Path(base) / "agenttrail" / "spool"
 
 
-class RecorderSettings(BaseSettings):
+class RecorderSettings(BaseModel):
     """Everything a Recorder can be configured with.
 
     Each field can be set through the environment as ``AGENTTRAIL_<FIELD>``, e.g.
-    ``AGENTTRAIL_BOOTSTRAP=broker:9092``.
+    ``AGENTTRAIL_BOOTSTRAP=broker:9092``; a keyword argument wins over the variable.
     """
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    model_config = ConfigDict(extra="ignore")
+
+    def __init__(self, **given: Any) -> None:
+        merged = {
+            name: os.environ[ENV_PREFIX + name.upper()]
+            for name in type(self).model_fields
+            if name not in given and ENV_PREFIX + name.upper() in os.environ
+        }
+        super().__init__(**merged, **given)
 
     bootstrap: str | None = Field(
         default=None,
