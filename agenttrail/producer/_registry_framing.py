@@ -75,6 +75,12 @@ class RegistryFramingExporter:
     def flush(self, timeout: float) -> bool:
         return self.inner.flush(timeout)
 
+    def reset(self) -> None:
+        """Pass a reset (after a failed delivery) on: the inner exporter rebuilds its client."""
+        reset = getattr(self.inner, "reset", None)
+        if callable(reset):
+            reset()
+
     def shutdown(self) -> None:
         self.inner.shutdown()
 
