@@ -1,0 +1,121 @@
+"""The anthropic integration with the real ``anthropic`` client against a loopback fake server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+from click.testing import CliRunner
+
+from agenttrail.cli import main
+from agenttrail.embedded import LocalStack
+from agenttrail.integrations.anthropic import instrument, run_tool_use
+from agenttrail.producer import Limits, Recorder, TaskStopped
+from tests.otlp.fake_anthropic import FakeAnthropic
+
+SCHEMA = {"type": "object", "properties": {"order_id": {"type": "string"}}}
+TOOLS = [{"name": "get_order", "description": "Look an order up.", "input_schema": SCHEMA}]
+USER = "Invoice order 7294 — bitte 🧾"
+
+
+@pytest.fixture(scope="module")
+def env(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalStack, FakeAnthropic, Path]]:
+    data = tmp_path_factory.mktemp("an") / "data"
+    with LocalStack(data, partitions=2) as stack, FakeAnthropic() as fake:
+        yield stack, fake, data.parent
+
+
+def cli(stack: LocalStack, *args: str) -> Any:
+    result = CliRunner().invoke(main, [*args, "--data", str(stack.data), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def store(stack: LocalStack, rec: Recorder) -> None:
+    before = stack.snapshot().events_total
+    report = rec.close()
+    assert report.spooled == 0 and report.unsaved == 0
+    stack.wait_stored(before + report.delivered, timeout=120)
+
+
+def get_order(order_id: str) -> dict[str, str]:
+    return {"order_id": order_id, "status": "confirmed"}
+
+
+def test_sync_calls_and_tool_use_are_recorded_with_ids(
+    env: tuple[LocalStack, FakeAnthropic, Path],
+) -> None:
+    stack, fake, tmp = env
+    client = instrument(anthropic.Anthropic(base_url=fake.url, api_key="sk-test"))
+    rec = Recorder(bootstrap=stack.bootstrap, tenant="an", agent="an", spool_dir=tmp / "s1")
+    with rec.task("an-sync", task_id="an-sync-1"):
+        history: list[dict[str, Any]] = [{"role": "user", "content": USER}]
+        first = client.messages.create(
+            model="claude-test",
+            max_tokens=100,
+            system="Stay exact.",
+            messages=history,
+            tools=TOOLS,  # type: ignore[arg-type]
+        )
+        use = next(b for b in first.content if b.type == "tool_use")
+        result = run_tool_use(use, {"get_order": get_order})
+        history += [
+            {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                          "content": json.dumps(result)}]},
+        ]  # fmt: skip
+        client.messages.create(model="claude-test", max_tokens=100, messages=history)  # type: ignore[arg-type]
+    store(stack, rec)
+    run = cli(stack, "runs", "--task-type", "an-sync")["runs"][0]
+    assert run["outcome"] == "succeeded" and run["steps"] == 2
+    assert [t["tool"] for t in run["tool_calls"]] == ["get_order"]
+    # input = 10 per message sent + 4 read from the cache, per call
+    assert run["input_tokens"] == (10 + 4) + (30 + 4) and run["cached_tokens"] == 8
+    step1 = cli(stack, "replay", "an-sync-1", "--step", "1")["calls"][0]
+    assert json.loads(step1["messages_json"]) == [
+        {"role": "system", "content": "Stay exact."},
+        {"role": "user", "content": USER},
+    ]
+    assert json.loads(step1["tool_calls_json"])[0]["id"] == use.id
+    assert step1["finish_reason"] == "tool_use"
+    assert step1["model_version"] == "claude-test-20250101"
+
+
+def test_async_streaming_and_a_limit_that_stops_the_agent(
+    env: tuple[LocalStack, FakeAnthropic, Path],
+) -> None:
+    stack, fake, tmp = env
+    client = instrument(anthropic.AsyncAnthropic(base_url=fake.url, api_key="sk-test"))
+    rec = Recorder(bootstrap=stack.bootstrap, tenant="an", agent="an", spool_dir=tmp / "s2")
+    sent_before = len(fake.requests)
+
+    async def agent() -> None:
+        with rec.task("an-stream", task_id="an-stream-1", limits=Limits(max_steps=1)):
+            msgs = [{"role": "user", "content": "hello"}]
+            stream = await client.messages.create(
+                model="claude-test",
+                max_tokens=50,
+                messages=msgs,
+                stream=True,  # type: ignore[arg-type]
+            )
+            async for _ in stream:
+                pass
+            await client.messages.create(model="claude-test", max_tokens=50, messages=msgs)  # type: ignore[arg-type]
+
+    with pytest.raises(TaskStopped):
+        asyncio.run(agent())
+    store(stack, rec)
+    assert len(fake.requests) - sent_before == 1
+    step = cli(stack, "replay", "an-stream-1", "--step", "1")["calls"][0]
+    assert step["response_text"].startswith("answer ")
+    assert step["ttft_ms"] is not None and step["output_tokens"] == 7
+    assert step["finish_reason"] == "end_turn"
+    run = cli(stack, "runs", "--task-type", "an-stream")["runs"][0]
+    assert run["outcome"] == "limit_exceeded"
