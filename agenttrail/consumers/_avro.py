@@ -7,13 +7,14 @@ family's fields and a trailing ``agenttrail_check``. ClickHouse reads the contai
 in C++ (``FORMAT Avro``), far faster than decoding in Python.
 
 Because ClickHouse is lenient where the codec is strict, a block is first checked by
-a query over the same bytes (read with plain types): the row count, the trailing
-check value of every row (a body with trailing or missing bytes shifts every field
-after it), and every rule of :mod:`agenttrail.consumers._validate` plus valid UTF-8
-in every string. A block that fails any check is decoded by the codec instead, which
-names the bad messages exactly. Known leniency: an out-of-range union index reads as
-NULL in ClickHouse where the codec refuses the message; producers writing with the
-agenttrail schemas cannot produce one.
+a query over the same bytes (read with plain types, every ``int`` as ``long``): the row
+count, the trailing check value of every row (a body with trailing or missing bytes
+shifts every field after it), every integer within its column's range (``_ranges``),
+every rule of :mod:`agenttrail.consumers._validate` and valid UTF-8 in every string. A
+block that fails any check is decoded by the codec instead, which names the bad
+messages exactly. Known leniency: an out-of-range union index reads as NULL in
+ClickHouse where the codec refuses the message; producers writing with the agenttrail
+schemas cannot produce one.
 """
 
 from __future__ import annotations
@@ -40,11 +41,15 @@ def zigzag(value: int) -> bytes:
 
 
 def _plain(field_type: Any) -> Any:
-    """The type without logical types (uuid → string, timestamp-micros → long)."""
+    """The type without logical types (uuid → string, timestamp-micros → long), and
+    ``int`` read as ``long``: both are the same zig-zag varint on the wire, so the
+    check sees the value exactly as encoded, however large, and can test its range."""
     if isinstance(field_type, list):
         return [_plain(t) for t in field_type]
     if isinstance(field_type, dict) and "logicalType" in field_type:
-        return field_type["type"]
+        return _plain(field_type["type"])
+    if field_type == "int":
+        return "long"
     return field_type
 
 
@@ -89,10 +94,12 @@ class AvroBlockEncoder:
 
     Args:
         entry: the family's newest schema (only messages framed with it are accepted).
+        ranges: integer column ranges (``_ranges.column_ranges``) the check enforces.
     """
 
-    def __init__(self, entry: SchemaEntry):
+    def __init__(self, entry: SchemaEntry, ranges: dict[str, tuple[int, int]] | None = None):
         self.entry = entry
+        self._ranges = ranges or {}
         fields = entry.schema["fields"]
         head = [
             {"name": "kafka_partition", "type": "int"},
@@ -144,6 +151,10 @@ class AvroBlockEncoder:
                 conds.append(f"isValidUTF8(ifNull({name}, ''))")
             elif isinstance(kind, dict) and kind.get("type") == "array":
                 conds.append(f"arrayAll(x -> isValidUTF8(x), {name})")
+        for f in entry.schema["fields"]:
+            rng = self._ranges.get(f["name"])
+            if rng is not None:
+                conds.append(f"({f['name']} IS NULL OR {f['name']} BETWEEN {rng[0]} AND {rng[1]})")
         rules = rules_for(entry.event_type)
         if rules is not None:
             for name, low in rules.lower_bounds:

@@ -7,6 +7,7 @@ insert retried any number of times with the same rows.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from agenttrail.consumers._columns import (
     dead_letter_columns,
     layout_for,
 )
+from agenttrail.consumers._ranges import Range, column_ranges, out_of_range_rows
 from agenttrail.consumers._validate import InvalidRecord, validate_record
 from agenttrail.events import HEADER_SIZE, DecodeError, EventCodec, SchemaEntry
 from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES, Store, StoreError
@@ -72,7 +74,7 @@ class PreparedBatch:
     events: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
     letters: list[DeadLetter] = field(default_factory=list)
-    decoded: dict[str, list[tuple[dict[str, Any], int]]] = field(default_factory=dict, repr=False)
+    decoded: dict[str, list[tuple[dict[str, Any], Any]]] = field(default_factory=dict, repr=False)
 
 
 class BatchDecoder:
@@ -82,9 +84,17 @@ class BatchDecoder:
         codec: the event codec; its registry's newest schemas define the table layouts.
         store_decodes: hand flat families to the store as Avro (see ``_avro``) instead of
             decoding them here; each block is checked by the store before insert.
+        column_types: table → column → ClickHouse type, as the store reports them; every
+            integer is checked against its column's range (from the Avro types when
+            not given). A value outside makes its message a dead letter.
     """
 
-    def __init__(self, codec: EventCodec | None = None, store_decodes: bool = False):
+    def __init__(
+        self,
+        codec: EventCodec | None = None,
+        store_decodes: bool = False,
+        column_types: Mapping[str, Mapping[str, str]] | None = None,
+    ):
         self.codec = codec or EventCodec()
         registry = self.codec.registry
         self._layouts: dict[str, TableLayout] = {
@@ -92,12 +102,17 @@ class BatchDecoder:
             for family in registry.event_types
             if family in FAMILY_TABLES
         }
+        types = column_types or {}
+        self._ranges: dict[str, dict[str, Range]] = {
+            family: column_ranges(registry.latest(family), types.get(FAMILY_TABLES[family]))
+            for family in self._layouts
+        }
         self._encoders: dict[int, AvroBlockEncoder] = {}
         if store_decodes:
             for family in self._layouts:
                 entry = registry.latest(family)
                 if supports(entry):
-                    self._encoders[entry.schema_id] = AvroBlockEncoder(entry)
+                    self._encoders[entry.schema_id] = AvroBlockEncoder(entry, self._ranges[family])
 
     def layout(self, family: str) -> TableLayout:
         """The table layout of a family."""
@@ -170,6 +185,19 @@ class BatchDecoder:
         self._decode_into(prepared, failed)
         self._finish(prepared, passed)
 
+    def columns_insert(self, prepared: PreparedBatch, family: str, token: str) -> TableInsert:
+        """One family's rows of a prepared batch, decoded here into columns (for a
+        store-decoded insert the store refused, so that its rows can be isolated).
+        Pure computation; ``prepared`` is not changed."""
+        scratch = PreparedBatch(batch=prepared.batch)
+        self._decode_into(scratch, list(prepared.batch.messages))
+        rows = scratch.decoded.get(family, [])
+        layout = self._layouts[family]
+        columns = layout.to_columns(
+            [r for r, _ in rows], prepared.batch.partition, [m.offset for _, m in rows]
+        )
+        return TableInsert(FAMILY_TABLES[family], layout.columns, columns, len(rows), token)
+
     def _decode_into(self, prepared: PreparedBatch, messages: list[Any]) -> None:
         decode = self.codec.decode_entry
         for m in messages:
@@ -186,7 +214,7 @@ class BatchDecoder:
             except (DecodeError, InvalidRecord) as exc:
                 prepared.letters.append(_letter(m, raw, exc.reason, exc))
                 continue
-            prepared.decoded.setdefault(family, []).append((record, m.offset))
+            prepared.decoded.setdefault(family, []).append((record, m))
 
     def _finish(self, prepared: PreparedBatch, passed: dict[str, StoreDecodedGroup]) -> None:
         batch = prepared.batch
@@ -207,12 +235,25 @@ class BatchDecoder:
             rows = decoded[family]
             layout = self._layouts[family]
             records = [r for r, _ in rows]
-            offsets = [o for _, o in rows]
+            offsets = [m.offset for _, m in rows]
+            columns = layout.to_columns(records, batch.partition, offsets)
+            bad = out_of_range_rows(columns, layout.columns, self._ranges[family])
+            if bad:
+                for i, why in sorted(bad.items()):
+                    m = rows[i][1]
+                    raw = m.value if m.value is not None else b""
+                    prepared.letters.append(_letter(m, raw, "out_of_range", ValueError(why)))
+                rows = [row for i, row in enumerate(rows) if i not in bad]
+                if not rows:
+                    continue
+                records = [r for r, _ in rows]
+                offsets = [m.offset for _, m in rows]
+                columns = layout.to_columns(records, batch.partition, offsets)
             inserts.append(
                 TableInsert(
                     table=table,
                     column_names=layout.columns,
-                    columns=layout.to_columns(records, batch.partition, offsets),
+                    columns=columns,
                     rows=len(records),
                     dedup_token=token,
                 )

@@ -43,7 +43,7 @@ from agenttrail.consumers._ledger import OffsetLedger
 from agenttrail.consumers._stats import IngestStats
 from agenttrail.consumers._writer import BatchWriter
 from agenttrail.events import EventCodec
-from agenttrail.store import Store, StoreError, StoreUnavailable
+from agenttrail.store import FAMILY_TABLES, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger("agenttrail.consumers")
 
@@ -92,6 +92,10 @@ class IngestPipeline:
         store: an open, migrated store. The pipeline does not close it.
         stats: counters to update (a fresh :class:`IngestStats` by default).
         codec: the event codec (the packaged registry by default).
+
+    Raises:
+        SchemaMissing: a family table is missing (the store is not migrated).
+        StoreUnavailable: the store failed to list the tables' columns.
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class IngestPipeline:
         self.decoder = BatchDecoder(
             codec or EventCodec(max_payload_bytes=config.max_payload_bytes),
             store_decodes=config.store_decodes and store.can_query_files,
+            column_types={t: store.table_columns(t) for t in FAMILY_TABLES.values()},
         )
         self.ledger = OffsetLedger(store, config.group, self.consumer_name)
         self.writer = BatchWriter(store, self.ledger, self.decoder)

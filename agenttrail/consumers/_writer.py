@@ -4,13 +4,23 @@ Idempotent by construction: running :meth:`BatchWriter.write` twice for the same
 prepared batch (a crash after the insert and before the offset commit, or a retry
 after a store failure) stores its rows once, because ClickHouse drops an insert whose
 ``insert_deduplication_token`` it has already seen in the table's deduplication window.
+
+An insert the store refuses for good (:class:`StoreRejected`) is split in halves until
+the refused rows stand alone; those become dead letters with the server's reason
+(``store_rejected``), the rest is stored. The halves' tokens are derived from the
+insert's token and their row range, and the same data splits the same way again, so a
+crash in the middle of isolating is redone without duplicates. A store-decoded (Avro)
+insert that is refused is decoded here first, then split the same way.
 """
 
 from __future__ import annotations
 
-from agenttrail.consumers._decode import BatchDecoder, PreparedBatch
+from typing import Any
+
+from agenttrail.consumers._columns import DEAD_LETTER_COLUMNS, DeadLetter, dead_letter_columns
+from agenttrail.consumers._decode import BatchDecoder, PreparedBatch, TableInsert
 from agenttrail.consumers._ledger import OffsetLedger, State
-from agenttrail.store import Store
+from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES, Store, StoreRejected
 
 
 class BatchWriter:
@@ -61,21 +71,99 @@ class BatchWriter:
         )  # fmt: skip
 
     def _insert(self, prepared: PreparedBatch) -> None:
+        refused: list[DeadLetter] = []
         for insert in prepared.inserts:
-            if insert.avro is not None:
-                self.store.insert_avro(
-                    insert.table, insert.column_names, insert.avro, dedup_token=insert.dedup_token
-                )
-            else:
-                self.store.insert_columns(
-                    insert.table,
-                    insert.column_names,
-                    insert.columns,
-                    dedup_token=insert.dedup_token,
-                )
+            try:
+                self._insert_one(insert)
+            except StoreRejected as exc:
+                refused += self._isolate(prepared, insert, exc)
+        if refused:
+            b = prepared.batch
+            self.store.insert_columns(
+                DEAD_LETTERS_TABLE,
+                DEAD_LETTER_COLUMNS,
+                dead_letter_columns(b.topic, b.partition, refused),
+                dedup_token=f"{b.range_token}:{DEAD_LETTERS_TABLE}:refused",
+            )
+            prepared.dead_letters += len(refused)
+
+    def _insert_one(self, insert: TableInsert) -> None:
+        if insert.avro is not None:
+            self.store.insert_avro(
+                insert.table, insert.column_names, insert.avro, dedup_token=insert.dedup_token
+            )
+        else:
+            self.store.insert_columns(
+                insert.table, insert.column_names, insert.columns, dedup_token=insert.dedup_token
+            )
+
+    def _isolate(
+        self, prepared: PreparedBatch, insert: TableInsert, exc: StoreRejected
+    ) -> list[DeadLetter]:
+        """Store what the store accepts of a refused insert; return the refused rows.
+
+        Raises:
+            StoreRejected: the dead letters themselves were refused (a store bug).
+            StoreUnavailable: the store failed meanwhile; retry the whole batch.
+        """
+        if insert.table == DEAD_LETTERS_TABLE:
+            raise exc
+        family = next(f for f, t in FAMILY_TABLES.items() if t == insert.table)
+        messages = {m.offset: m for m in prepared.batch.messages}
+        if insert.avro is not None:
+            insert = self.decoder.columns_insert(prepared, family, insert.dedup_token)
+        offsets = insert.columns[-1]  # kafka_offset is the last column of every family
+        refused: list[tuple[int, str]] = []
+        self._split(insert, 0, insert.rows, refused, exc)
+        letters = []
+        for row, reason in refused:
+            m = messages[offsets[row]]
+            letters.append(_refused_letter(m, reason))
+        prepared.events[family] = prepared.events.get(family, 0) - len(letters)
+        return letters
+
+    def _split(
+        self,
+        insert: TableInsert,
+        lo: int,
+        hi: int,
+        refused: list[tuple[int, str]],
+        exc: StoreRejected | None,
+    ) -> None:
+        if exc is None:
+            part = TableInsert(
+                insert.table,
+                insert.column_names,
+                [c[lo:hi] for c in insert.columns],
+                hi - lo,
+                f"{insert.dedup_token}:rows{lo}-{hi}",
+            )
+            try:
+                self._insert_one(part)
+                return
+            except StoreRejected as err:
+                exc = err
+        if hi - lo == 1:
+            refused.append((lo, f"{exc.name or exc.code}: {exc.reason}"))
+            return
+        mid = (lo + hi) // 2
+        self._split(insert, lo, mid, refused, None)
+        self._split(insert, mid, hi, refused, None)
 
 
 def _ledger_row(p: PreparedBatch, state: State) -> tuple[str, str, int, int, int, State, int, int]:
     b = p.batch
     return (b.topic, b.incarnation, b.partition, b.first_offset, b.last_offset, state,
             sum(p.events.values()), p.dead_letters)  # fmt: skip
+
+
+def _refused_letter(message: Any, reason: str) -> DeadLetter:
+    timestamp = getattr(message, "timestamp", None)
+    return DeadLetter(
+        offset=message.offset,
+        key=message.key,
+        raw=message.value if message.value is not None else b"",
+        reason="store_rejected",
+        error=f"The store refused this event for good ({reason}).",
+        timestamp_ms=timestamp if isinstance(timestamp, int) else None,
+    )

@@ -8,10 +8,12 @@ Example:
 from agenttrail.store._config import StoreConfig, StoreTarget
 from agenttrail.store._errors import (
     MigrationError,
+    SchemaMissing,
     StoreConfigError,
     StoreError,
     StoreLocked,
     StoreNotFound,
+    StoreRejected,
     StoreUnavailable,
 )
 from agenttrail.store._migrations import (
@@ -43,12 +45,14 @@ __all__ = [
     "Migration",
     "MigrationError",
     "MigrationReport",
+    "SchemaMissing",
     "Store",
     "StoreConfig",
     "StoreConfigError",
     "StoreError",
     "StoreLocked",
     "StoreNotFound",
+    "StoreRejected",
     "StoreTarget",
     "StoreUnavailable",
     "applied_checksums",

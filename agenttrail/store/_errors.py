@@ -43,6 +43,43 @@ class StoreUnavailable(StoreError):
         self.location = location
 
 
+class StoreRejected(StoreError):
+    """The store refuses this data for good (a type, range, size or constraint problem):
+    retrying the same data can never succeed. Isolate the offending rows and keep them
+    elsewhere (the consumer dead-letters them with :attr:`reason`).
+
+    Attributes:
+        location: the store's URL with the password masked.
+        code: the server's numeric error code (None when the client refused to encode).
+        name: the server's symbolic error name, or ``client_encoding``.
+        reason: the server's (or client's) message, short.
+    """
+
+    def __init__(
+        self, message: str, location: str, code: int | None, name: str | None, reason: str
+    ):
+        super().__init__(message)
+        self.location = location
+        self.code = code
+        self.name = name
+        self.reason = reason
+
+
+class SchemaMissing(StoreError):
+    """A table, column or database the request needs does not exist in the store: it is
+    not migrated (or migrated by an older agenttrail). Run ``agenttrail migrate``.
+
+    Attributes:
+        location: the store's URL with the password masked.
+        code: the server's numeric error code.
+    """
+
+    def __init__(self, message: str, location: str, code: int | None):
+        super().__init__(message)
+        self.location = location
+        self.code = code
+
+
 class StoreLocked(StoreError):
     """An in-process store directory is already open in another process.
 

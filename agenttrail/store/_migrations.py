@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agenttrail._contracts import queries_dir
-from agenttrail.store._errors import MigrationError, StoreUnavailable
+from agenttrail.store._errors import MigrationError, StoreError
 from agenttrail.store._store import Store
 from agenttrail.store._tables import MIGRATIONS_TABLE
 
@@ -172,7 +172,7 @@ def migrate(store: Store, migrations: list[Migration] | None = None) -> Migratio
         for number, statement in enumerate(migration.statements(), start=1):
             try:
                 store.command(statement)
-            except StoreUnavailable as exc:
+            except StoreError as exc:  # unavailable, rejected or a missing object
                 raise MigrationError(
                     f"Migration {migration.path.name} failed at statement {number} on "
                     f"{store.location}: {exc}. Fix the file (it is not recorded as applied) "

@@ -20,8 +20,16 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import SecretStr
 
 from agenttrail.store import _lock
+from agenttrail.store._classify import Failure, classify
 from agenttrail.store._config import StoreConfig, StoreTarget
-from agenttrail.store._errors import StoreError, StoreLocked, StoreNotFound, StoreUnavailable
+from agenttrail.store._errors import (
+    SchemaMissing,
+    StoreError,
+    StoreLocked,
+    StoreNotFound,
+    StoreRejected,
+    StoreUnavailable,
+)
 from agenttrail.store._served import open_served_client, served_endpoint
 
 
@@ -127,6 +135,10 @@ class Store:
                     column_oriented=True,
                     settings=settings,
                 )
+            except (TypeError, ValueError, OverflowError) as exc:
+                # Raised by clickhouse-connect while encoding a value for its column
+                # (e.g. None in a non-Nullable column): the data, not the store.
+                raise self._failure(f"insert into {table}", exc, client=True) from exc
             except (ClickHouseError, OSError) as exc:
                 raise self._failure(f"insert into {table}", exc) from exc
 
@@ -158,6 +170,27 @@ class Store:
                 )
             except (ClickHouseError, OSError) as exc:
                 raise self._failure(f"insert into {table}", exc) from exc
+
+    def table_columns(self, table: str) -> dict[str, str]:
+        """Column name → ClickHouse type of ``table`` in the store's database. Blocks.
+
+        Raises:
+            SchemaMissing: the table does not exist.
+            StoreUnavailable: the store failed the query.
+        """
+        rows = self.query(
+            "SELECT name, type FROM system.columns WHERE database = {db:String} "
+            "AND table = {t:String}",
+            {"db": self.database, "t": table},
+        )
+        if not rows:
+            raise SchemaMissing(
+                f"Table {self.database}.{table} does not exist in {self.location}; run "
+                "`agenttrail migrate` against this store.",
+                self.location,
+                None,
+            )
+        return {str(name): str(kind) for name, kind in rows}
 
     @property
     def can_query_files(self) -> bool:
@@ -229,9 +262,11 @@ class Store:
             by_name = {str(r[0]): str(r[1]) for r in result.result_rows}
             missing = [n for n in names if n not in by_name]
             if missing:
-                raise StoreError(
+                raise SchemaMissing(
                     f"Table {self.database}.{table} in {self.location} has no column(s) "
-                    f"{', '.join(missing)}; run `agenttrail migrate` against this store."
+                    f"{', '.join(missing)}; run `agenttrail migrate` against this store.",
+                    self.location,
+                    None,
                 )
             types = [by_name[n] for n in names]
             self._types[key] = types
@@ -241,10 +276,29 @@ class Store:
         if self._closed:
             raise StoreError(f"Store {self.location} is closed; open it again with open_store().")
 
-    def _failure(self, what: str, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(
-            f"Store {self.location} failed the {what}: {_short(exc)}", self.location
-        )
+    def _failure(self, what: str, exc: BaseException, client: bool = False) -> StoreError:
+        """The error of a failed request, classified by the server's error code (never
+        by its message text): unavailable, rejected or schema missing."""
+        kind = Failure.REJECTED if client else classify(exc)
+        reason = _short(exc)
+        if kind is Failure.SCHEMA_MISSING:
+            return SchemaMissing(
+                f"Store {self.location} lacks what the {what} needs ({reason}); run "
+                "`agenttrail migrate` against this store.",
+                self.location,
+                getattr(exc, "code", None),
+            )
+        if kind is Failure.REJECTED:
+            code = getattr(exc, "code", None)
+            name = getattr(exc, "name", None) or ("client_encoding" if code is None else None)
+            return StoreRejected(
+                f"Store {self.location} refused the {what} for good: {reason}",
+                self.location,
+                code,
+                name,
+                reason,
+            )
+        return StoreUnavailable(f"Store {self.location} failed the {what}: {reason}", self.location)
 
 
 def open_store(

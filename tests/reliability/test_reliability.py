@@ -42,11 +42,6 @@ def test_malformed_messages_are_dead_lettered_and_valid_traffic_is_stored(tmp_pa
     assert_exact(row.tally)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8 item 7: an out-of-range integer (2^40 in an Avro int) or timestamp is "
-    "retried as a store outage forever instead of dead-lettered; the partition stalls",
-)
 def test_out_of_range_integers_and_timestamps_are_dead_lettered(tmp_path: Path) -> None:
     row = scenarios.poison_mix(
         tmp_path, tasks=10, spans=3, bad=16, kinds=("int_range", "ts_range"), drain_timeout=45
