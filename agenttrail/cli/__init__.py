@@ -28,6 +28,8 @@ _COMMAND_MODULES = {
     "metrics": "agenttrail.cli._metrics",
     "replay": "agenttrail.cli._replay",
     "prices": "agenttrail.cli._prices",
+    "status": "agenttrail.cli._status",
+    "tail": "agenttrail.cli._tail",
     "verify": "agenttrail.cli._verify",
     "kill": "agenttrail.cli._kill",
     "dashboards": "agenttrail.cli._dashboards",

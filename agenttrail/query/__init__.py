@@ -57,16 +57,28 @@ from agenttrail.query._runs import (
     get_run,
     list_runs,
 )
+from agenttrail.query._status import (
+    BrokerStatus,
+    BrokerStatusError,
+    PartitionStatus,
+    StoreStatus,
+    broker_status,
+    store_status,
+)
+from agenttrail.query._tail import TailEvent, TailFilter, TailFollower
 from agenttrail.query._time import QueryError, parse_duration, parse_since
 
 __all__ = [
     "GROUPINGS",
     "OUTCOMES",
     "PRICE_COLUMNS",
+    "BrokerStatus",
+    "BrokerStatusError",
     "MetricsRow",
     "ModelInput",
     "NamedQuery",
     "NamedQueryError",
+    "PartitionStatus",
     "Price",
     "PriceFileError",
     "QueryColumn",
@@ -77,13 +89,18 @@ __all__ = [
     "QueryResult",
     "StepTrend",
     "StepWindows",
+    "StoreStatus",
     "StoredEvent",
+    "TailEvent",
+    "TailFilter",
+    "TailFollower",
     "TaskLocation",
     "TaskNotFound",
     "TaskRun",
     "TimelineEvent",
     "ToolCall",
     "UnknownQueryError",
+    "broker_status",
     "discover_named_queries",
     "event_at_seq",
     "forensics_dir",
@@ -101,5 +118,6 @@ __all__ = [
     "read_price_file",
     "replay_task",
     "step_trends",
+    "store_status",
     "task_metrics",
 ]
