@@ -102,6 +102,7 @@ class EventMapper:
         self._entries: dict[str, SchemaEntry] = {
             t: registry.latest(t) for t in registry.event_types
         }
+        self._shapes = {t: record_shape(e) for t, e in self._entries.items()}
 
     # -- entry points ----------------------------------------------------------------
 
@@ -423,7 +424,7 @@ class EventMapper:
             producer_id=self.state.producer_id,
             producer_seq=txn.producer_seq,
         )
-        complete(entry, record)
+        complete(self._shapes[record["event_type"]], record)
         framed = seal(entry, record, state.prev_hash)
         txn.producer_seq += 1
         self.state.put_trace(
@@ -435,18 +436,27 @@ class EventMapper:
         return state.task_id, framed
 
 
-def complete(entry: SchemaEntry, record: dict[str, Any]) -> None:
+RecordShape = tuple[frozenset[str], tuple[tuple[str, Any], ...]]
+
+
+def record_shape(entry: SchemaEntry) -> RecordShape:
+    """The field names of a schema and each field's fill-in value (its default, else null)."""
+    fields = entry.parsed["fields"]
+    return (
+        frozenset(f["name"] for f in fields),
+        tuple((f["name"], f.get("default")) for f in fields),
+    )
+
+
+def complete(shape: RecordShape, record: dict[str, Any]) -> None:
     """Give ``record`` exactly the schema's fields: missing ones their default (or null),
     ones the schema does not have (e.g. ``tool_call_id`` before tool_span has it) dropped."""
-    names = set()
-    for spec in entry.parsed["fields"]:
-        name = spec["name"]
-        names.add(name)
+    names, fills = shape
+    if len(record) == len(names) and names.issuperset(record):
+        return
+    for name, fill in fills:
         if name not in record:
-            if "default" in spec:
-                record[name] = spec["default"]
-            else:
-                record[name] = None
+            record[name] = fill
     for extra in [k for k in record if k not in names]:
         del record[extra]
 

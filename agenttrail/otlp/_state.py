@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +156,7 @@ class ReceiverState:
         key = (tenant, trace_id)
         if key not in txn.traces and self.trace(txn, tenant, trace_id) is None:
             txn.new_traces.add(key)
-        txn.traces[key] = replace(state)
+        txn.traces[key] = state  # frozen: sharing it is safe
 
     def span_seen(self, txn: StateTxn, tenant: str, trace_id: str, span_id: str) -> bool:
         """True when the span was already turned into events (a resend, or a duplicate)."""

@@ -171,6 +171,11 @@ def test_an_instrumented_app_becomes_a_task_with_its_calls_and_tool(
     tool = next(e for e in timeline if e["family"] == "tool_span")
     full = cli(otlp_stack, "replay", run["task_id"], "--seq", str(tool["seq"]))
     assert "7294" in json.dumps(full)
+    # The receiver seals like the SDK: the task's hash chain and sequence verify.
+    verified = CliRunner().invoke(
+        main, ["verify", "--task", run["task_id"], "--data", str(otlp_stack.stack.data), "--json"]
+    )
+    assert verified.exit_code == 0, verified.output
 
 
 def test_streaming_calls_are_recorded_with_their_answer(otlp_stack: Stack) -> None:
