@@ -164,6 +164,8 @@ def main() -> None:
             f"ratio agenttrail {label:9s} / OTel  : {cpu / otel:7.2f}     "
             f"{wall / otel_wall:7.2f}   (target <= 0.3, caller CPU)"
         )
+    if args.kafka_spans <= 0:
+        return
     rate, report = kafka_rate(args.kafka_spans)
     print(
         f"sustained emit rate, embedded broker: {rate:8.0f} events/s (target >= 25,000); "

@@ -91,9 +91,12 @@ class Span:
         return f"00-{self.task.trace_id}-{self.span_id}-01"
 
     def _begin(self) -> None:
-        """Give the span its id and parent and start its clock (the task holds its lock)."""
+        """Give the span its id and parent and start its clock."""
         self.span_id = new_span_id()
-        self.parent_span_id, self._parent_span = self.task.resolve_parent(self._parent_arg)
+        if self._parent_arg is None and current_span.get() is None:
+            self.parent_span_id, self._parent_span = self.task.root_span_id, None  # fast path
+        else:
+            self.parent_span_id, self._parent_span = self.task.resolve_parent(self._parent_arg)
         self.ts = time.time_ns() // 1000
         self._t0 = time.perf_counter()
         self.task.open_spans[self.span_id] = self
@@ -118,13 +121,14 @@ class Span:
         self.task.open_spans.pop(self.span_id, None)
         return (time.perf_counter() - self._t0) * 1000.0
 
-    def _fields(self, latency_ms: float) -> dict[str, Any]:
+    def _event(self, latency_ms: float, seq: int) -> dict[str, Any]:
+        """The whole event, envelope included (one dict: this is the SDK's hot path)."""
         raise NotImplementedError
 
     def _record(self) -> None:
         task = self.task
         with task.lock:
-            task.emit_locked(self._fields(self._claim()))
+            task.submit(self._event(self._claim(), next(task.seqs)))
         self._recorded()
 
     def _recorded(self) -> None:
@@ -134,7 +138,7 @@ class Span:
         """Record the span as abandoned (task lock held); called when its task ends."""
         self.success = False
         self.error_type, self.error_detail = ABANDONED, why
-        self.task.emit_locked(self._fields(self._claim()))
+        self.task.submit(self._event(self._claim(), next(self.task.seqs)))
 
     def _check_open(self, what: str) -> None:
         if self._ended:
@@ -209,10 +213,12 @@ class ToolSpan(Span):
     def start(self) -> ToolSpan:
         """Open the span (``Task.start_tool`` does this). Raises if the task is stopped."""
         task = self.task
-        task.check_open()
-        with task.lock:
-            self.step = task.step
-            self._begin()
+        if task.limits is not None or task.stopped is not None:
+            task.check_open()
+        # No lock needed: reading the step and adding to open_spans are atomic, and
+        # the span's seq is taken (under the lock) when it is recorded.
+        self.step = task.step
+        self._begin()
         return self
 
     def __enter__(self) -> ToolSpan:
@@ -248,9 +254,11 @@ class ToolSpan(Span):
             self.fail(error)
         self._record()
 
-    def _fields(self, latency_ms: float) -> dict[str, Any]:
+    def _event(self, latency_ms: float, seq: int) -> dict[str, Any]:
         tools = self.task.tools
         return {
+            **self.task.base,
+            "seq": seq,
             "event_type": "tool_span",
             "step": self.step,
             "span_id": self.span_id,
@@ -441,8 +449,10 @@ class LlmCall(Span):
             self.fail(error)
         self._record()
 
-    def _fields(self, latency_ms: float) -> dict[str, Any]:
+    def _event(self, latency_ms: float, seq: int) -> dict[str, Any]:
         return {
+            **self.task.base,
+            "seq": seq,
             "event_type": "llm_call",
             "span_id": self.span_id,
             "parent_span_id": self.parent_span_id,

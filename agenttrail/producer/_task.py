@@ -107,7 +107,8 @@ class Task:
         """Held while an event takes its ``seq`` and is submitted, and while spans open
         and close: ``seq`` order is submission order, also across threads."""
         self.open_spans: dict[str, Span] = {}
-        self._seq = itertools.count()
+        self.seqs = itertools.count()
+        """Where each event's ``seq`` comes from; taken under :attr:`lock`."""
         self._started_at = time.monotonic()
         self.submit = recorder.pipeline_submit
         self.summary_chars = recorder.settings.result_summary_chars
@@ -509,7 +510,7 @@ class Task:
 
     def emit_locked(self, fields: dict[str, Any]) -> None:
         """:meth:`emit` for a caller that holds :attr:`lock`."""
-        self.submit({**self.base, "step": self.step, "seq": next(self._seq), **fields})
+        self.submit({**self.base, "step": self.step, "seq": next(self.seqs), **fields})
 
     def declares(self, tool: str) -> bool:
         """False only when the task declared its tools and ``tool`` is not among them."""
