@@ -124,6 +124,7 @@ class OtlpIngestor:
         self.log_join_window_s = log_join_window_s
         self.counters = IngestCounters()
         self._lock = threading.Lock()
+        self.max_waiting = max_waiting
         self._slots = threading.BoundedSemaphore(max_waiting)
         self._failing_until = 0.0
 
@@ -151,7 +152,7 @@ class OtlpIngestor:
             raise Unavailable("the broker failed moments ago; retry shortly", 2)
         if not self._slots.acquire(blocking=False):
             self.counters.refused_busy += 1
-            raise Busy(f"{self._slots._initial_value} requests are already waiting", 1)  # type: ignore[attr-defined]
+            raise Busy(f"{self.max_waiting} requests are already waiting", 1)
         try:
             try:
                 payload = decompress(body, content_encoding, self.max_body_bytes)

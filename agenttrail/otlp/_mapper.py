@@ -47,6 +47,13 @@ from agenttrail.otlp._state import ReceiverState, StateTxn, TraceState
 TERMINAL_OK = "succeeded"
 TERMINAL_FAILED = "failed"
 _SUMMARY_CHARS = 2000
+_CONTENT_KEYS = frozenset(
+    {"gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
+     "input.value", "output.value"}
+)  # fmt: skip
+_CONTENT_PREFIXES = (
+    "gen_ai.prompt.", "gen_ai.completion.", "llm.input_messages.", "llm.output_messages.",
+)  # fmt: skip
 _DETAIL_CHARS = 4000
 
 
@@ -287,6 +294,13 @@ class EventMapper:
         )
         count = len(f.messages) if f.messages is not None else _count_json_list(messages_json)
         raw: dict[str, Any] = {"dialect": f.dialect, "usage": f.usage}
+        # Every other attribute of the span travels along (unknown ones included); the
+        # message contents are in their own columns already.
+        raw["attributes"] = {
+            k: v
+            for k, v in span.attributes.items()
+            if k not in _CONTENT_KEYS and not k.startswith(_CONTENT_PREFIXES)
+        }
         if f.output is not None:
             raw["output"] = f.output
         if f.response_id is not None:

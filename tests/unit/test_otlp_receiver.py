@@ -201,7 +201,9 @@ def test_a_trace_becomes_one_task_with_its_calls_tool_and_kept_span(
     assert llm["model"] == "gpt-4.1" and llm["provider"] == "openai"
     assert llm["messages_json"] == CHAT["gen_ai.input.messages"]  # verbatim
     assert (llm["input_tokens"], llm["output_tokens"], llm["cached_tokens"]) == (120, 30, 100)
-    assert json.loads(llm["response_json"])["usage"]["reasoning.output_tokens"] == 12
+    raw = json.loads(llm["response_json"])
+    assert raw["usage"]["reasoning.output_tokens"] == 12
+    assert raw["attributes"]["vendor.unknown.attribute"] == "kept"
     assert json.loads(llm["tool_calls_json"])[0]["id"] == "call_9"
     assert llm["finish_reason"] == "tool_calls" and llm["step"] == 1
     assert json.loads(llm["params_json"]) == {"temperature": 0.5}
