@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agenttrail.producer import Recorder
+from agenttrail.producer import LimitExceeded, Limits, Recorder
 from agenttrail.producer.testing import InMemoryExporter
 from tests.sdk_behaviour import RecorderBehaviour, check_chain
 
@@ -218,3 +218,64 @@ def test_a_recorder_never_closed_still_delivers_at_interpreter_exit(tmp_path: Pa
     exporter.destination = "kafka://127.0.0.1:1/agenttrail.events"  # type: ignore[misc]
     assert Recorder(exporter=exporter, spool_dir=tmp_path).close(timeout=10).complete
     assert len(exporter.events()) == 52
+
+
+def test_a_recorder_wide_on_stop_runs_after_the_tasks_own(tmp_path: Path) -> None:
+    calls: list[str] = []
+    rec = Recorder(
+        exporter=InMemoryExporter(),
+        spool_dir=tmp_path,
+        on_stop=lambda task, err: calls.append(f"recorder:{task.task_id}:{err.state}"),
+    )
+    with pytest.raises(LimitExceeded):
+        with rec.task(
+            "t", task_id="x", limits=Limits(max_steps=1), on_stop=lambda t, e: calls.append("task")
+        ) as task:
+            for _ in range(3):
+                with task.llm_call(model="m", messages=[]):
+                    pass
+    with rec.task("t", task_id="quiet"):
+        pass
+    assert calls == ["task", "recorder:x:limit_exceeded"], "once per stopped task, task first"
+    assert rec.close().complete
+
+
+def test_a_failing_on_stop_hook_is_logged_and_the_stop_still_holds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(task: Any, err: Any) -> None:
+        raise RuntimeError("hook bug")
+
+    rec = Recorder(exporter=InMemoryExporter(), spool_dir=tmp_path)
+    with rec.task("t", limits=Limits(max_steps=1), on_stop=broken) as task:
+        with task.llm_call(model="m", messages=[]):
+            pass
+        with pytest.raises(LimitExceeded):
+            task.start_llm_call("m", [])
+        with pytest.raises(LimitExceeded):
+            task.start_tool("after")
+    assert any("on_stop hook" in r.getMessage() for r in caplog.records)
+    assert rec.close().complete
+
+
+def test_tool_in_a_thread_pool_without_bind_warns_once_and_bind_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agenttrail.producer import bind, tool
+
+    @tool("pooled_lookup")
+    def lookup(i: int) -> int:
+        return i
+
+    exporter = InMemoryExporter()
+    rec = Recorder(exporter=exporter, spool_dir=tmp_path)
+    with rec.task("pool") as task, ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(lookup, range(4))) == [0, 1, 2, 3]
+        assert list(pool.map(bind(lookup), range(4))) == [0, 1, 2, 3]
+    warnings = [r for r in caplog.records if "pooled_lookup ran outside" in r.getMessage()]
+    assert len(warnings) == 1 and "bind(fn)" in warnings[0].getMessage()
+    assert rec.close().complete
+    spans = [e for e in exporter.events_of(task.task_id) if e["event_type"] == "tool_span"]
+    assert sorted(json.loads(e["args_json"])["i"] for e in spans) == [0, 1, 2, 3]
