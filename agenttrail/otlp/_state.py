@@ -71,6 +71,8 @@ class StateTxn:
     traces: dict[tuple[str, str], TraceState] = field(default_factory=dict)
     new_traces: set[tuple[str, str]] = field(default_factory=set)
     spans: set[tuple[str, str, str]] = field(default_factory=set)
+    seen: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    pending: dict[tuple[str, str], list[tuple[int, str, str]]] = field(default_factory=dict)
     add_logs: list[tuple[str, OtelLog]] = field(default_factory=list)
     take_logs: list[int] = field(default_factory=list)
 
@@ -162,23 +164,37 @@ class ReceiverState:
         """True when the span was already turned into events (a resend, or a duplicate)."""
         if (tenant, trace_id, span_id) in txn.spans:
             return True
-        row = self._db.execute(
-            "SELECT 1 FROM spans_seen WHERE tenant = ? AND trace_id = ? AND span_id = ?",
-            (tenant, trace_id, span_id),
-        ).fetchone()
-        return row is not None
+        key = (tenant, trace_id)
+        seen = txn.seen.get(key)
+        if seen is None:
+            # One read per trace and request: every span id of the trace recorded so far.
+            rows = self._db.execute(
+                "SELECT span_id FROM spans_seen WHERE tenant = ? AND trace_id = ?", key
+            ).fetchall()
+            seen = txn.seen[key] = frozenset(str(r[0]) for r in rows)
+        return span_id in seen
 
     def pending_logs(
         self, txn: StateTxn, tenant: str, trace_id: str, span_id: str
     ) -> list[OtelLog]:
         """Log records that arrived before their span; taken (deleted) on commit."""
-        rows = self._db.execute(
-            "SELECT rowid, record FROM pending_logs WHERE tenant = ? AND trace_id = ?"
-            " AND span_id = ?",
-            (tenant, trace_id, span_id),
-        ).fetchall()
-        out = [log_from_json(str(r[1])) for r in rows]
-        txn.take_logs.extend(int(r[0]) for r in rows)
+        key = (tenant, trace_id)
+        waiting = txn.pending.get(key)
+        if waiting is None:
+            # One read per trace and request: (rowid, span id, record) of its waiting logs.
+            waiting = txn.pending[key] = [
+                (int(r[0]), str(r[1]), str(r[2]))
+                for r in self._db.execute(
+                    "SELECT rowid, span_id, record FROM pending_logs WHERE tenant = ?"
+                    " AND trace_id = ? ORDER BY rowid",
+                    key,
+                ).fetchall()
+            ]
+        mine = [w for w in waiting if w[1] == span_id]
+        if mine:
+            txn.pending[key] = [w for w in waiting if w[1] != span_id]
+        out = [log_from_json(w[2]) for w in mine]
+        txn.take_logs.extend(w[0] for w in mine)
         staged = [log for t, log in txn.add_logs if t == tenant and log.trace_id == trace_id]
         out.extend(log for log in staged if log.span_id == span_id)
         txn.add_logs = [
