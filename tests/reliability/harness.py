@@ -152,13 +152,19 @@ class Broker:
 class Consumer(JsonLinesProcess):
     """``agenttrail consume --json`` against one store directory."""
 
-    def __init__(self, bootstrap: str, store_dir: Path, group: str, log: Path, batch: int = 50):
+    def __init__(self, bootstrap: str, store_dir: Path, group: str, log: Path, batch: int = 50,
+                 fault: str | None = None, env: dict[str, str] | None = None):  # fmt: skip
+        # With a fault, the same CLI runs under tests.reliability.faulty_consumer's hooks.
+        argv = [sys.executable, "-m", "tests.reliability.faulty_consumer"] if fault else CLI
+        env = {"AGENTTRAIL_KAFKA_OPTIONS": json.dumps(KAFKA_OPTIONS), **(env or {})}
+        if fault:
+            env["RELIABILITY_FAULT"] = fault
         super().__init__(
-            [*CLI, "consume", "--bootstrap", bootstrap, "--data", str(store_dir),
+            [*argv, "consume", "--bootstrap", bootstrap, "--data", str(store_dir),
              "--group", group, "--batch-size", str(batch), "--batch-ms", "50",
              "--status-every", "0.2", "--json"],
             log,
-            env={"AGENTTRAIL_KAFKA_OPTIONS": json.dumps(KAFKA_OPTIONS)},
+            env=env,
         )  # fmt: skip
 
     def stored(self) -> int:
@@ -178,17 +184,22 @@ class Emitter(JsonLinesProcess):
     """An SDK agent process (``tests.reliability.emitter``) writing its truth file."""
 
     def __init__(self, bootstrap: str, workdir: Path, prefix: str, tasks: int, spans: int,
-                 pace_ms: float = 0.0):  # fmt: skip
+                 pace_ms: float = 0.0, env: dict[str, str] | None = None,
+                 spool: Path | None = None):  # fmt: skip
         workdir.mkdir(parents=True, exist_ok=True)
         self.truth_path = workdir / f"truth-{prefix}.jsonl"
-        self.spool = workdir / f"spool-{prefix}"
+        self.spool = spool or workdir / f"spool-{prefix}"
         super().__init__(
             [sys.executable, "-m", "tests.reliability.emitter", "--bootstrap", bootstrap,
              "--prefix", prefix, "--tasks", str(tasks), "--spans", str(spans),
              "--spool", str(self.spool), "--truth", str(self.truth_path),
              "--pace-ms", str(pace_ms)],
             workdir / f"emitter-{prefix}.log",
+            env=env,
         )  # fmt: skip
+
+    def tasks_done(self) -> int:
+        return sum(1 for line in read_truth_lines(self.truth_path) if "task_id" in line)
 
     def close_report(self) -> dict[str, Any] | None:
         for line in read_truth_lines(self.truth_path):

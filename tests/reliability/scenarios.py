@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import random
+import shutil
 import signal
 import threading
 import uuid
@@ -27,13 +28,13 @@ from agenttrail.events import EVENTS_TOPIC, EventType, default_registry, frame
 from tests.deadline import wait_until
 from tests.reliability.harness import (
     CLI,
+    KAFKA_OPTIONS,
     Broker,
     Consumer,
     Emitter,
     JsonLinesProcess,
     Tally,
     kill_all,
-    read_truth_lines,
     tally,
     truth_keys,
 )
@@ -49,6 +50,8 @@ class Row:
     command: str
     notes: list[str] = field(default_factory=list)
     lost_after_restart: int = 0
+    versions: dict[int, int] = field(default_factory=dict)
+    store_failures: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"fault": self.fault, "injected": self.injected, "command": self.command,
@@ -84,8 +87,10 @@ def _drain_and_stop(
 
 
 def consumer_sigkills(workdir: Path, *, tasks: int, spans: int, kills: int, emitters: int = 2,
-                      seed: int = 1, partitions: int = 4, pace_ms: float = 50) -> Row:  # fmt: skip
-    """The consumer SIGKILLed at random moments while emitters stream, then restarted."""
+                      seed: int = 1, partitions: int = 4, pace_ms: float = 50,
+                      freezes: int = 0) -> Row:  # fmt: skip
+    """The consumer SIGKILLed at random moments while emitters stream, then restarted;
+    then (``freezes``) SIGSTOPped past its session timeout and resumed with SIGCONT."""
     rnd = random.Random(seed)
     broker = Broker(workdir / "broker", partitions=partitions)
     store = workdir / "store"
@@ -104,61 +109,161 @@ def consumer_sigkills(workdir: Path, *, tasks: int, spans: int, kills: int, emit
             consumer.stop(signal.SIGKILL)
             done += 1
             consumer = Consumer(broker.bootstrap, store, group, workdir / "consumer.log", batch=40)
+        frozen_s = KAFKA_OPTIONS["session_timeout_ms"] / 1000 + 4
+        for _ in range(freezes):
+            wait_until(lambda c=consumer: c.stored() > 0, timeout=120, what="consumer storing")
+            _pause(rnd.uniform(0.05, 0.5))
+            consumer.send(signal.SIGSTOP)
+            _pause(frozen_s)  # past the session timeout: the group drops the member
+            consumer.send(signal.SIGCONT)
         _drain_and_stop(consumer, agents, partitions)
         produced = truth_keys([a.truth_path for a in agents])
     finally:
         broker.close()
         kill_all()
-    return Row("consumer SIGKILLed at random moments, restarted", kills, tally(store, produced),
-               "")  # fmt: skip
+    fault = "consumer SIGKILLed at random moments, restarted"
+    if freezes:
+        fault += f"; then SIGSTOPped {frozen_s:.0f} s (past its session timeout) and resumed"
+    return Row(fault, kills + freezes, tally(store, produced), "")
+
+
+def dangerous_points(workdir: Path, *, tasks: int, spans: int, rounds: int = 1,
+                     points: tuple[str, ...] = ("after_range", "mid_insert", "before_commit"),
+                     partitions: int = 4, pace_ms: float = 20,
+                     outage: bool = True) -> Row:  # fmt: skip
+    """The consumer killed on purpose at each dangerous point of a batch write, restarted;
+    then (``outage``) the store refuses five inserts in a row (StoreUnavailable).
+
+    Points (tests.reliability.faulty_consumer): right after the batch range is recorded,
+    between the table inserts of one batch, after the insert and before the offset commit.
+    """
+    notes: list[str] = []
+    broker = Broker(workdir / "broker", partitions=partitions)
+    store = workdir / "store"
+    group = _group()
+    log = workdir / "consumer.log"
+    killed = 0
+    try:
+        consumer = Consumer(broker.bootstrap, store, group, log, batch=20)
+        consumer.wait_assigned(partitions)
+        agents = [
+            Emitter(broker.bootstrap, workdir / "agents", f"d{i}", tasks, spans, pace_ms=pace_ms)
+            for i in range(2)
+        ]
+        wait_until(lambda: consumer.stored() > 0, timeout=120, what="consumer storing")
+        assert consumer.stop(signal.SIGTERM) == 0, consumer.log_tail()
+        for r in range(rounds):
+            for point in points:
+                faulty = Consumer(broker.bootstrap, store, group, log, batch=20,
+                                  fault=f"{point}:{2 + r}")  # fmt: skip
+                code = faulty.stop(signal.SIGCONT, timeout=180)  # it kills itself
+                assert code == -signal.SIGKILL, (
+                    f"the consumer with fault {point} exited {code}, not by SIGKILL; "
+                    f"{faulty.log_tail()}"
+                )
+                killed += 1
+        consumer = Consumer(broker.bootstrap, store, group, log, batch=20,
+                            fault="unavailable:2" if outage else None)  # fmt: skip
+        _drain_and_stop(consumer, agents, partitions)
+        if outage:
+            failures = max(int(x.get("store_failures", 0) or 0) for x in consumer.lines)
+            notes.append(f"store failures the last consumer reported: {failures}")
+        produced = truth_keys([a.truth_path for a in agents])
+    finally:
+        broker.close()
+        kill_all()
+    fault = "consumer SIGKILLed at each dangerous point: " + ", ".join(points)
+    if outage:
+        fault += "; then the store refuses 5 inserts in a row"
+    row = Row(fault, killed + (1 if outage else 0), tally(store, produced), "", notes)
+    row.store_failures = failures if outage else 0
+    return row
+
+
+def store_outage(workdir: Path, *, tasks: int, spans: int, partitions: int = 4,
+                 at: int = 3) -> Row:  # fmt: skip
+    """Family-table inserts fail (StoreUnavailable) five times in a row mid-stream."""
+    broker = Broker(workdir / "broker", partitions=partitions)
+    store = workdir / "store"
+    notes: list[str] = []
+    try:
+        consumer = Consumer(broker.bootstrap, store, _group(), workdir / "consumer.log",
+                            batch=20, fault=f"unavailable:{at}")  # fmt: skip
+        consumer.wait_assigned(partitions)
+        agents = [Emitter(broker.bootstrap, workdir / "agents", "s0", tasks, spans, pace_ms=10)]
+        _drain_and_stop(consumer, agents, partitions)
+        failures = max(int(x.get("store_failures", 0) or 0) for x in consumer.lines)
+        notes.append(f"store failures the consumer reported: {failures}")
+        produced = truth_keys([a.truth_path for a in agents])
+    finally:
+        broker.close()
+        kill_all()
+    from tests.reliability.faulty_consumer import OUTAGE_CALLS
+
+    return Row(f"store unavailable for {OUTAGE_CALLS} insert attempts mid-stream", OUTAGE_CALLS,
+               tally(store, produced), "", notes)  # fmt: skip
 
 
 def broker_crash(workdir: Path, *, tasks: int, spans: int, crashes: int = 1, partitions: int = 4,
-                 pace_ms: float = 250, drain_timeout: float = 240) -> Row:  # fmt: skip
-    """The embedded broker SIGKILLed and restarted (same port) while emitters keep going.
+                 pace_ms: float = 50, outage_s: float = 2.0,
+                 drain_timeout: float = 240) -> Row:  # fmt: skip
+    """The embedded broker SIGKILLed and restarted (same port) while agents keep recording;
+    one agent SIGKILLed during the (first) outage, its spool delivered by its next process.
 
     The in-memory broker loses what it held: events it acknowledged that the consumer had
-    not stored yet. The row reports that loss; :attr:`Row.notes` says how many of the lost
-    events were acknowledged before the crash and how many tasks were entirely emitted
-    after the restart (those must all be stored).
+    not stored yet; the row reports that loss. Every event of a task begun after a crash
+    was never acknowledged by the crashed broker, so the SDK must have kept it (on disk,
+    for the killed agent) and it must arrive: :attr:`Row.lost_after_restart` counts those
+    that did not.
     """
     broker = Broker(workdir / "broker", partitions=partitions)
     store = workdir / "store"
     group = _group()
     notes: list[str] = []
+    must_arrive: set[str] = set()
     try:
         consumer = Consumer(broker.bootstrap, store, group, workdir / "consumer.log")
         consumer.wait_assigned(partitions)
-        agents = [
-            Emitter(broker.bootstrap, workdir / "agents", f"b{i}", tasks, spans, pace_ms=pace_ms)
-            for i in range(2)
-        ]
-        after_restart: set[str] = set()
-        for _ in range(crashes):
-            wait_until(lambda: consumer.stored() > 0, timeout=120, what="consumer storing")
+        agents_dir = workdir / "agents"
+        # Paced so that both are still recording when the broker dies.
+        live = Emitter(broker.bootstrap, agents_dir, "b0", tasks, spans, pace_ms=pace_ms)
+        doomed = Emitter(broker.bootstrap, agents_dir, "o0", tasks * 10, spans, pace_ms=pace_ms)
+        successor: Emitter | None = None
+        for n in range(crashes):
+            wait_until(lambda n=n: consumer.stored() > 0 and live.tasks_done() >= 3 * (n + 1),
+                       timeout=120, what="the consumer storing the agents' events")  # fmt: skip
+            assert live.alive(), "the agent finished before the fault; give it more tasks"
             lag = consumer.last().get("lag")
             broker.crash()
-            notes.append(f"lag reported just before the crash: {lag}")
-            _pause(1.0)  # an outage: emitters keep going and must spool
+            live_before, doomed_before = live.tasks_done(), doomed.tasks_done()
+            _pause(outage_s)  # an outage: the agents record on, the SDK must keep everything
+            must_arrive |= {f"b0-{t}" for t in range(live_before + 1, tasks)}
+            if n == 0:
+                doomed_during = doomed.tasks_done()
+                doomed.stop(signal.SIGKILL)
+                must_arrive |= {f"o0-{t}" for t in range(doomed_before + 1, doomed_during)}
+                notes.append(f"agent o0 SIGKILLed during the outage after recording "
+                             f"{doomed_during - doomed_before} tasks in it")  # fmt: skip
+            notes.append(f"crash {n + 1}: consumer lag just before it {lag}")
             broker.restart()
-            seen = {line["task_id"] for a in agents for line in read_truth_lines(a.truth_path)
-                    if "task_id" in line}  # fmt: skip
-            after_restart = {f"b{i}-{t}" for i in range(2) for t in range(tasks)} - seen
-        _drain_and_stop(consumer, agents, partitions, drain_timeout)
-        produced = truth_keys([a.truth_path for a in agents])
-        reports = [a.close_report() for a in agents]
-        notes.append(f"emitter close reports: {reports}")
+            if n == 0:
+                successor = Emitter(broker.bootstrap, agents_dir, "o1", 0, spans,
+                                    spool=doomed.spool)  # fmt: skip
+        assert successor is not None
+        _drain_and_stop(consumer, [live, successor], partitions, drain_timeout)
+        produced = truth_keys([live.truth_path, doomed.truth_path, successor.truth_path])
+        notes.append(f"close reports: b0 {live.close_report()}, "
+                     f"o0's successor {successor.close_report()}")  # fmt: skip
     finally:
         broker.close()
         kill_all()
     t = tally(store, produced)
-    later = {k for k in produced if k[0] in after_restart}
-    row = Row("embedded broker SIGKILLed and restarted while emitters run", crashes, t, "", notes)
+    later = {k for k in produced if k[0] in must_arrive}
+    row = Row("embedded broker SIGKILLed and restarted while agents record; one agent "
+              "SIGKILLed during the outage", crashes + 1, t, "", notes)  # fmt: skip
     row.lost_after_restart = len(later - t.stored_keys)
-    notes.append(
-        f"{len(later)} events of tasks begun after the last restart, "
-        f"{row.lost_after_restart} of them lost"
-    )
+    notes.append(f"{len(later)} events of tasks begun after a crash (never acknowledged by a "
+                 f"crashed broker), {row.lost_after_restart} of them lost")  # fmt: skip
     return row
 
 
@@ -350,3 +455,88 @@ def _up_sigkill(workdir: Path, *, tasks: int, spans: int, kills: int, timeout: f
 
 def to_json(rows: list[Row]) -> str:
     return json.dumps([r.to_dict() for r in rows], indent=2)
+
+
+# -- schema evolution ------------------------------------------------------------------------------
+
+V2_FIELD = "carbon_grams"
+
+
+def contracts_with_tool_span_v2(root: Path) -> Path:
+    """A copy of the contracts with tool_span v2 (one new optional field) and the
+    migration adding its column; point AGENTTRAIL_CONTRACTS_DIR at the result."""
+    from agenttrail._contracts import contracts_root
+
+    src = contracts_root()
+    shutil.copytree(src / "schemas", root / "schemas")
+    shutil.copytree(src / "queries", root / "queries")
+    v1 = json.loads((root / "schemas" / "tool_span" / "v1.avsc").read_text())
+    v2 = copy.deepcopy(v1)
+    at = [f["name"] for f in v2["fields"]].index("prev_hash")
+    doc = "Estimated emissions of the call (reliability fixture)."
+    v2["fields"].insert(at, {"name": V2_FIELD, "type": ["null", "double"], "default": None,
+                             "doc": doc})  # fmt: skip
+    (root / "schemas" / "tool_span" / "v2.avsc").write_text(json.dumps(v2, indent=2))
+    registry = json.loads((root / "schemas" / "registry.json").read_text())
+    new_id = max(e["id"] for e in registry["schemas"]) + 1
+    registry["schemas"].append(
+        {"id": new_id, "event_type": "tool_span", "version": 2, "path": "tool_span/v2.avsc"}
+    )
+    (root / "schemas" / "registry.json").write_text(json.dumps(registry, indent=2))
+    (root / "queries" / "migrations" / "9999_reliability_tool_span_v2.sql").write_text(
+        f"ALTER TABLE tool_spans ADD COLUMN IF NOT EXISTS {V2_FIELD} Nullable(Float64);\n"
+    )
+    return root
+
+
+def mixed_traffic(workdir: Path, *, tasks: int, spans: int, bad: int,
+                  kinds: tuple[str, ...] = (), partitions: int = 4,
+                  drain_timeout: float = 240) -> Row:  # fmt: skip
+    """Emitters on tool_span v1 and v2 side by side, plus malformed messages, one consumer
+    reading with the newest (v2) schema."""
+    contracts = contracts_with_tool_span_v2(workdir / "contracts")
+    v2_env = {"AGENTTRAIL_CONTRACTS_DIR": str(contracts)}
+    broker = Broker(workdir / "broker", partitions=partitions)
+    store = workdir / "store"
+    try:
+        consumer = Consumer(broker.bootstrap, store, _group(), workdir / "consumer.log",
+                            env=v2_env)  # fmt: skip
+        consumer.wait_assigned(partitions)
+        agents = [
+            Emitter(broker.bootstrap, workdir / "agents", "v1", tasks, spans, pace_ms=1),
+            Emitter(broker.bootstrap, workdir / "agents", "v2", tasks, spans, 1, env=v2_env),
+        ]
+        messages = [m for m in bad_messages(bad) if not kinds or m[2] in kinds]
+        _send_raw(broker.bootstrap, messages)
+        _drain_and_stop(consumer, agents, partitions, drain_timeout)
+        produced = truth_keys([a.truth_path for a in agents])
+    finally:
+        broker.close()
+        kill_all()
+    from agenttrail.store import open_store
+
+    with open_store(data=store) as s:
+        versions = dict(
+            s.query(f"SELECT schema_version, count() FROM {s.database}.tool_spans GROUP BY 1")
+        )
+    sent: dict[str, int] = {}
+    for _, _, k in messages:
+        sent[k] = sent.get(k, 0) + 1
+    row = Row("tool_span v1 and v2 emitters side by side, plus bad messages: "
+              + ", ".join(sorted(sent)), len(messages),
+              tally(store, produced, bad_sent=len(messages)), "",
+              [f"tool_span rows by schema_version: {versions}",
+               f"bad kinds sent: {sent}"])  # fmt: skip
+    row.versions = {int(k): int(v) for k, v in versions.items()}
+    return row
+
+
+def _send_raw(bootstrap: str, messages: list[tuple[bytes, bytes, str]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    try:
+        futures = [producer.send(EVENTS_TOPIC, key=k, value=v) for k, v, _ in messages]
+        producer.flush(timeout=120)
+        for f in futures:
+            f.get(timeout=60)
+    finally:
+        producer.close(timeout=30)
