@@ -25,21 +25,23 @@ from tests.reliability import scenarios
 GOOD = ("random", "magic", "schema_id", "truncated", "trailing", "empty")
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "fast": {
-        "consumer_sigkills": {"tasks": 40, "spans": 5, "kills": 2},
-        "poison_mix": {"tasks": 25, "spans": 5, "bad": 60, "kinds": GOOD},
+        "consumer_sigkills": {"tasks": 40, "spans": 5, "kills": 1, "freezes": 1, "seed": 11},
+        "dangerous_points": {"tasks": 30, "spans": 5},
+        "mixed_traffic": {"tasks": 20, "spans": 5, "bad": 48, "kinds": GOOD},
         "out_of_range": {
             "tasks": 10,
             "spans": 3,
             "bad": 16,
             "kinds": ("int_range", "ts_range"),
-            "drain_timeout": 45,
+            "drain_timeout": 25,
         },
-        "broker_crash": {"tasks": 40, "spans": 5},
-        "up_sigkill": {"tasks": 20, "spans": 5, "drain_timeout": 45},
+        "broker_crash": {"tasks": 150, "spans": 5, "drain_timeout": 25},
+        "up_sigkill": {"tasks": 20, "spans": 5, "drain_timeout": 25},
     },
     "full": {
-        "consumer_sigkills": {"tasks": 6250, "spans": 5, "kills": 20},
-        "poison_mix": {"tasks": 2000, "spans": 5, "bad": 10_000, "kinds": GOOD},
+        "consumer_sigkills": {"tasks": 6250, "spans": 5, "kills": 20, "freezes": 3, "pace_ms": 20},
+        "dangerous_points": {"tasks": 1000, "spans": 5, "rounds": 3, "pace_ms": 5},
+        "mixed_traffic": {"tasks": 2000, "spans": 5, "bad": 13_500, "kinds": GOOD},
         "out_of_range": {
             "tasks": 200,
             "spans": 5,
@@ -47,7 +49,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "kinds": ("int_range", "ts_range"),
             "drain_timeout": 120,
         },
-        "broker_crash": {"tasks": 2000, "spans": 5, "crashes": 3},
+        "broker_crash": {"tasks": 3000, "spans": 5, "crashes": 3, "drain_timeout": 120},
         "up_sigkill": {"tasks": 1000, "spans": 5, "kills": 3, "drain_timeout": 300},
     },
 }
@@ -77,7 +79,8 @@ def main() -> None:
             row = func(workdir, **kwargs)
             t = row.tally
             d = {**row.to_dict(), "seconds": round(time.monotonic() - started)}
-            print(f"| {row.fault} | {row.injected} | {t.produced} | {t.stored} | {t.lost} "
+            fault = row.fault + (" — **never caught up**" if row.undrained else "")
+            print(f"| {fault} | {row.injected} | {t.produced} | {t.stored} | {t.lost} "
                   f"| {t.duplicated_by_event_id} / {t.duplicated_by_position} "
                   f"| {t.dead_lettered} of {t.bad_sent} bad | {t.derived_agree} "
                   f"| {d['seconds']} | `{command} --only {name}` |", flush=True)  # fmt: skip

@@ -238,6 +238,7 @@ class Tally:
         lost: produced - stored.
         duplicated_by_event_id: rows beyond the first of each event id.
         duplicated_by_position: rows beyond the first of each (partition, offset).
+        positions_reused: positions holding different events, across broker incarnations.
         unexpected: stored events nobody produced (must be 0).
         dead_lettered: rows of dead_letters.
         bad_sent: malformed messages the harness sent (each must be dead-lettered).
@@ -252,6 +253,7 @@ class Tally:
     duplicated_by_event_id: int = 0
     duplicated_by_position: int = 0
     unexpected: int = 0
+    positions_reused: int = 0
     dead_lettered: int = 0
     bad_sent: int = 0
     derived_tasks: int = 0
@@ -283,8 +285,17 @@ class Tally:
         return out
 
 
-def tally(store_dir: Path, produced: set[tuple[str, int]], bad_sent: int = 0) -> Tally:
-    """Count the store against ``produced``; the consumer must have stopped (chdb lock)."""
+def tally(
+    store_dir: Path, produced: set[tuple[str, int]], bad_sent: int = 0, incarnations: int = 1
+) -> Tally:
+    """Count the store against ``produced``; the consumer must have stopped (chdb lock).
+
+    ``incarnations`` is how many broker incarnations the run had. With one, two rows at
+    one (partition, offset) are one message stored twice, whatever they contain. A
+    restarted embedded broker numbers offsets from 0 again, so with several a position
+    is legitimately reused by a different message (``positions_reused``); a duplicate by
+    position is then the same message (same event id) at the same position.
+    """
     rows: list[tuple[str, str, int, int, int]] = []
     with open_store(data=store_dir) as store:
         db = store.database
@@ -314,7 +325,12 @@ def tally(store_dir: Path, produced: set[tuple[str, int]], bad_sent: int = 0) ->
     t.lost = t.produced - t.stored
     t.unexpected = len(keys - produced)
     t.duplicated_by_event_id = len(rows) - len({r[0] for r in rows})
-    t.duplicated_by_position = len(rows) - len({(r[3], r[4]) for r in rows})
+    plain = len(rows) - len({(r[3], r[4]) for r in rows})
+    if incarnations == 1:
+        t.duplicated_by_position = plain
+    else:
+        t.duplicated_by_position = len(rows) - len({(r[3], r[4], r[0]) for r in rows})
+        t.positions_reused = plain - t.duplicated_by_position
     t.dead_lettered = sum(reasons.values())
     t.dead_letter_reasons = reasons
     t.bad_sent = bad_sent

@@ -52,6 +52,13 @@ class Row:
     lost_after_restart: int = 0
     versions: dict[int, int] = field(default_factory=dict)
     store_failures: int = 0
+    undrained: str | None = None
+
+    def __post_init__(self) -> None:
+        if _UNDRAINED:
+            self.undrained = _UNDRAINED[-1]
+            self.notes.append(f"never caught up: {self.undrained[:400]}")
+            _UNDRAINED.clear()
 
     def to_dict(self) -> dict[str, Any]:
         return {"fault": self.fault, "injected": self.injected, "command": self.command,
@@ -64,7 +71,12 @@ def _pause(seconds: float) -> None:
 
 
 def _group() -> str:
+    _UNDRAINED.clear()  # every consumer scenario starts here
     return f"reliability-{uuid.uuid4().hex[:10]}"
+
+
+_UNDRAINED: list[str] = []
+"""Why the last scenario's consumer never caught up (read and cleared by :func:`_row`)."""
 
 
 def _drain_and_stop(
@@ -82,7 +94,10 @@ def _drain_and_stop(
     try:
         wait_until(caught_up, timeout=timeout, interval=0.2, what=f"lag 0, {expected} produced")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; consumer status {consumer.last()}") from None
+        # Count what got stored anyway: the row shows the loss instead of hiding it.
+        _UNDRAINED.append(f"{exc}; consumer status {consumer.last()}")
+        consumer.stop(signal.SIGTERM, timeout=30)
+        return
     assert consumer.stop(signal.SIGTERM) == 0, consumer.log_tail()
 
 
@@ -257,7 +272,7 @@ def broker_crash(workdir: Path, *, tasks: int, spans: int, crashes: int = 1, par
     finally:
         broker.close()
         kill_all()
-    t = tally(store, produced)
+    t = tally(store, produced, incarnations=crashes + 1)
     later = {k for k in produced if k[0] in must_arrive}
     row = Row("embedded broker SIGKILLed and restarted while agents record; one agent "
               "SIGKILLed during the outage", crashes + 1, t, "", notes)  # fmt: skip
@@ -272,7 +287,7 @@ def broker_crash(workdir: Path, *, tasks: int, spans: int, crashes: int = 1, par
 _INT_FIELDS = {
     EventType.LLM_CALL: ["step", "message_count", "schema_version"],
     EventType.TOOL_SPAN: ["step", "attempt", "schema_version"],
-    EventType.STATE_TRANSITION: ["step", "schema_version"],
+    EventType.STATE_TRANSITION: ["step", "schema_version", "boundary.max_steps"],
     EventType.AGENT_MESSAGE: ["step", "schema_version"],
     EventType.GUARD_EVENT: ["step", "schema_version"],
 }
@@ -281,14 +296,25 @@ _OUT_OF_RANGE = {
     "message_count": 2**40,
     "attempt": -(2**40),
     "schema_version": 70000,
+    "boundary.max_steps": 2**40,
 }
 
 
 def _widened(event_type: str, name: str) -> Any:
+    """The family's schema with field ``name`` (``outer.inner`` for a nested one) an Avro
+    long instead of an int, so that a value past 32 bits can be written."""
     schema = copy.deepcopy(default_registry().latest(event_type).schema)
+    outer, _, inner = name.partition(".")
     for f in schema["fields"]:
-        if f["name"] == name and f["type"] == "int":
+        if f["name"] != outer:
+            continue
+        if not inner:
             f["type"] = "long"
+            continue
+        nested = next(b for b in f["type"] if isinstance(b, dict))
+        for sub in nested["fields"]:
+            if sub["name"] == inner:
+                sub["type"] = ["null", "long"]
     return fastavro.parse_schema(schema)
 
 
@@ -313,9 +339,9 @@ def bad_messages(count: int, seed: int = 7) -> list[tuple[bytes, bytes, str]]:
         kind = ["random", "magic", "schema_id", "truncated", "trailing", "empty",
                 "int_range", "ts_range"][i % 8]  # fmt: skip
         if kind == "random":
-            value = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 300)))
-            if value[:1] == b"\x00":
-                value = b"\x01" + value[1:]
+            noise = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 300)))
+            # Half behind a valid header: the Avro decoder itself must refuse the noise.
+            value = frame(entry.schema_id, noise) if (i // 8) % 2 else noise
         elif kind == "magic":
             value = b"\x07" + good[1:]
         elif kind == "schema_id":
@@ -330,7 +356,11 @@ def bad_messages(count: int, seed: int = 7) -> list[tuple[bytes, bytes, str]]:
             fields = _INT_FIELDS[EventType(family)]
             name = fields[(i // 8) % len(fields)]
             record = sample_record(family, task_id=f"bad-{i}", seq=0)
-            record[name] = _OUT_OF_RANGE[name]
+            outer, _, inner = name.partition(".")
+            if inner:
+                record[outer][inner] = _OUT_OF_RANGE[name]
+            else:
+                record[name] = _OUT_OF_RANGE[name]
             record["prev_hash"], record["hash"] = "", "0" * 64
             body = _encode(_widened(family, name), record)
             value = frame(entry.schema_id, body)
@@ -448,7 +478,7 @@ def _up_sigkill(workdir: Path, *, tasks: int, spans: int, kills: int, timeout: f
                 notes.append("no broker.pid beside the store: orphan check not possible")
         else:
             assert up.stop(signal.SIGINT, timeout=120) == 0, up.log_tail()
-    t = tally(data, truth_keys([a.truth_path for a in agents]))
+    t = tally(data, truth_keys([a.truth_path for a in agents]), incarnations=kills + 1)
     notes.append(f"orphan brokers: {orphans}")
     return Row("`agenttrail up` SIGKILLed, started again on the same store", kills, t, "", notes)
 
