@@ -35,8 +35,9 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "kinds": ("int_range", "ts_range"),
             "drain_timeout": 25,
         },
-        "broker_crash": {"tasks": 150, "spans": 5, "drain_timeout": 25},
+        "broker_crash": {"tasks": 150, "spans": 5},
         "up_sigkill": {"tasks": 20, "spans": 5, "drain_timeout": 25},
+        "sdk_pressure": {"tasks": 300, "spans": 5},
     },
     "full": {
         "consumer_sigkills": {"tasks": 6250, "spans": 5, "kills": 20, "freezes": 3, "pace_ms": 20},
@@ -51,6 +52,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         },
         "broker_crash": {"tasks": 3000, "spans": 5, "crashes": 3, "drain_timeout": 120},
         "up_sigkill": {"tasks": 1000, "spans": 5, "kills": 3, "drain_timeout": 300},
+        "sdk_pressure": {"tasks": 5000, "spans": 5, "disk": "2m"},
     },
 }
 FUNCS = {"out_of_range": scenarios.poison_mix}

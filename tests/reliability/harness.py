@@ -185,7 +185,7 @@ class Emitter(JsonLinesProcess):
 
     def __init__(self, bootstrap: str, workdir: Path, prefix: str, tasks: int, spans: int,
                  pace_ms: float = 0.0, env: dict[str, str] | None = None,
-                 spool: Path | None = None):  # fmt: skip
+                 spool: Path | None = None, extra: list[str] | None = None):  # fmt: skip
         workdir.mkdir(parents=True, exist_ok=True)
         self.truth_path = workdir / f"truth-{prefix}.jsonl"
         self.spool = spool or workdir / f"spool-{prefix}"
@@ -193,7 +193,7 @@ class Emitter(JsonLinesProcess):
             [sys.executable, "-m", "tests.reliability.emitter", "--bootstrap", bootstrap,
              "--prefix", prefix, "--tasks", str(tasks), "--spans", str(spans),
              "--spool", str(self.spool), "--truth", str(self.truth_path),
-             "--pace-ms", str(pace_ms)],
+             "--pace-ms", str(pace_ms), *(extra or [])],
             workdir / f"emitter-{prefix}.log",
             env=env,
         )  # fmt: skip
@@ -206,6 +206,15 @@ class Emitter(JsonLinesProcess):
             if "close" in line:
                 return dict(line["close"])
         return None
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (for a broker started later)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def read_truth_lines(path: Path) -> list[dict[str, Any]]:
@@ -363,3 +372,31 @@ def broker_running(workdir: Path, partitions: int = 4) -> Iterator[Broker]:
         yield broker
     finally:
         broker.close()
+
+
+def topic_keys(
+    bootstrap: str, topic: str = "agenttrail.events"
+) -> dict[tuple[str, int], list[tuple[int, int]]]:
+    """(task_id, seq) → [(partition, offset), ...] of every decodable event the topic holds
+    now, read from the beginning of every partition without a consumer group (until no
+    record came for 3 s: Tansu's ListOffsets undercounts, so end offsets are not used)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from agenttrail.events import EventCodec
+
+    codec = EventCodec()
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=3000)  # fmt: skip
+    out: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        for message in consumer:
+            with contextlib.suppress(Exception):
+                record = codec.decode(message.value)
+                key = (str(record["task_id"]), int(record["seq"]))
+                out.setdefault(key, []).append((message.partition, message.offset))
+    finally:
+        consumer.close()
+    return out

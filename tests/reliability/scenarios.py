@@ -34,8 +34,10 @@ from tests.reliability.harness import (
     Emitter,
     JsonLinesProcess,
     Tally,
+    free_port,
     kill_all,
     tally,
+    topic_keys,
     truth_keys,
 )
 
@@ -53,6 +55,9 @@ class Row:
     versions: dict[int, int] = field(default_factory=dict)
     store_failures: int = 0
     undrained: str | None = None
+    must_arrive_ranges: dict[str, Any] = field(default_factory=dict)
+    spool_error: str | None = None
+    rss_kb: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if _UNDRAINED:
@@ -242,7 +247,10 @@ def broker_crash(workdir: Path, *, tasks: int, spans: int, crashes: int = 1, par
         agents_dir = workdir / "agents"
         # Paced so that both are still recording when the broker dies.
         live = Emitter(broker.bootstrap, agents_dir, "b0", tasks, spans, pace_ms=pace_ms)
-        doomed = Emitter(broker.bootstrap, agents_dir, "o0", tasks * 10, spans, pace_ms=pace_ms)
+        # Its truth lines mean "acknowledged or spooled" (flush after each task): what a
+        # SIGKILL must not take. Events still in the SDK's batch at the kill are not claimed.
+        doomed = Emitter(broker.bootstrap, agents_dir, "o0", tasks * 10, spans, pace_ms=pace_ms,
+                         extra=["--flush-each"])  # fmt: skip
         successor: Emitter | None = None
         for n in range(crashes):
             wait_until(lambda n=n: consumer.stored() > 0 and live.tasks_done() >= 3 * (n + 1),
@@ -267,6 +275,7 @@ def broker_crash(workdir: Path, *, tasks: int, spans: int, crashes: int = 1, par
         assert successor is not None
         _drain_and_stop(consumer, [live, successor], partitions, drain_timeout)
         produced = truth_keys([live.truth_path, doomed.truth_path, successor.truth_path])
+        on_topic = topic_keys(broker.bootstrap)  # the last incarnation's log
         notes.append(f"close reports: b0 {live.close_report()}, "
                      f"o0's successor {successor.close_report()}")  # fmt: skip
     finally:
@@ -276,9 +285,25 @@ def broker_crash(workdir: Path, *, tasks: int, spans: int, crashes: int = 1, par
     later = {k for k in produced if k[0] in must_arrive}
     row = Row("embedded broker SIGKILLed and restarted while agents record; one agent "
               "SIGKILLed during the outage", crashes + 1, t, "", notes)  # fmt: skip
-    row.lost_after_restart = len(later - t.stored_keys)
+    missing = later - t.stored_keys
+    row.lost_after_restart = len(missing)
     notes.append(f"{len(later)} events of tasks begun after a crash (never acknowledged by a "
                  f"crashed broker), {row.lost_after_restart} of them lost")  # fmt: skip
+    if missing:
+        topic_held = sorted(k for k in missing if k in on_topic)
+        notes.append(
+            f"of those lost, {len(topic_held)} are on the last broker's topic (the consumer "
+            f"skipped them: {[(k, on_topic[k]) for k in topic_held[:4]]}), "
+            f"{len(missing) - len(topic_held)} never reached it (the SDK lost them: "
+            f"{sorted(missing - set(topic_held))[:4]})"
+        )
+    row.must_arrive_ranges = {
+        "b0_first": min((int(x.split("-")[1]) for x in must_arrive if x.startswith("b0")),
+                        default=-1),
+        "o0": sorted(int(x.split("-")[1]) for x in must_arrive if x.startswith("o0"))[:1]
+        + sorted(int(x.split("-")[1]) for x in must_arrive if x.startswith("o0"))[-1:],
+    }  # fmt: skip
+    notes.append(f"must-arrive task ranges: {row.must_arrive_ranges}")
     return row
 
 
@@ -570,3 +595,84 @@ def _send_raw(bootstrap: str, messages: list[tuple[bytes, bytes, str]]) -> None:
             f.get(timeout=60)
     finally:
         producer.close(timeout=30)
+
+
+# -- SDK pressure ---------------------------------------------------------------------------------
+
+
+class MountRefused(RuntimeError):
+    """This machine does not let the harness mount a small tmpfs (needs CAP_SYS_ADMIN)."""
+
+
+def _mount_tmpfs(path: Path, size: str, remount: bool = False) -> None:
+    import subprocess
+
+    path.mkdir(parents=True, exist_ok=True)
+    opts = f"remount,size={size}" if remount else f"size={size}"
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise MountRefused(f"mount tmpfs on {path}: {done.stderr.strip()}")
+
+
+def _umount(path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def sdk_pressure(workdir: Path, *, tasks: int, spans: int, queue_size: int = 100,
+                 disk: str = "1m", partitions: int = 4,
+                 drain_timeout: float = 240) -> Row:  # fmt: skip
+    """No broker yet: agents with a 100-event queue must spool everything (memory stays
+    bounded: a small and a ten times larger run, peak RSS of each); one agent's spool is a
+    1 MiB tmpfs that fills up (the SDK must say so: ``spool_error``) and is then grown.
+    Then the broker and the consumer start, the agents close, and everything is counted.
+
+    Raises:
+        MountRefused: the machine does not allow the tmpfs (the caller may skip).
+    """
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    agents_dir = workdir / "agents"
+    small_disk = workdir / "small-disk"
+    hold = workdir / "go"
+    notes: list[str] = []
+    _mount_tmpfs(small_disk, disk)
+    broker: Broker | None = None
+    try:
+        q = ["--queue-size", str(queue_size), "--hold-file", str(hold)]
+        agents = [
+            Emitter(bootstrap, agents_dir, "q-small", max(tasks // 10, 1), spans, extra=q),
+            Emitter(bootstrap, agents_dir, "q-large", tasks, spans, extra=q),
+            Emitter(bootstrap, agents_dir, "full", tasks, spans, extra=q, spool=small_disk / "s"),
+        ]
+        for a in agents:
+            wait_until(lambda a=a: next((x for x in a.lines if "recorded" in x), None),
+                       timeout=300, what=f"agent {a.truth_path.stem} recording")  # fmt: skip
+        full = next(x for x in agents[2].lines if "recorded" in x)
+        notes.append(f"agent on the full disk: spool_error={full['spool_error']!r}, "
+                     f"stats={full['stats']}")  # fmt: skip
+        row_error = full["spool_error"]
+        _mount_tmpfs(small_disk, "256m", remount=True)  # space returns
+        broker = Broker(workdir / "broker", port=port, partitions=partitions)
+        store = workdir / "store"
+        consumer = Consumer(broker.bootstrap, store, _group(), workdir / "consumer.log")
+        consumer.wait_assigned(partitions)
+        hold.write_text("go")
+        _drain_and_stop(consumer, agents, partitions, drain_timeout)
+        produced = truth_keys([a.truth_path for a in agents])
+        reports = {a.truth_path.stem: a.close_report() for a in agents}
+        notes.append(f"close reports: {reports}")
+    finally:
+        if broker is not None:
+            broker.close()
+        kill_all()
+        _umount(small_disk)
+    row = Row("SDK pressure: no broker, a 100-event queue, one spool on a full 1 MiB disk, "
+              "then space and the broker return", 2, tally(store, produced), "", notes)  # fmt: skip
+    row.spool_error = row_error
+    rss = {k: (v or {}).get("max_rss_kb", 0) for k, v in reports.items()}
+    row.rss_kb = rss
+    notes.append(f"peak RSS (kB): {rss}")
+    return row
