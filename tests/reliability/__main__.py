@@ -37,7 +37,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         },
         "broker_crash": {"tasks": 150, "spans": 5},
         "up_sigkill": {"tasks": 20, "spans": 5, "drain_timeout": 25},
-        "sdk_pressure": {"tasks": 300, "spans": 5},
+        "sdk_pressure": {"tasks": 200, "spans": 5, "disk": "512k"},
     },
     "full": {
         "consumer_sigkills": {"tasks": 6250, "spans": 5, "kills": 20, "freezes": 3, "pace_ms": 20},

@@ -669,8 +669,11 @@ def sdk_pressure(workdir: Path, *, tasks: int, spans: int, queue_size: int = 100
             broker.close()
         kill_all()
         _umount(small_disk)
-    row = Row("SDK pressure: no broker, a 100-event queue, one spool on a full 1 MiB disk, "
-              "then space and the broker return", 2, tally(store, produced), "", notes)  # fmt: skip
+    fault = (
+        "SDK pressure: no broker, a 100-event queue, one spool on a small disk that "
+        "fills up, then space and the broker return"
+    )
+    row = Row(fault, 2, tally(store, produced), "", notes)
     row.spool_error = row_error
     rss = {k: (v or {}).get("max_rss_kb", 0) for k, v in reports.items()}
     row.rss_kb = rss

@@ -86,7 +86,7 @@ def test_sdk_under_pressure_spools_with_bounded_memory_and_survives_a_full_disk(
     tmp_path: Path,
 ) -> None:
     try:
-        row = scenarios.sdk_pressure(tmp_path, tasks=300, spans=5)
+        row = scenarios.sdk_pressure(tmp_path, tasks=200, spans=5, disk="512k")
     except scenarios.MountRefused as exc:
         pytest.skip(f"cannot stage a full disk here: {exc}")
     assert row.spool_error and "No space left" in row.spool_error, row.notes
