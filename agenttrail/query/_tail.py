@@ -108,7 +108,7 @@ class TailFollower:
         since: datetime | None = None,
         *,
         hold_s: float = 5.0,
-        overlap_s: float = 10.0,
+        overlap_s: float = 3.0,
     ) -> None:
         self._store = store
         self._filters = filters
