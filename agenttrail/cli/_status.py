@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -75,6 +77,13 @@ def command(
       agenttrail status --clickhouse http://u:pw@ch:8123/agenttrail --bootstrap kafka:9092
     """
     stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    if watch is not None:  # Ctrl-C ends the watch between two rounds, exit 0
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
     while True:
         report, code = _collect(data, clickhouse, bootstrap, group, topic, minutes, as_json)
         if as_json:
@@ -83,11 +92,10 @@ def command(
             if watch is not None:
                 click.clear()
             click.echo(render(report))
+        sys.stdout.flush()
         if watch is None:
             sys.exit(code)
-        try:
-            stop.wait(watch)
-        except KeyboardInterrupt:
+        if stop.wait(watch):
             return
 
 

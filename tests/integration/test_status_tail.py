@@ -163,3 +163,20 @@ def test_tail_summaries_are_the_replay_timeline_s(up: dict[str, Any]) -> None:
         (e["seq"], e["family"], e["summary"]) for e in map(json.loads, tail.stdout.splitlines())
     ]
     assert followed == timeline
+
+
+def test_status_watch_repeats_until_ctrl_c(up: dict[str, Any]) -> None:
+    proc = subprocess.Popen(
+        [*CLI, "status", "--watch", "0.5", "--json", "--data", str(up["data"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    rounds = [json.loads(proc.stdout.readline()) for _ in range(2)]
+    assert rounds[1]["at"] > rounds[0]["at"]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
