@@ -33,6 +33,7 @@ _COMMAND_MODULES = {
     "verify": "agenttrail.cli._verify",
     "kill": "agenttrail.cli._kill",
     "dashboards": "agenttrail.cli._dashboards",
+    "retention": "agenttrail.cli._retention",
 }
 
 

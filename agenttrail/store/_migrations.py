@@ -17,6 +17,7 @@ from pathlib import Path
 
 from agenttrail._contracts import queries_dir
 from agenttrail.store._errors import MigrationError, StoreError
+from agenttrail.store._retention import RetentionConfig, apply_retention, load_retention
 from agenttrail.store._store import Store
 from agenttrail.store._tables import MIGRATIONS_TABLE
 
@@ -58,12 +59,14 @@ class MigrationReport:
         database: the database migrated.
         applied: migrations applied by this run.
         already_applied: migrations found applied before this run.
+        retention_changed: family tables whose TTL this run set to the retention policy.
     """
 
     store: str
     database: str
     applied: list[Migration] = field(default_factory=list)
     already_applied: list[Migration] = field(default_factory=list)
+    retention_changed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready summary."""
@@ -76,6 +79,7 @@ class MigrationReport:
             "database": self.database,
             "applied": rows(self.applied),
             "already_applied": rows(self.already_applied),
+            "retention_changed": list(self.retention_changed),
         }
 
 
@@ -142,8 +146,14 @@ def pending(store: Store, migrations: list[Migration] | None = None) -> list[Mig
     return [m for m in migrations if m.version not in done]
 
 
-def migrate(store: Store, migrations: list[Migration] | None = None) -> MigrationReport:
-    """Create the database if needed and apply every pending migration, in order.
+def migrate(
+    store: Store,
+    migrations: list[Migration] | None = None,
+    *,
+    retention: RetentionConfig | None = None,
+) -> MigrationReport:
+    """Create the database if needed, apply every pending migration in order, then set
+    each family table's TTL to the retention policy (``retention``, else from settings).
 
     Blocks until done. Safe to run repeatedly and from several processes at once (the
     statements are idempotent; a double record of one version is harmless).
@@ -151,8 +161,11 @@ def migrate(store: Store, migrations: list[Migration] | None = None) -> Migratio
     Raises:
         MigrationError: a file changed after being applied, or a statement failed (the
             error names the file and statement; earlier files stay applied).
+        RetentionError: the retention settings break a floor (nothing is changed).
         StoreUnavailable: the store cannot be reached.
     """
+    if retention is None:
+        retention = load_retention()
     migrations = discover() if migrations is None else migrations
     db = store.database
     store.command(f"CREATE DATABASE IF NOT EXISTS {db}")
@@ -184,6 +197,8 @@ def migrate(store: Store, migrations: list[Migration] | None = None) -> Migratio
             [[migration.version], [migration.name], [migration.checksum], [datetime.now(UTC)]],
         )
         report.applied.append(migration)
+    if any(m.name == "legal_holds" for m in migrations):  # the TTL reads legal_holds
+        report.retention_changed = apply_retention(store, retention)
     return report
 
 

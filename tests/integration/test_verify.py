@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,13 @@ def make_task(
     return out
 
 
-def store_events(store: Store, records: Iterable[dict[str, Any]]) -> None:
-    """Insert records as the consumer does (one row per event in its family's table)."""
+def store_events(
+    store: Store, records: Iterable[dict[str, Any]], ingested_at: datetime | None = None
+) -> None:
+    """Insert records as the consumer does (one row per event in its family's table).
+
+    ``ingested_at`` backdates the arrival time (what a row stored long ago looks like).
+    """
     reg = default_registry()
     by_family: dict[str, list[dict[str, Any]]] = {}
     for r in records:
@@ -64,7 +70,11 @@ def store_events(store: Store, records: Iterable[dict[str, Any]]) -> None:
         columns = [[row[n] for row in rows] for n in names]
         columns.append([0] * len(rows))
         columns.append(list(range(len(rows))))
-        store.insert_columns(FAMILY_TABLES[family], [*names, *KAFKA_COLUMNS], columns)
+        names = [*names, *KAFKA_COLUMNS]
+        if ingested_at is not None:
+            names.append("ingested_at")
+            columns.append([ingested_at] * len(rows))
+        store.insert_columns(FAMILY_TABLES[family], names, columns)
 
 
 def kinds_of(report: Any, task_id: str) -> set[str]:
