@@ -10,11 +10,25 @@ import click
 
 from agenttrail.cli._common import store_options
 from agenttrail.store import MigrationError, StoreError, migrate, open_store
+from agenttrail.store._migrations import cluster_sql
 
 
 @click.command("migrate")
+@click.option(
+    "--cluster",
+    metavar="NAME",
+    default=None,
+    help="Render every statement for this cluster (ON CLUSTER, Replicated engines, "
+    "Distributed tables); needs a ClickHouse server.",
+)
+@click.option(
+    "--print", "print_only", is_flag=True, help="Print the SQL (with --cluster) and exit."
+)
 @store_options
-def command(data: Path | None, clickhouse: str | None, as_json: bool) -> None:
+def command(
+    cluster: str | None, print_only: bool, data: Path | None, clickhouse: str | None,
+    as_json: bool,
+) -> None:  # fmt: skip
     """Create the agenttrail database and tables, applying each migration once.
 
     Migrations are queries/migrations/NNNN_<name>.sql, recorded with their checksum in
@@ -25,15 +39,37 @@ def command(data: Path | None, clickhouse: str | None, as_json: bool) -> None:
     Example:
       agenttrail migrate --data ./trail
       agenttrail migrate --clickhouse http://default:secret@localhost:8123/agenttrail --json
+      agenttrail migrate --cluster prod --print
     """
+    if print_only:
+        if cluster is None:
+            raise click.UsageError("--print shows the cluster SQL; give --cluster NAME too.")
+        try:
+            statements = cluster_sql(cluster)
+        except (MigrationError, ValueError) as exc:
+            _fail(as_json, exc, 2)
+        if as_json:
+            click.echo(json.dumps({"cluster": cluster, "statements": statements}))
+        else:
+            click.echo(";\n\n".join(statements) + ";")
+        return
     try:
         store = open_store(clickhouse=clickhouse, data=data)
     except StoreError as exc:
         _fail(as_json, exc, 2)
     with store:
+        if cluster is not None and store.is_embedded:
+            _fail(
+                as_json,
+                ValueError(
+                    "Cluster mode needs a ClickHouse server: pass --clickhouse http(s)://… of one "
+                    "node of the cluster (the in-process store is a single node)."
+                ),
+                2,
+            )
         try:
-            report = migrate(store)
-        except MigrationError as exc:
+            report = migrate(store, cluster=cluster)
+        except (MigrationError, ValueError) as exc:
             _fail(as_json, exc, 1)
         except StoreError as exc:
             _fail(as_json, exc, 2)

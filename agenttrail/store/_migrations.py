@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agenttrail._contracts import queries_dir
+from agenttrail.store._cluster import local_tables, render_cluster
 from agenttrail.store._errors import MigrationError, StoreError
 from agenttrail.store._retention import RetentionConfig, apply_retention, load_retention
 from agenttrail.store._store import Store
@@ -42,6 +43,13 @@ class Migration:
     path: Path
     sql: str = field(repr=False)
     checksum: str
+
+    @property
+    def server_only(self) -> bool:
+        """Marked ``-- agenttrail: server-only`` on its first line (roles, row policies):
+        recorded as applied on the in-process engine, which has no access control,
+        without running it."""
+        return self.sql.startswith("-- agenttrail: server-only")
 
     def statements(self) -> list[str]:
         """The file's statements, comments dropped, in order."""
@@ -114,6 +122,16 @@ def discover(directory: Path | None = None) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
+def cluster_sql(cluster: str, migrations: list[Migration] | None = None) -> list[str]:
+    """Every migration statement rendered for ``cluster``, in order (for ``--print``)."""
+    migrations = discover() if migrations is None else migrations
+    tables = local_tables([s for m in migrations for s in m.statements()])
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {{database}} ON CLUSTER '{cluster}'",
+        *render_cluster([s for m in migrations for s in m.statements()], cluster, tables),
+    ]
+
+
 def applied_checksums(store: Store) -> dict[int, tuple[str, str]]:
     """Version → (name, checksum) of the migrations recorded in the store.
 
@@ -151,9 +169,13 @@ def migrate(
     migrations: list[Migration] | None = None,
     *,
     retention: RetentionConfig | None = None,
+    cluster: str | None = None,
 ) -> MigrationReport:
     """Create the database if needed, apply every pending migration in order, then set
     each family table's TTL to the retention policy (``retention``, else from settings).
+
+    With ``cluster``, every statement is rendered for that cluster first (``ON CLUSTER``,
+    Replicated engines, Distributed tables; see :mod:`agenttrail.store._cluster`).
 
     Blocks until done. Safe to run repeatedly and from several processes at once (the
     statements are idempotent; a double record of one version is harmless).
@@ -167,8 +189,10 @@ def migrate(
     if retention is None:
         retention = load_retention()
     migrations = discover() if migrations is None else migrations
+    tables = local_tables([s for m in migrations for s in m.statements()])
     db = store.database
-    store.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+    on = "" if cluster is None else f" ON CLUSTER '{cluster}'"
+    store.command(f"CREATE DATABASE IF NOT EXISTS {db}{on}")
     store.use_database()
     store.command(
         f"CREATE TABLE IF NOT EXISTS {db}.{MIGRATIONS_TABLE} ("
@@ -182,7 +206,10 @@ def migrate(
         if migration.version in done:
             report.already_applied.append(migration)
             continue
-        for number, statement in enumerate(migration.statements(), start=1):
+        statements = [] if (store.is_embedded and migration.server_only) else migration.statements()
+        if cluster is not None:
+            statements = render_cluster(statements, cluster, tables)
+        for number, statement in enumerate(statements, start=1):
             try:
                 store.command(statement)
             except StoreError as exc:  # unavailable, rejected or a missing object
@@ -198,7 +225,7 @@ def migrate(
         )
         report.applied.append(migration)
     if any(m.name == "legal_holds" for m in migrations):  # the TTL reads legal_holds
-        report.retention_changed = apply_retention(store, retention)
+        report.retention_changed = apply_retention(store, retention, cluster=cluster)
     return report
 
 

@@ -194,7 +194,9 @@ def policy_in_force(store: Store) -> list[TablePolicy]:
     return out
 
 
-def apply_retention(store: Store, config: RetentionConfig | None = None) -> list[str]:
+def apply_retention(
+    store: Store, config: RetentionConfig | None = None, *, cluster: str | None = None
+) -> list[str]:
     """Set every family table's TTL to the policy; tables already on it are left alone.
 
     Blocks until the engine accepted each change (existing parts are re-checked by the
