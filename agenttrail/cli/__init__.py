@@ -34,6 +34,7 @@ _COMMAND_MODULES = {
     "kill": "agenttrail.cli._kill",
     "dashboards": "agenttrail.cli._dashboards",
     "retention": "agenttrail.cli._retention",
+    "export": "agenttrail.cli._export",
 }
 
 

@@ -9,7 +9,7 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -191,6 +191,30 @@ class Store:
                 None,
             )
         return {str(name): str(kind) for name, kind in rows}
+
+    def stream_columns(
+        self, sql: str, parameters: Mapping[str, Any] | None = None
+    ) -> Iterator[tuple[list[str], list[Sequence[Any]]]]:
+        """Run a query and yield its result block by block: (column names, columns).
+
+        Memory stays bounded by one block (the engine's block size, ~65k rows) however
+        large the result. The store is held by this stream until it is exhausted or
+        closed; do not run other queries on the same store from inside the loop.
+
+        Raises:
+            StoreUnavailable: the store is unreachable or rejected the query.
+        """
+        with self._lock:
+            self._check_open()
+            try:
+                with self._client.query_column_block_stream(
+                    sql, parameters=dict(parameters or {})
+                ) as stream:
+                    names = list(stream.source.column_names)
+                    for block in stream:
+                        yield names, list(block)
+            except (ClickHouseError, OSError) as exc:
+                raise self._failure("query", exc) from exc
 
     @property
     def can_query_files(self) -> bool:

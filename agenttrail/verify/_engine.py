@@ -47,8 +47,17 @@ def _entries(registry: SchemaRegistry, family: str) -> list[SchemaEntry]:
 
 
 def filters(
-    tenant: str | None, task_id: str | None, since: datetime | None
+    tenant: str | None,
+    task_id: str | None,
+    since: datetime | None,
+    until: datetime | None = None,
+    task_type: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
+    """SQL ``WHERE`` (or ``''``) and its parameters selecting whole tasks.
+
+    ``since``/``until`` select the tasks with any event in ``[since, until)``; each such
+    task is taken whole, so its chain can be checked from its first event.
+    """
     clauses: list[str] = []
     params: dict[str, Any] = {}
     if tenant is not None:
@@ -57,13 +66,21 @@ def filters(
     if task_id is not None:
         clauses.append("task_id = {task_id:String}")
         params["task_id"] = task_id
+    if task_type is not None:
+        clauses.append("task_type = {task_type:String}")
+        params["task_type"] = task_type
+    having: list[str] = []
     if since is not None:
-        # Whole tasks: a task that had any event since then is checked from its start.
+        having.append("max(last_ts) >= {since:DateTime64(6, 'UTC')}")
+        params["since"] = since
+    if until is not None:
+        having.append("min(first_ts) < {until:DateTime64(6, 'UTC')}")
+        params["until"] = until
+    if having:
         clauses.append(
             "(task_id, tenant) IN (SELECT task_id, tenant FROM task_index "
-            "GROUP BY task_id, tenant HAVING max(last_ts) >= {since:DateTime64(6, 'UTC')})"
+            f"GROUP BY task_id, tenant HAVING {' AND '.join(having)})"
         )
-        params["since"] = since
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -133,7 +150,7 @@ LIMIT {limit}
 """
 
 
-def _classify(row: Sequence[Any]) -> list[Finding]:
+def classify(row: Sequence[Any]) -> list[Finding]:
     (family, tenant, task_id, producer, seq, pseq, event_id, prev_hash, hash_, expected,
      chain_pos, chain_prev, chain_prev_terminal, prev_seq, prev_pseq, prev_event_id,
      prev_seq_hash) = row  # fmt: skip
@@ -234,7 +251,7 @@ def check_chains(
     )
     rows = store.query(sql, params)
     for row in rows[:max_findings]:
-        report.findings.extend(_classify(row))
+        report.findings.extend(classify(row))
     report.truncated = len(rows) > max_findings
     return report
 
@@ -242,6 +259,7 @@ def check_chains(
 __all__ = [
     "DEFAULT_MAX_FINDINGS",
     "check_chains",
+    "classify",
     "events_union",
     "family_columns",
     "filters",
