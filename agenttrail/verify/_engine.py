@@ -26,7 +26,7 @@ from typing import Any
 
 from agenttrail.events import TERMINAL_STATES, SchemaEntry, SchemaRegistry, default_registry
 from agenttrail.store import FAMILY_TABLES, Store
-from agenttrail.verify._avro_sql import hash_expression
+from agenttrail.verify._avro_sql import hash_select
 from agenttrail.verify._findings import Finding, FindingKind, VerifyReport
 
 DEFAULT_MAX_FINDINGS = 10_000
@@ -100,16 +100,17 @@ def events_union(
         if not columns:
             continue
         is_terminal = f"to_state IN ({terminal})" if "to_state" in columns else "0"
-        extra = ""
-        if with_hash:
-            extra = (
-                f", {hash_expression(_entries(registry, family), columns)} AS expected_hash, "
-                f"toUInt8({is_terminal}) AS terminal"
-            )
-        parts.append(
+        base = (
             f"SELECT '{family}' AS family, tenant, task_id, producer_id, seq, producer_seq, "
-            f"toString(event_id) AS event_id, prev_hash, hash{extra} FROM {table}{where}"
+            "toString(event_id) AS event_id, prev_hash, hash"
         )
+        if with_hash:
+            source = hash_select(_entries(registry, family), columns, f"{table}{where}")
+            parts.append(
+                f"{base}, expected_hash, toUInt8({is_terminal}) AS terminal FROM ({source})"
+            )
+        else:
+            parts.append(f"{base} FROM {table}{where}")
     return "\nUNION ALL\n".join(parts)
 
 
