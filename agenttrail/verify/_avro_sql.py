@@ -14,7 +14,8 @@ form one subquery further out) that the varint bytes then refer to: a column, un
 an alias, is never expanded back into its expression, so the statement stays small
 and the engine computes each value once.
 
-Columns follow the consumer's table layout: a field is a column of the same name; a nested record field ``f`` is ``has_f`` plus ``f_<sub>`` columns.
+Columns follow the consumer's table layout: a field is a column of the same name; a
+nested record field ``f`` is ``has_f`` plus ``f_<sub>`` columns.
 """
 
 from __future__ import annotations
