@@ -166,8 +166,8 @@ class TablePolicy:
 _DAYS = re.compile(r"toIntervalDay\((\d+)\)|INTERVAL (\d+) DAY")
 
 
-def policy_in_force(store: Store) -> list[TablePolicy]:
-    """Each family table's TTL as the engine holds it.
+def policy_in_force(store: Store, *, cluster: bool = False) -> list[TablePolicy]:
+    """Each family table's TTL as the engine holds it (on a cluster: its ``_local`` table).
 
     Raises:
         StoreUnavailable: the store failed the query.
@@ -179,7 +179,7 @@ def policy_in_force(store: Store) -> list[TablePolicy]:
     engines = {str(n): str(e) for n, e in rows}
     out: list[TablePolicy] = []
     for table in FAMILY_TABLES.values():
-        engine = engines.get(table, "")
+        engine = engines.get(f"{table}_local" if cluster else table, "")
         ttl = engine.partition(" TTL ")[2].split(" SETTINGS ")[0]
         match = _DAYS.search(ttl)
         days = int(match.group(1) or match.group(2)) if match else None
@@ -213,7 +213,7 @@ def apply_retention(
             raise RetentionError(
                 f"Retention of {table} must be at least {MIN_LOG_DAYS} days, not {wanted[table]}."
             )
-    current = {p.table: p for p in policy_in_force(store)}
+    current = {p.table: p for p in policy_in_force(store, cluster=cluster is not None)}
     changed: list[str] = []
     for table, days in wanted.items():
         now = current.get(table)
