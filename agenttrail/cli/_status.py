@@ -17,6 +17,7 @@ import click
 from pydantic import SecretStr
 
 from agenttrail.cli._common import fail, render_table, store_failure, store_location_options
+from agenttrail.cli._spools import spool_roots, spooled
 from agenttrail.events import EVENTS_TOPIC
 from agenttrail.query import BrokerStatusError, broker_status, store_status
 from agenttrail.store import StoreConfig, StoreError, StoreTarget, open_store
@@ -64,7 +65,8 @@ def command(
     clickhouse: str | None,
 ) -> None:
     """Broker, partitions, consumer lag, events stored (per family and per minute), dead
-    letters by reason, the oldest unconsumed event's age and the store's size.
+    letters by reason, the oldest unconsumed event's age, the store's size, and what SDKs
+    on this machine have spooled (not yet delivered).
 
     Beside a running `agenttrail up` everything is found through DATA/up.json; against a
     server give --clickhouse and --bootstrap. Exit 0, 2 when the store cannot be read or
@@ -123,6 +125,7 @@ def _collect(
             report["store"] = store_status(store, minutes).to_dict()
         except StoreError as exc:
             store_failure(as_json, exc)
+    report["spools"] = spooled(spool_roots(data))
     if bootstrap is None:
         report["broker"] = None
         return report, code
@@ -223,6 +226,15 @@ def render(report: dict[str, Any]) -> str:
         "dead      "
         + (", ".join(f"{reason} {n:,}" for reason, n in dead.items()) if dead else "none")
     )
+    spools = report.get("spools") or []
+    if not spools:
+        lines.append("spooled   nothing (no SDK spool on this machine holds undelivered events)")
+    for spool in spools:
+        owner = "its process is running" if spool["owner_alive"] else "its process is gone"
+        lines.append(
+            f"spooled   {_bytes(spool['pending_bytes'])} for {spool['destination'] or '?'} "
+            f"in {spool['path']} ({owner})"
+        )
     return "\n".join(lines)
 
 

@@ -140,3 +140,21 @@ def test_every_field_of_every_schema_is_in_the_readme() -> None:
     for avsc in schemas_dir().glob("*/v*.avsc"):
         for field in json.loads(avsc.read_text())["fields"]:
             assert f"| `{field['name']}` |" in readme, f"{avsc}: {field['name']}"
+
+
+def test_status_sees_what_an_sdk_left_spooled(tmp_path: Path) -> None:
+    from agenttrail.cli._spools import spooled
+    from agenttrail.producer import Recorder
+
+    bootstrap = f"127.0.0.1:{_closed_port()}"
+    rec = Recorder(bootstrap=bootstrap, tenant="t", agent="a", spool_dir=tmp_path)
+    with rec.task("spooling", task_id="sp-1") as task:
+        for i in range(5):
+            with task.tool("probe", args={"i": i}) as span:
+                span.result(i)
+    report = rec.close(timeout=2)
+    assert report.spooled > 0, report
+    (entry,) = spooled([tmp_path])
+    assert bootstrap in str(entry["destination"])
+    assert entry["pending_bytes"] > 0
+    assert entry["owner_alive"] is False
