@@ -16,6 +16,7 @@ from kafka.errors import KafkaError
 
 from agenttrail.cli._common import store_location_options
 from agenttrail.consumers import ConsumerConfig, IngestSnapshot, IngestStats, run_consumer
+from agenttrail.events._schema_registry import SchemaRegistryError
 from agenttrail.store import MigrationError, StoreError, open_store
 
 
@@ -28,6 +29,13 @@ from agenttrail.store import MigrationError, StoreError, open_store
 )
 @store_location_options
 @click.option("--group", default=None, help="Consumer group. [env AGENTTRAIL_GROUP]")
+@click.option(
+    "--schema-registry",
+    metavar="URL",
+    default=None,
+    help="Schema Registry whose ids the producers frame with; unknown ids are resolved "
+    "through it. [env AGENTTRAIL_SCHEMA_REGISTRY]",
+)
 @click.option("--topic", default=None, help="Topic to ingest. [env AGENTTRAIL_TOPIC]")
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=None, help="Messages per partition batch."
@@ -51,6 +59,7 @@ def command(
     data: Path | None,
     clickhouse: str | None,
     group: str | None,
+    schema_registry: str | None,
     topic: str | None,
     batch_size: int | None,
     batch_ms: int | None,
@@ -62,20 +71,24 @@ def command(
     Applies pending migrations, joins the consumer group, and stores batches per
     partition; offsets are committed only after the insert. Undecodable or invalid
     messages go to dead_letters; when the store fails, consumption pauses and retries.
-    On a stop signal the current batches are stored and committed. Exit 0 after a clean
-    stop, 1 on a migration problem, 2 when the store or broker cannot be reached.
+    On a stop signal the current batches are stored and committed. With
+    --schema-registry, schema ids are the registry's and unknown ones are resolved
+    through it. Exit 0 after a clean stop, 1 on a migration problem, 2 when the store,
+    broker or registry cannot be reached.
 
     \b
     Example:
       agenttrail consume --bootstrap 127.0.0.1:9092 --data ./trail
       agenttrail consume --bootstrap kafka:9092 \\
-        --clickhouse http://default:pw@ch:8123/agenttrail
+        --clickhouse http://default:pw@ch:8123/agenttrail \\
+        --schema-registry http://schema-registry:8081
     """
     overrides: dict[str, Any] = {
         k: v
         for k, v in {
             "bootstrap": bootstrap,
             "group": group,
+            "schema_registry": schema_registry,
             "topic": topic,
             "batch_size": batch_size,
             "batch_ms": batch_ms,
@@ -122,7 +135,7 @@ def command(
         error = failure[0]
         if isinstance(error, MigrationError):
             _fail(as_json, error, 1)
-        if isinstance(error, StoreError | KafkaError):
+        if isinstance(error, StoreError | KafkaError | SchemaRegistryError):
             _fail(as_json, error, 2)
         raise error
     final = stats.snapshot()

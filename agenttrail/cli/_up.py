@@ -40,8 +40,18 @@ from agenttrail.embedded import DEFAULT_DATA_DIR, LocalStack
     help="OTLP/HTTP receiver port on 127.0.0.1 (0 a free one, -1 none). "
     "[default: 4318, a free one when 4318 is taken]",
 )
+@click.option(
+    "--schema-registry",
+    metavar="URL",
+    envvar="AGENTTRAIL_SCHEMA_REGISTRY",
+    default=None,
+    help="Schema Registry the agents frame with (Recorder(schema_registry=URL)); the "
+    "consumer and the OTLP receiver use its ids. [env AGENTTRAIL_SCHEMA_REGISTRY]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print status as JSON lines.")
-def command(data: Path, port: int, otlp_port: int | None, as_json: bool) -> None:
+def command(
+    data: Path, port: int, otlp_port: int | None, schema_registry: str | None, as_json: bool
+) -> None:
     """Run the whole stack on this machine until Ctrl-C.
 
     Starts the embedded Kafka-compatible broker, the ingest consumer and ClickHouse's
@@ -65,7 +75,7 @@ def command(data: Path, port: int, otlp_port: int | None, as_json: bool) -> None
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    stack = LocalStack(data, port=port)
+    stack = LocalStack(data, port=port, schema_registry=schema_registry)
     try:
         stack.start()
     except STACK_ERRORS as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from agenttrail.embedded import LocalStack
 from agenttrail.otlp import (
@@ -44,7 +45,13 @@ def start_local_receiver(stack: LocalStack, port: int | None) -> LocalReceiver:
         OSError: the port asked for is taken (the message names it).
     """
     state = ReceiverState(stack.data / "otlp" / "state.db")
-    sink = KafkaSink(stack.bootstrap)
+    sink: Any = KafkaSink(stack.bootstrap)
+    if stack.schema_registry:
+        from agenttrail.events._registry_ids import RegistryIds
+        from agenttrail.events._schema_registry import SchemaRegistryClient
+        from agenttrail.otlp._registry_sink import RegistryFramingSink
+
+        sink = RegistryFramingSink(sink, RegistryIds(SchemaRegistryClient(stack.schema_registry)))
     ingestor = OtlpIngestor(sink, state)
     try:
         try:

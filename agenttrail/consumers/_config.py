@@ -20,6 +20,11 @@ class ConsumerConfig(BaseSettings):
         description="AGENTTRAIL_BOOTSTRAP: Kafka bootstrap servers, HOST:PORT[,HOST:PORT].",
     )
     topic: str = Field(default=EVENTS_TOPIC, description="AGENTTRAIL_TOPIC: topic to ingest.")
+    schema_registry: str | None = Field(
+        default=None,
+        description="AGENTTRAIL_SCHEMA_REGISTRY: Schema Registry URL; schema ids are the "
+        "registry's, unknown ones resolved through it (the packaged ids when unset).",
+    )
     group: str = Field(
         default="agenttrail-ingest",
         description="AGENTTRAIL_GROUP: consumer group; processes in one group share partitions.",

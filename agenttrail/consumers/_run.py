@@ -54,12 +54,19 @@ def run_consumer(
         StoreConfigError, StoreLocked, StoreUnavailable: the store cannot be opened.
         MigrationError: the store's schema is not (and may not be made) current.
         kafka.errors.KafkaError: the Kafka consumer could not be created.
+        SchemaRegistryError: with ``config.schema_registry``, the registry refused a
+            lookup or did not answer (at start, or for 60 s about an unknown id).
     """
     own = store is None
     store = store or open_store(config=store_config or StoreConfig())
     try:
         prepare_store(store, config.migrate)
-        pipeline = IngestPipeline(config, store, stats=stats)
+        codec = None
+        if config.schema_registry:
+            from agenttrail.consumers._registry import registry_codec
+
+            codec = registry_codec(config, stop)
+        pipeline = IngestPipeline(config, store, stats=stats, codec=codec)
         pipeline.run(stop)
         return pipeline.stats
     finally:

@@ -53,6 +53,8 @@ class LocalStack:
         serve_reads: serve read-only queries of the store to other processes on a
             loopback endpoint announced in ``up.json`` (see :mod:`._read_server`), so
             that the reading commands work while the stack holds the store.
+        schema_registry: a Schema Registry whose ids the producers frame with; the
+            consumer resolves them through it (agents set the same URL themselves).
     """
 
     def __init__(
@@ -61,8 +63,10 @@ class LocalStack:
         port: int = 0,
         partitions: int = 4,
         serve_reads: bool = True,
+        schema_registry: str | None = None,
     ):
         self.data = data.resolve()
+        self.schema_registry = schema_registry
         self.serve_reads = serve_reads
         self.reads: ReadServer | None = None
         self._read_token = secrets.token_urlsafe(24)
@@ -122,6 +126,7 @@ class LocalStack:
             raise
         config = ConsumerConfig(
             bootstrap=self.broker.bootstrap,
+            schema_registry=self.schema_registry,
             migrate=False,
             kafka_options=embedded_consumer_config(),
         )

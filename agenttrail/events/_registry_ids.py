@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +33,13 @@ from agenttrail.events._schema_registry import (
     COMPATIBILITY,
     SchemaRegistryClient,
     SchemaRegistryError,
+    SchemaRegistryUnavailable,
     record_full_name,
     schema_text,
     subject_for,
 )
+
+log = logging.getLogger("agenttrail.events.registry")
 
 
 @dataclass(frozen=True)
@@ -191,15 +196,35 @@ class RegistryResolvedSchemas(SchemaRegistry):
     newest packaged version of the family, the reader schema. The packaged file ids
     mean nothing here: in a shared registry they belong to other records. Thread-safe.
 
+    Args:
+        client: the registry.
+        local: the packaged schemas (reader schemas, and the record names we own).
+        topic: the topic the subjects are named after.
+        unavailable_wait_s: how long ``by_id`` keeps retrying (backing off from 0.5 s to
+            5 s) while the registry does not answer, before it raises; 0 raises at once.
+        stop: set to end such a wait early (a consumer shutting down).
+
     Raises (from ``by_id``):
         UnknownSchemaId: the registry has no such id, or it is not an agenttrail record
             (a dead letter: the bytes are not ours to decode).
-        SchemaRegistryUnavailable: the registry does not answer. Not bad input: the
-            caller must retry, never dead-letter.
+        SchemaRegistryUnavailable: the registry did not answer within
+            ``unavailable_wait_s``. Not bad input: the caller must not dead-letter the
+            message (the consumer stops without committing it; a restart reads it again).
     """
 
-    def __init__(self, client: SchemaRegistryClient, local: SchemaRegistry | None = None):
+    def __init__(
+        self,
+        client: SchemaRegistryClient,
+        local: SchemaRegistry | None = None,
+        *,
+        topic: str = EVENTS_TOPIC,
+        unavailable_wait_s: float = 0.0,
+        stop: threading.Event | None = None,
+    ):
         local = local or default_registry()
+        self.topic = topic
+        self.unavailable_wait_s = unavailable_wait_s
+        self._stop = stop or threading.Event()
         super().__init__([], local.retired_ids)
         self._latest = {family: local.latest(family) for family in local.event_types}
         self.client = client
@@ -211,7 +236,7 @@ class RegistryResolvedSchemas(SchemaRegistry):
     NOT_REGISTERED = -1
     """Schema id of a newest packaged version the registry does not hold (never on the wire)."""
 
-    def resolve_latest(self, topic: str = EVENTS_TOPIC) -> dict[str, int]:
+    def resolve_latest(self) -> dict[str, int]:
         """Give each family's newest packaged version its registry id; return them by family.
 
         Afterwards ``latest(family).schema_id`` is the registry's id (or
@@ -225,7 +250,7 @@ class RegistryResolvedSchemas(SchemaRegistry):
         resolved: dict[str, int] = {}
         for family in list(self._latest):
             local = self._local.latest(family)
-            found = self.client.lookup(subject_for(topic, local), schema_text(local))
+            found = self.client.lookup(subject_for(self.topic, local), schema_text(local))
             schema_id = self.NOT_REGISTERED if found is None else found
             entry = dataclasses.replace(local, schema_id=schema_id)
             with self._lock:
@@ -240,6 +265,22 @@ class RegistryResolvedSchemas(SchemaRegistry):
             cached = self._by_id.get(schema_id)
         if cached is not None:
             return cached
+        deadline = time.monotonic() + self.unavailable_wait_s
+        delay = 0.5
+        while True:
+            try:
+                return self._fetch(schema_id)
+            except SchemaRegistryUnavailable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    raise
+                if delay == 0.5:
+                    log.warning("Schema id %d cannot be resolved yet, retrying: %s", schema_id, exc)
+                if self._stop.wait(min(delay, left)):
+                    raise
+                delay = min(delay * 2, 5.0)
+
+    def _fetch(self, schema_id: int) -> SchemaEntry:
         text = self.client.schema_by_id(schema_id)
         if text is None:
             raise UnknownSchemaId(
@@ -286,7 +327,7 @@ class RegistryResolvedSchemas(SchemaRegistry):
         version = self._canonical.get((family, _canonical(schema)))
         if version is not None:
             return version
-        subject = subject_for(EVENTS_TOPIC, self._latest[family])
+        subject = subject_for(self.topic, self._latest[family])
         for name, registered in self.client.subjects_of(schema_id):
             if name == subject:
                 return registered

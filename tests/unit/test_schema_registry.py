@@ -373,3 +373,39 @@ def test_the_otlp_receivers_sink_frames_with_registry_ids_or_answers_unavailable
     assert [consumer.decode(v) for _, v in memory.records] == [
         EventCodec().decode(p) for p in payloads
     ]
+
+
+def test_an_unknown_id_waits_for_a_registry_that_comes_back_and_a_stop_ends_the_wait(
+    registry: tuple[str, RegistryState],
+) -> None:
+    import threading
+
+    url, state = registry
+    register_schemas(SchemaRegistryClient(url))
+    ours = state.subjects[_subject("tool_span")][0]
+    state.down = True
+    schemas = RegistryResolvedSchemas(SchemaRegistryClient(url), unavailable_wait_s=120)
+
+    def revive() -> None:
+        wait_until(lambda: len([r for r in state.requests if r[0] == "GET"]) >= 2, timeout=60)
+        state.down = False
+
+    reviver = threading.Thread(target=revive, daemon=True)
+    reviver.start()
+    assert schemas.by_id(ours).event_type == "tool_span", "resolved once the registry answered"
+    reviver.join(timeout=60)
+
+    state.down = True
+    stop = threading.Event()
+    waiting = RegistryResolvedSchemas(SchemaRegistryClient(url), unavailable_wait_s=120, stop=stop)
+    stopper = threading.Thread(
+        target=lambda: (
+            wait_until(lambda: len(state.requests) >= 1, timeout=60),
+            stop.set(),
+        ),
+        daemon=True,
+    )
+    stopper.start()
+    with pytest.raises(SchemaRegistryUnavailable):
+        waiting.by_id(state.subjects[_subject("llm_call")][0])
+    stopper.join(timeout=60)
