@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import hmac
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ import pytest
 from agenttrail.events import canonical_hash, default_registry
 from agenttrail.producer import (
     ABANDONED,
+    CallbackPolicy,
     LimitExceeded,
     Limits,
     Recorder,
@@ -591,26 +593,34 @@ class RecorderBehaviour(ExecutionStyles):
             return {"sent": True}
 
         assert notify_finance("outside") == {"sent": True}
-        with rec.task("invoice_generation"):
+        with rec.task("invoice_generation") as task:
+            approve = CallbackPolicy(lambda request: True, name="test")
+            task.confirm("notify_finance", {"invoice_id": "inv_1", "amount": 12.5}, policy=approve)
             assert notify_finance("inv_1", amount=12.5) == {"sent": True}
-        events = self.read_events(rec, expected=3)
+        events = self.read_events(rec, expected=5)  # + confirmation requested, granted
         (span_ev,) = [e for e in events if e["event_type"] == "tool_span"]
         assert span_ev["tool"] == "notify_finance" and span_ev["side_effect"] == "irreversible"
         assert json.loads(span_ev["args_json"]) == {"invoice_id": "inv_1", "amount": 12.5}
 
     def test_sensitive_arguments_never_leave_the_process(self, tmp_path: Path) -> None:
-        rec = self.make_recorder(tmp_path)
+        rec = self.make_recorder(tmp_path, redaction_key="k" * 32)
         args = {"user": "ann", "credentials": {"password": "hunter2", "api_key": "sk-123"}}
         with rec.task("login") as task, task.tool("login", args=args):
             pass
-        (span_ev,) = [
-            e for e in self.read_events(rec, expected=3) if e["event_type"] == "tool_span"
-        ]
+        events = self.read_events(rec, expected=4)
+        (span_ev,) = [e for e in events if e["event_type"] == "tool_span"]
+        (guard_ev,) = [e for e in events if e["event_type"] == "guard_event"]
+        assert guard_ev["kind"] == "redaction_applied" and "hunter2" not in json.dumps(
+            guard_ev, default=str
+        )
         assert "hunter2" not in span_ev["args_json"] and "sk-123" not in span_ev["args_json"]
         assert sorted(span_ev["redactions"]) == [
             "$.credentials.api_key",
             "$.credentials.password",
         ]
+        # The hash of redacted arguments is keyed (HMAC-SHA256 under the redaction key): a
+        # plain SHA-256 of a short secret could be reversed by hashing candidates.
         original = json.dumps(args, sort_keys=True, separators=(",", ":"))
-        assert span_ev["args_hash"] == hashlib.sha256(original.encode()).hexdigest()
+        keyed = hmac.new(b"k" * 32, original.encode(), hashlib.sha256).hexdigest()
+        assert span_ev["args_hash"] == keyed
         assert args["credentials"]["password"] == "hunter2", "the caller's object is untouched"

@@ -19,7 +19,22 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agenttrail.producer import LimitExceeded, Limits, Recorder, Task
+from agenttrail.producer import (
+    CallbackPolicy,
+    Decision,
+    LimitExceeded,
+    Limits,
+    Recorder,
+    RulePolicy,
+    Task,
+)
+
+# Simulated deciders: finance's rule approves every notification (amounts over 10k wait
+# for it first), the release manager approves production deploys.
+_FINANCE_RULE = RulePolicy(lambda request: True, name="policy:auto")
+_RELEASE_MANAGER = CallbackPolicy(
+    lambda request: Decision(True, "release-manager"), "release-manager"
+)
 
 # Prices per million tokens (input, output) used to give each simulated call a cost.
 _PRICES = {"gpt-4.1": (2.0, 8.0), "gpt-4.1-mini": (0.4, 1.6), "claude-sonnet-4": (3.0, 15.0)}
@@ -162,10 +177,8 @@ def invoice_task(rec: Recorder, rng: random.Random, n: int) -> tuple[str, str | 
                     span.result({"invoice_id": f"inv_{n}", "status": "draft"})
             if amount > 10_000:
                 task.transition("waiting_confirmation", reason="amount over 10k")
-                task.guard("confirmation_requested", action="notify_finance", detail=f"{amount}")
-                task.guard(
-                    "confirmation_granted", action="notify_finance", decided_by="policy:auto"
-                )
+            task.confirm("notify_finance", {"order_id": order_id}, policy=_FINANCE_RULE)
+            if amount > 10_000:
                 task.transition("running", reason="confirmed")
             convo.ask(task, model, "Notifying finance.", "notify_finance")
             with task.tool(
@@ -265,8 +278,7 @@ def delivery_task(rec: Recorder, rng: random.Random, n: int) -> tuple[str, str |
         )
         if target == "production":
             task.transition("waiting_confirmation", reason="deploy to production")
-            task.guard("confirmation_requested", action="deploy", detail="production")
-            task.guard("confirmation_granted", action="deploy", decided_by="release-manager")
+            task.confirm("deploy", {"target": target}, policy=_RELEASE_MANAGER)
             task.transition("running", reason="release manager approved")
         with task.tool(
             "deploy",

@@ -11,6 +11,15 @@ Example:
 """
 
 from agenttrail.producer._config import RecorderConfigError, RecorderSettings
+from agenttrail.producer._confirm import (
+    CallbackPolicy,
+    ConfirmationDenied,
+    ConfirmationPolicy,
+    ConfirmationRequest,
+    Decision,
+    RulePolicy,
+    amount_threshold,
+)
 from agenttrail.producer._context import bind, current_span, current_task
 from agenttrail.producer._decorator import tool
 from agenttrail.producer._detectors import BUILTIN_DETECTORS, Detector, PatternDetector
@@ -23,6 +32,7 @@ from agenttrail.producer._injection import (
     RuleDetector,
     scan_injection,
 )
+from agenttrail.producer._killswitch import TaskKilled
 from agenttrail.producer._limits import LimitExceeded, Limits, TaskStopped
 from agenttrail.producer._pipeline import CloseReport
 from agenttrail.producer._recorder import Recorder
@@ -31,11 +41,17 @@ from agenttrail.producer._scrub import Redaction, Scrubber, ToolRedaction
 from agenttrail.producer._spans import ABANDONED, LlmCall, Span, SpanAlreadyEnded, ToolSpan
 from agenttrail.producer._stop import cancel_on_stop
 from agenttrail.producer._task import StopHook, Task
+from agenttrail.producer._task_safety import InputRejected
 
 __all__ = [
     "ABANDONED",
     "BUILTIN_DETECTORS",
+    "CallbackPolicy",
     "CloseReport",
+    "ConfirmationDenied",
+    "ConfirmationPolicy",
+    "ConfirmationRequest",
+    "Decision",
     "Detector",
     "Exporter",
     "ExporterUnavailable",
@@ -43,6 +59,7 @@ __all__ = [
     "InjectionDetector",
     "InjectionFlag",
     "InjectionPolicy",
+    "InputRejected",
     "KafkaExporter",
     "LimitExceeded",
     "Limits",
@@ -55,14 +72,17 @@ __all__ = [
     "Redaction",
     "Redactor",
     "RuleDetector",
+    "RulePolicy",
     "Scrubber",
     "Span",
     "SpanAlreadyEnded",
     "StopHook",
     "Task",
+    "TaskKilled",
     "TaskStopped",
     "ToolRedaction",
     "ToolSpan",
+    "amount_threshold",
     "bind",
     "cancel_on_stop",
     "current_span",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from annotated_types import Ge, Gt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
 ENV_PREFIX = "AGENTTRAIL_"
@@ -92,8 +92,45 @@ class RecorderSettings(BaseModel):
     )
     redact_content: bool = Field(
         default=False,
-        description="Also scrub e-mail addresses and card numbers from message content and "
-        "argument strings (costs a regex scan per string).",
+        description="Also run the redaction detectors over message content (the messages "
+        "sent to the model and its response); costs a scan per string.",
+    )
+    redact_detectors: bool = Field(
+        default=True,
+        description="Run the built-in detectors (e-mail, phone, card, IBAN, tokens, keys, "
+        "JWTs, private keys) over tool arguments, results and payloads; false: only "
+        "sensitive keys are redacted.",
+    )
+    redaction_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the redaction placeholders' HMAC, so that hashes correlate "
+        "across processes; random per recorder when unset.",
+    )
+    injection_policy: Literal["record", "block", "escalate"] = Field(
+        default="record",
+        description="What a task does with content flagged as prompt injection: record a "
+        "guard event, block (raise InjectionBlocked), or escalate.",
+    )
+    price_file: Path | None = Field(
+        default=None,
+        description="A price CSV (the `agenttrail prices load` format) whose rows override "
+        "the shipped prices used for spend limits.",
+    )
+    control: bool = Field(
+        default=True,
+        description="Listen for kill commands on the control topic of the Kafka bootstrap.",
+    )
+    control_topic: str = Field(default="agenttrail.control", description="The control topic.")
+    control_public_keys: str | None = Field(
+        default=None,
+        description="Comma-separated base64 Ed25519 public keys; when set, only kill and "
+        "lift commands signed by one of them are obeyed.",
+    )
+    control_catch_up_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long the first task waits for the commands already on the control "
+        "topic (a killed scope is refused from the first task on).",
     )
     result_summary_chars: int = Field(
         default=1024, ge=0, description="Tool results are summarised to this many characters."

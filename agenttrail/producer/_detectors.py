@@ -219,6 +219,17 @@ BUILTIN_KINDS: frozenset[str] = frozenset(d.kind for d in BUILTIN_DETECTORS)
 
 _MIN_CANDIDATE = 6  # nothing any built-in detector finds is shorter than this
 
+# One scan that every value a built-in detector finds must match somewhere (its
+# required prefix, separator or digit run), so that most strings, which hold nothing,
+# cost one regular-expression pass instead of one per detector. Broader than the
+# detectors on purpose: a prefilter hit only means "run them".
+_BUILTIN_PREFILTER = re.compile(
+    r"@|eyJ|-----BEGIN|[A-Z]{2}\d{2}|\d(?:[ -]?\d){12}|\+\d|\(\d{3}\)|\d{3}[ .-]\d{3}[ .-]\d{4}"
+    r"|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA)"
+    r"|(?i:bearer|basic|sk-|[rs]k_|gh[pousr]_|github_pat_|xox[abprs]-|aiza|glpat-|api[_-]?key"
+    r"|secret[_-]?key|access[_-]?token|client[_-]?secret|aws_secret|accountkey=|sharedaccesssignature=)"
+)
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -237,6 +248,8 @@ def find_sensitive(text: str, detectors: Sequence[Detector] = BUILTIN_DETECTORS)
     in the clear.
     """
     if len(text) < _MIN_CANDIDATE:
+        return []
+    if detectors is BUILTIN_DETECTORS and _BUILTIN_PREFILTER.search(text) is None:
         return []
     found: list[tuple[int, int, int, str]] = []
     for rank, detector in enumerate(detectors):

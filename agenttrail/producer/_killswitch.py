@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from agenttrail.producer._control import (
     CommandVerifier,
@@ -24,12 +24,17 @@ from agenttrail.producer._control import (
     KillState,
 )
 from agenttrail.producer._control_channel import ControlChannel
+from agenttrail.producer._limits import TaskStopped
 
 log = logging.getLogger("agenttrail.producer")
 
 
-class TaskKilled(RuntimeError):
-    """The task was stopped by a kill command (``agenttrail kill``).
+class TaskKilled(TaskStopped):
+    """The task was stopped by a kill command (``agenttrail kill``), or refused to start
+    because its scope is killed.
+
+    A :class:`TaskStopped` (a ``BaseException``): a framework's ``except Exception``
+    cannot swallow it, and every later SDK call of the task raises it again.
 
     Attributes:
         task_id: the task.
@@ -37,21 +42,33 @@ class TaskKilled(RuntimeError):
         issued_by: who issued the command.
         reason: why, as the operator wrote it.
         scope: the command's scope in words.
+        refused: True when the task was refused at its start.
     """
 
+    state = "killed"
+
     def __init__(self, task_id: str, command: ControlMessage, *, refused: bool = False):
-        self.task_id = task_id
+        self.command = command
         self.command_id = command.command_id
         self.issued_by = command.issued_by
         self.reason = command.reason
         self.scope = command.scope.describe()
+        self.refused = refused
         what = "refused: its scope is killed" if refused else "killed"
         because = f" because {command.reason!r}" if command.reason else ""
         super().__init__(
+            task_id,
             f"Task {task_id} {what} by {command.issued_by or 'an operator'}{because} "
             f"(kill {command.command_id}, scope {self.scope}). Lift it with "
-            f"`agenttrail kill --lift` and the same scope before starting it again."
+            "`agenttrail kill --lift` and the same scope before starting it again.",
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_killed, (self.task_id, self.command.encode(), self.refused))
+
+
+def _rebuild_killed(task_id: str, command: bytes, refused: bool) -> TaskKilled:
+    return TaskKilled(task_id, ControlMessage.decode(command), refused=refused)
 
 
 class Killable(Protocol):

@@ -11,11 +11,16 @@ from typing import Any
 
 from agenttrail.events import uuid7
 from agenttrail.producer._config import RecorderSettings, discover_local_stack, load_settings
+from agenttrail.producer._confirm import ConfirmationPolicy
+from agenttrail.producer._control_channel import ControlChannel, KafkaControlChannel
+from agenttrail.producer._detectors import BUILTIN_DETECTORS
 from agenttrail.producer._exporter import Exporter, KafkaExporter
+from agenttrail.producer._injection import InjectionDetector, InjectionPolicy
 from agenttrail.producer._limits import Limits
 from agenttrail.producer._pipeline import CloseReport, Pipeline
-from agenttrail.producer._redact import DEFAULT_SENSITIVE_KEYS, Redactor
 from agenttrail.producer._registry_framing import registry_framed
+from agenttrail.producer._safety import EscalationHandler, SafetyPlane
+from agenttrail.producer._scrub import DEFAULT_SENSITIVE_KEYS, Scrubber
 from agenttrail.producer._task import StopHook, Task
 
 log = logging.getLogger("agenttrail.producer")
@@ -44,6 +49,15 @@ class Recorder:
         sensitive_keys: argument keys whose values are redacted.
         on_stop: called once for every task of this recorder that is stopped (a crossed
             limit, a kill), after the task's own ``on_stop``; see :data:`StopHook`.
+        scrubber: redaction of arguments, results, payloads and (``redact_content``)
+            messages; the default runs every built-in detector plus ``sensitive_keys``.
+            Pass your own for per-tool rules or extra detectors.
+        injection_detector: replaces the rule set behind ``span.result`` and
+            ``task.observe`` (e.g. a classifier); see ``InjectionDetector``.
+        confirmation_policy: the default policy of ``task.confirm``.
+        on_escalate: called by ``task.escalate(reason, to=...)``.
+        control: where kill commands come from; by default the control topic of the
+            Kafka bootstrap (``control=False`` setting: none).
         **settings: any other :class:`RecorderSettings` field (``spool_dir``,
             ``queue_size``, ``on_full``, ...).
 
@@ -70,6 +84,11 @@ class Recorder:
         schema_registry: str | None = None,
         sensitive_keys: Iterable[str] = DEFAULT_SENSITIVE_KEYS,
         on_stop: StopHook | None = None,
+        scrubber: Scrubber | None = None,
+        injection_detector: InjectionDetector | None = None,
+        confirmation_policy: ConfirmationPolicy | None = None,
+        on_escalate: EscalationHandler | None = None,
+        control: ControlChannel | None = None,
         **settings: Any,
     ):
         given: dict[str, Any] = {
@@ -86,18 +105,24 @@ class Recorder:
         self.settings: RecorderSettings = load_settings({**given, **settings})
         self.producer_id = uuid7()
         self.on_stop = on_stop
-        self.args_redactor = Redactor(sensitive_keys, scrub_strings=self.settings.redact_content)
-        self.content_redactor = (
-            Redactor((), scrub_strings=True) if self.settings.redact_content else None
-        )
         self._close_lock = threading.Lock()
         self._report: CloseReport | None = None
-        if exporter is None and self.settings.enabled:
-            address = self.settings.bootstrap or discover_local_stack(self.settings.data)
-            if address is not None:
-                exporter = KafkaExporter(address, self.settings.topic)
+        address = self.settings.bootstrap
+        if address is None and exporter is None:
+            address = discover_local_stack(self.settings.data)
+        if exporter is None and self.settings.enabled and address is not None:
+            exporter = KafkaExporter(address, self.settings.topic)
         if exporter is not None and self.settings.schema_registry:
             exporter = registry_framed(exporter, self.settings.schema_registry, self.settings.topic)
+        self.safety = self._safety_plane(
+            scrubber,
+            sensitive_keys,
+            injection_detector,
+            confirmation_policy,
+            on_escalate,
+            control,
+            address,
+        )
         self.enabled = self.settings.enabled and exporter is not None
         self._pipeline: Pipeline | None = None
         self.pipeline_submit: Callable[[dict[str, Any]], None] = _discard
@@ -126,6 +151,41 @@ class Recorder:
                 self.settings.data or "this directory",
             )
 
+    def _safety_plane(
+        self,
+        scrubber: Scrubber | None,
+        sensitive_keys: Iterable[str],
+        injection_detector: InjectionDetector | None,
+        confirmation_policy: ConfirmationPolicy | None,
+        on_escalate: EscalationHandler | None,
+        control: ControlChannel | None,
+        address: str | None,
+    ) -> SafetyPlane:
+        s = self.settings
+        if scrubber is None:
+            key = s.redaction_key.get_secret_value().encode() if s.redaction_key else None
+            scrubber = Scrubber(
+                BUILTIN_DETECTORS if s.redact_detectors else (),
+                sensitive_keys=sensitive_keys,
+                key=key,
+            )
+        if control is None and s.control and address is not None:
+            control = KafkaControlChannel(address, s.control_topic)
+        keys = [k for k in (s.control_public_keys or "").split(",") if k.strip()]
+        return SafetyPlane(
+            producer_id=self.producer_id,
+            scrubber=scrubber,
+            redact_content=s.redact_content,
+            injection_detector=injection_detector,
+            injection_policy=InjectionPolicy(s.injection_policy),
+            price_file=s.price_file,
+            control=control,
+            control_public_keys=keys,
+            control_catch_up_s=s.control_catch_up_s,
+            confirmation_policy=confirmation_policy,
+            on_escalate=on_escalate,
+        )
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Recorder:
         """A recorder configured from ``AGENTTRAIL_*`` variables (arguments win).
@@ -149,6 +209,8 @@ class Recorder:
         trace_id: str | None = None,
         traceparent: str | None = None,
         on_stop: StopHook | None = None,
+        entry_model: Any = None,
+        injection_policy: str | None = None,
     ) -> Task:
         """A task to record; use it as a context manager (see :class:`Task`).
 
@@ -166,6 +228,11 @@ class Recorder:
                 the task's root span is recorded as a child of its parent span.
             on_stop: called once if the task is stopped (a crossed limit, a kill), e.g.
                 to cancel the asyncio task running it; see :data:`StopHook`.
+            entry_model: a pydantic model the ``entry`` must validate against; invalid
+                entry data is refused at start (``InputRejected``, an ``input_rejected``
+                guard event, the task ``failed``).
+            injection_policy: ``record``, ``block`` or ``escalate`` for content flagged
+                as prompt injection (default: the recorder's ``injection_policy``).
 
         Raises:
             ValueError: ``trace_id`` or ``traceparent`` is malformed.
@@ -183,6 +250,8 @@ class Recorder:
             trace_id=trace_id,
             traceparent=traceparent,
             on_stop=on_stop,
+            entry_model=entry_model,
+            injection_policy=injection_policy,
         )
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -198,6 +267,7 @@ class Recorder:
         """
         with self._close_lock:
             if self._report is None:
+                self.safety.close()
                 if self._pipeline is None:
                     self._report = CloseReport(delivered=0, spooled=0)
                 else:

@@ -239,6 +239,7 @@ class ToolSpan(Span):
         self._check_open("result()")
         text = value if type(value) is str else to_json(value)
         self._result_size = len(text) if text.isascii() else len(text.encode())
+        text = self.task.inspect_result(self.name, text)  # injection flags, then redaction
         limit = self.task.summary_chars
         self._result_summary = text if len(text) <= limit else text[:limit] + "…"
 
@@ -339,10 +340,7 @@ class LlmCall(Span):
         self.model_version = model_version
         self.prompt_version = prompt_version
         self.context_window = context_window
-        redactor = task.recorder.content_redactor
-        self.redactions: list[str] = []
-        if redactor is not None:
-            messages, self.redactions = redactor.redact(messages)
+        messages, self.redactions = task.redact_content(messages, "messages")
         self.messages_json = to_json(messages)
         self.message_count = len(messages)
         self.prompt_hash = sha256(self.messages_json.encode()).hexdigest()
@@ -427,6 +425,15 @@ class LlmCall(Span):
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}.")
+        content, paths = self.task.redact_content(content, "response")
+        tool_calls, call_paths = self.task.redact_content(tool_calls, "tool_calls")
+        raw, raw_paths = self.task.redact_content(raw, "raw")
+        self.redactions = [
+            *self.redactions,
+            *(f"response{p[1:]}" for p in paths),
+            *(f"tool_calls{p[1:]}" for p in call_paths),
+            *(f"raw{p[1:]}" for p in raw_paths),
+        ]
         self.response_text = content
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
@@ -485,7 +492,12 @@ class LlmCall(Span):
         }
 
     def _recorded(self) -> None:
-        self.task.add_usage(self.input_tokens + self.output_tokens, self.cost_usd)
+        cost = self.cost_usd
+        if cost is None:  # spend binds without a reported cost: the shipped price table
+            cost = self.task.price(
+                self.model, self.input_tokens, self.output_tokens, self.cached_tokens
+            )
+        self.task.add_usage(self.input_tokens + self.output_tokens, cost)
 
 
 def _system_prompt_of(messages: list[Any]) -> str | None:

@@ -8,7 +8,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from hashlib import sha256
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from agenttrail.producer._context import current_span, current_task, enter, leav
 from agenttrail.producer._json import to_json
 from agenttrail.producer._limits import LimitExceeded, Limits, TaskStopped
 from agenttrail.producer._spans import LlmCall, Span, ToolSpan, error_fields
+from agenttrail.producer._task_safety import TaskSafety
 from agenttrail.producer._trace import check_trace_id, parse_traceparent
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ _SIDE_EFFECTS = frozenset(s.value for s in SideEffect)
 __all__ = ["StopHook", "Task", "current_task"]
 
 
-class Task:
+class Task(TaskSafety):
     """One task run. Created by :meth:`Recorder.task`; use it as a context manager.
 
     Entering records the ``started`` transition with the task boundary. Leaving
@@ -57,6 +57,9 @@ class Task:
     the ``on_stop`` hooks run, and every later span start, transition or message of the
     task raises :class:`TaskStopped` again — a framework that swallows the first
     raise cannot keep the task running.
+
+    The guards (confirmations, escalation, injection flags, redaction, entry
+    validation, kills, the wall-clock watchdog) are in :class:`TaskSafety`.
 
     Methods are safe to call from several threads and asyncio tasks at once (parallel
     tool calls): ``seq`` stays gapless and in submission order.
@@ -77,6 +80,8 @@ class Task:
         trace_id: str | None = None,
         traceparent: str | None = None,
         on_stop: StopHook | None = None,
+        entry_model: Any = None,
+        injection_policy: str | None = None,
     ):
         self.recorder = recorder
         self.task_type = task_type
@@ -124,6 +129,7 @@ class Task:
         self._previous_task: Task | None = None
         self.stopped: TaskStopped | None = None
         """The stop, once the task is stopped (a crossed limit, a kill)."""
+        self._init_safety(entry_model, injection_policy)
 
     @property
     def traceparent(self) -> str:
@@ -144,6 +150,7 @@ class Task:
         tb: TracebackType | None,
     ) -> None:
         leave(current_task, self, self._previous_task)
+        self.acknowledge_kill()
         if self.state in TERMINAL_STATES:
             return
         if exc is None:
@@ -160,10 +167,13 @@ class Task:
             return
         live_tasks.add(self.task_id)
         lim = self.limits or Limits()
+        entry, entry_paths = self.safety.scrubber.scrub(
+            self.entry if self.entry is not None else {}
+        )
         self._transition(
             TaskState.STARTED,
             boundary={
-                "entry_json": to_json(self.entry if self.entry is not None else {}),
+                "entry_json": to_json(entry),
                 "exit_condition": self.exit_condition,
                 "max_tokens": lim.max_tokens,
                 "max_steps": lim.max_steps,
@@ -174,6 +184,7 @@ class Task:
                 "declared_tools": sorted(self.tools) if self.tools is not None else [],
             },
         )
+        self._on_started(entry_paths)
 
     def end(self, state: str = TaskState.SUCCEEDED, reason: str | None = None) -> None:
         """End the task in a terminal state (``succeeded`` by default).
@@ -187,6 +198,7 @@ class Task:
                 f"got {state!r}; use transition() for intermediate states."
             )
         if self.stopped is not None:
+            self.acknowledge_kill()
             return
         self._finish(state, reason=reason)
 
@@ -208,6 +220,7 @@ class Task:
                 span.abandon(f"still open when the task ended ({state})")
             self._transition_locked(state, **fields)
         live_tasks.discard(self.task_id)
+        self._on_finished()
 
     def _transition(self, to_state: str, **fields: Any) -> None:
         with self.lock:
@@ -344,9 +357,13 @@ class Task:
             )
         if args is None:
             args = {}
-        redacted, paths = self.recorder.args_redactor.redact(args)
+        if side_effect == SideEffect.IRREVERSIBLE:
+            self.check_open()
+            self.require_confirmation(name, args)
+        redacted, paths = self.redact(args, where="args", tool=name)
         if paths:
-            args_hash: str | None = sha256(to_json(args, sort_keys=True).encode()).hexdigest()
+            # Keyed: a plain hash of a short secret (a phone number) could be reversed.
+            args_hash: str | None = self.safety.scrubber.keyed_hash(to_json(args, sort_keys=True))
             args_json = to_json(redacted, sort_keys=True)
         else:
             args_json = to_json(args, sort_keys=True)
@@ -448,7 +465,7 @@ class Task:
         if direction not in ("sent", "received"):
             raise ValueError(f"direction must be 'sent' or 'received', got {direction!r}.")
         message_id = message_id or f"msg_{uuid.uuid4().hex[:16]}"
-        redacted, _ = self.recorder.args_redactor.redact(payload)
+        redacted, _ = self.redact(payload, where="agent_message")
         payload_json = to_json(redacted)
         self.emit(
             {
@@ -552,6 +569,7 @@ class Task:
                     self._breach(LimitName.WALL_CLOCK, lim.max_wall_clock_s, elapsed)
             if self.stopped is None:
                 return
+        self.acknowledge_kill()
         raise self.stopped.again()
 
     # Kept for integrations written against the earlier name.

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from agenttrail.cli import main
 from agenttrail.embedded import LocalStack
-from agenttrail.producer import LimitExceeded, Limits, Recorder, Task
+from agenttrail.producer import LimitExceeded, Limits, Recorder, RulePolicy, Task
 from agenttrail.query import QueryParamError, discover_named_queries, load_named_query
 from agenttrail.store import FAMILY_TABLES, Store
 
@@ -123,6 +123,7 @@ def _plant_tools(rec: Recorder) -> None:
             span.fail("Order 7294 was not found in the staging database.")
     with _invoice(rec, "plant-slow") as task:
         _llm(task)
+        task.confirm("notify_finance", {"order_id": "9"}, policy=RulePolicy(lambda r: True, "t"))
         with task.tool("notify_finance", args={"order_id": "9"}, side_effect="irreversible") as s:
             time.sleep(SLOW_TOOL_S)
             s.result({"sent": True})
