@@ -145,7 +145,8 @@ _PHONE = re.compile(
     r"|1?[ .-]?\d{3}[ .-]\d{3}[ .-]\d{4}"  # 555-123-4567, 1 555 123 4567
     r")(?![\w])"
 )
-_CARD = re.compile(r"(?<![\d\w])\d(?:[ -]?\d){12,18}(?![\d\w])")
+# A whole run of digit groups, not a slice of a longer one ("7294-7294-…-7294" is an id).
+_CARD = re.compile(r"(?<![\d\w])(?<!\d[ -])\d(?:[ -]?\d){12,18}(?![\d\w])(?![ -]\d)")
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
 _BEARER = re.compile(r"(?i)\b(?:bearer|basic)\s+(?P<secret>[A-Za-z0-9\-._~+/]{8,}=*)")
 _API_KEY = re.compile(

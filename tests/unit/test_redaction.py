@@ -153,3 +153,8 @@ def test_arbitrary_text_never_raises_and_keeps_text_without_findings(text: str) 
     out, found = Scrubber().scrub_text(text)
     if not found:
         assert out == text
+
+
+def test_a_long_run_of_digit_groups_is_an_id_not_cards() -> None:
+    assert find_sensitive("order-" + "7294-" * 400) == []
+    assert [f.kind for f in find_sensitive("order-4111-1111-1111-1111")] == ["card"]
