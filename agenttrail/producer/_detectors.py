@@ -67,8 +67,16 @@ class PatternDetector:
     kind: str
     pattern: re.Pattern[str]
     validate: Callable[[str], bool] | None = None
+    hints: tuple[str, ...] = ()
+    """Substrings of which every match holds one (compared with the lower-cased text
+    when ``hints_lower``); a string holding none is skipped without the pattern."""
+    hints_lower: bool = False
 
     def find(self, text: str) -> Iterable[Span]:
+        if self.hints:
+            haystack = text.lower() if self.hints_lower else text
+            if not any(h in haystack for h in self.hints):
+                return
         secret = "secret" in self.pattern.groupindex
         for m in self.pattern.finditer(text):
             start, end = m.span("secret") if secret else m.span()
@@ -179,11 +187,45 @@ _PRIVATE_KEY = re.compile(
 )
 
 
+_CLOUD_HINTS = (
+    "akia",
+    "asia",
+    "abia",
+    "acca",
+    "agpa",
+    "aida",
+    "aroa",
+    "aws_secret",
+    "accountkey=",
+    "sharedaccesssignature=",
+)
+_API_HINTS = (
+    "sk-",
+    "sk_",
+    "rk_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "xox",
+    "aiza",
+    "glpat-",
+    "api",
+    "secret",
+    "token",
+)
+
+
 @dataclass(frozen=True)
 class _CloudSecretDetector:
     kind: str = "cloud_access_key"
 
     def find(self, text: str) -> Iterable[Span]:
+        lowered = text.lower()
+        if not any(h in lowered for h in _CLOUD_HINTS):
+            return
         for m in _AWS_KEY_ID.finditer(text):
             yield m.span()
         for m in _CLOUD_SECRET.finditer(text):
@@ -197,6 +239,9 @@ class _ApiKeyDetector:
     kind: str = "api_key"
 
     def find(self, text: str) -> Iterable[Span]:
+        lowered = text.lower()
+        if not any(h in lowered for h in _API_HINTS):
+            return
         for m in _API_KEY.finditer(text):
             yield m.span()
         for m in _KEY_ASSIGNMENT.finditer(text):
@@ -204,12 +249,12 @@ class _ApiKeyDetector:
 
 
 BUILTIN_DETECTORS: tuple[Detector, ...] = (
-    PatternDetector("private_key", _PRIVATE_KEY),
-    PatternDetector("jwt", _JWT),
-    PatternDetector("bearer_token", _BEARER),
+    PatternDetector("private_key", _PRIVATE_KEY, hints=("-----BEGIN",)),
+    PatternDetector("jwt", _JWT, hints=("eyJ",)),
+    PatternDetector("bearer_token", _BEARER, hints=("bearer", "basic"), hints_lower=True),
     _ApiKeyDetector(),
     _CloudSecretDetector(),
-    PatternDetector("email", _EMAIL),
+    PatternDetector("email", _EMAIL, hints=("@",)),
     PatternDetector("iban", _IBAN, iban_valid),
     PatternDetector("card", _CARD, luhn_valid),
     PatternDetector("phone", _PHONE, _phone_valid),
@@ -220,16 +265,52 @@ BUILTIN_KINDS: frozenset[str] = frozenset(d.kind for d in BUILTIN_DETECTORS)
 
 _MIN_CANDIDATE = 6  # nothing any built-in detector finds is shorter than this
 
-# One scan that every value a built-in detector finds must match somewhere (its
-# required prefix, separator or digit run), so that most strings, which hold nothing,
-# cost one regular-expression pass instead of one per detector. Broader than the
-# detectors on purpose: a prefilter hit only means "run them".
+# A quick test that every value a built-in detector finds passes (its required prefix,
+# separator or digits), so that most strings, which hold nothing, cost one short scan
+# instead of one per detector. Broader than the detectors on purpose: passing it only
+# means "run them". Keywords are compared on the lower-cased text as plain substrings
+# (a case-insensitive regular expression is ten times slower).
 _BUILTIN_PREFILTER = re.compile(
-    r"@|eyJ|-----BEGIN|[A-Z]{2}\d{2}|\d(?:[ -]?\d){12}|\+\d|\(\d{3}\)|\d{3}[ .-]\d{3}[ .-]\d{4}"
-    r"|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA)"
-    r"|(?i:bearer|basic|sk-|[rs]k_|gh[pousr]_|github_pat_|xox[abprs]-|aiza|glpat-|api[_-]?key"
-    r"|secret[_-]?key|access[_-]?token|client[_-]?secret|aws_secret|accountkey=|sharedaccesssignature=)"
+    r"[@+]|eyJ|-----BEGIN|\d[ -]?\d[ -]?\d|[A-Z]{2}\d\d|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA)"
 )
+_BUILTIN_KEYWORDS: tuple[str, ...] = (
+    "bearer",
+    "basic",
+    "sk-",
+    "sk_",
+    "rk_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "xox",
+    "aiza",
+    "glpat-",
+    "api_key",
+    "api-key",
+    "apikey",
+    "secret_key",
+    "secret-key",
+    "secretkey",
+    "access_token",
+    "access-token",
+    "accesstoken",
+    "client_secret",
+    "client-secret",
+    "clientsecret",
+    "aws_secret",
+    "accountkey=",
+    "sharedaccesssignature=",
+)
+
+
+def _may_hold_builtin(text: str) -> bool:
+    if _BUILTIN_PREFILTER.search(text) is not None:
+        return True
+    lowered = text.lower()
+    return any(k in lowered for k in _BUILTIN_KEYWORDS)
 
 
 @dataclass(frozen=True)
@@ -250,7 +331,7 @@ def find_sensitive(text: str, detectors: Sequence[Detector] = BUILTIN_DETECTORS)
     """
     if len(text) < _MIN_CANDIDATE:
         return []
-    if detectors is BUILTIN_DETECTORS and _BUILTIN_PREFILTER.search(text) is None:
+    if detectors is BUILTIN_DETECTORS and not _may_hold_builtin(text):
         return []
     found: list[tuple[int, int, int, str]] = []
     for rank, detector in enumerate(detectors):

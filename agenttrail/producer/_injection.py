@@ -89,6 +89,10 @@ class InjectionRule:
     pattern: re.Pattern[str]
     description: str
     exempt_when_quoted: bool = True
+    requires: tuple[tuple[str, ...], ...] = ()
+    """Words every match contains, lower-case: one of each group. A text lacking them is
+    skipped without running the pattern (most benign text lacks them; the patterns are
+    the expensive part)."""
 
 
 _F = re.IGNORECASE | re.DOTALL
@@ -108,6 +112,20 @@ RULES: tuple[InjectionRule, ...] = (
             _F,
         ),
         "asks the model to ignore its earlier instructions",
+        requires=(
+            ("ignore", "disregard", "forget", "override", "bypass", "skip", "drop", "abandon"),
+            (
+                "instruction",
+                "prompt",
+                "rule",
+                "direction",
+                "directive",
+                "guideline",
+                "order",
+                "context",
+                "message",
+            ),
+        ),
     ),
     InjectionRule(
         "forget_everything",
@@ -117,6 +135,7 @@ RULES: tuple[InjectionRule, ...] = (
             _F,
         ),
         "asks the model to forget what it was told",
+        requires=(("forget", "disregard", "ignore"), ("everything", "all")),
     ),
     InjectionRule(
         "new_instructions",
@@ -127,6 +146,7 @@ RULES: tuple[InjectionRule, ...] = (
             _F,
         ),
         "gives the model replacement instructions",
+        requires=(("new", "from", "instead"),),
     ),
     InjectionRule(
         "role_override",
@@ -138,6 +158,7 @@ RULES: tuple[InjectionRule, ...] = (
             _F,
         ),
         "tries to replace the model's role or lift its restrictions",
+        requires=(("you", "enter", "enable", "activate", "pretend"),),
     ),
     InjectionRule(
         "boundary_spoof",
@@ -149,6 +170,7 @@ RULES: tuple[InjectionRule, ...] = (
         ),
         "imitates a chat-format or tool-result boundary to pose as the system",
         exempt_when_quoted=False,
+        requires=(("<", "[", "system", "assistant"),),
     ),
     InjectionRule(
         "prompt_exfiltration",
@@ -159,6 +181,7 @@ RULES: tuple[InjectionRule, ...] = (
             _F,
         ),
         "asks for the system prompt or hidden instructions",
+        requires=(("system", "instruction"),),
     ),
     InjectionRule(
         "addressed_to_model",
@@ -170,6 +193,7 @@ RULES: tuple[InjectionRule, ...] = (
             _F,
         ),
         "speaks to the model from inside data",
+        requires=(("ai", "assistant", "agent", "llm", "model", "chatbot"),),
     ),
     InjectionRule(
         "tool_steering",
@@ -183,6 +207,10 @@ RULES: tuple[InjectionRule, ...] = (
             _F,
         ),
         "steers the agent into sending data or money somewhere",
+        requires=(
+            ("send", "forward", "email", "post", "upload", "transfer", "wire", "exfiltrate"),
+            ("to",),
+        ),
     ),
     InjectionRule(
         "link_exfiltration",
@@ -193,6 +221,7 @@ RULES: tuple[InjectionRule, ...] = (
         ),
         "builds a link that would carry data out when rendered or fetched",
         exempt_when_quoted=False,
+        requires=(("![", "append"),),
     ),
     InjectionRule(
         "do_not_tell",
@@ -201,6 +230,7 @@ RULES: tuple[InjectionRule, ...] = (
             _F,
         ),
         "asks the model to hide its actions from the user",
+        requires=(("not", "don't", "never"), ("user", "human", "operator", "customer")),
     ),
 )
 """The maintained rule set of :class:`RuleDetector`."""
@@ -273,8 +303,11 @@ class RuleDetector:
         fired: set[str] = set()
         for variant in variants:
             normalised = unicodedata.normalize("NFKC", variant)
+            lowered = normalised.lower()
             for rule in self.rules:
-                if rule.name in fired:
+                if rule.name in fired or not all(
+                    any(word in lowered for word in group) for group in rule.requires
+                ):
                     continue
                 flag = self._first(rule, normalised)
                 if flag is not None:

@@ -67,3 +67,26 @@ def test_a_plugged_detector_is_used_through_the_same_interface() -> None:
 def test_any_text_scans_without_error(text: str) -> None:
     for flag in scan_injection(text):
         assert 0 <= flag.start <= flag.end
+
+
+_WORDS = sorted(
+    {w for r in RULES for group in r.requires for w in group}
+    | {"all", "previous", "instructions", "you", "are", "now", "the", "to", "system", "prompt"}
+)
+
+
+@given(st.lists(st.sampled_from(_WORDS), min_size=1, max_size=12).map(" ".join))
+def test_required_words_never_skip_a_rule_that_would_fire(text: str) -> None:
+    import dataclasses
+
+    unskipped = RuleDetector(tuple(dataclasses.replace(r, requires=()) for r in RULES))
+    assert scan_injection(text) == unskipped.scan(text)
+
+
+def test_required_words_change_no_result_on_the_labelled_sets() -> None:
+    import dataclasses
+
+    unskipped = RuleDetector(tuple(dataclasses.replace(r, requires=()) for r in RULES))
+    for name in ("injection_corpus.jsonl", "injection_heldout.jsonl"):
+        for text, _ in _labelled(name):
+            assert scan_injection(text) == unskipped.scan(text)

@@ -158,3 +158,14 @@ def test_arbitrary_text_never_raises_and_keeps_text_without_findings(text: str) 
 def test_a_long_run_of_digit_groups_is_an_id_not_cards() -> None:
     assert find_sensitive("order-" + "7294-" * 400) == []
     assert [f.kind for f in find_sensitive("order-4111-1111-1111-1111")] == ["card"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(pii.text_with_pii().map(lambda c: c[0]), st.text(max_size=80)))
+def test_the_prefilter_never_skips_a_string_a_detector_would_redact(text: str) -> None:
+    from agenttrail.producer._detectors import _may_hold_builtin
+
+    unfiltered = find_sensitive(text, list(BUILTIN_DETECTORS))  # not the tuple: no prefilter
+    if unfiltered:
+        assert _may_hold_builtin(text)
+    assert find_sensitive(text) == unfiltered
