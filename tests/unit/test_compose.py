@@ -258,3 +258,15 @@ def test_the_images_copy_files_that_exist(services: dict[str, Any]) -> None:
             if line.startswith("COPY "):
                 for source in shlex.split(line)[1:-1]:
                     assert (ROOT / build["context"] / source).exists(), f"{path} copies {source}"
+
+
+def test_the_image_installs_the_extras_of_the_commands_compose_runs(
+    services: dict[str, Any],
+) -> None:
+    dockerfile = (ROOT / "deploy/Dockerfile").read_text()
+    installed = re.search(r"pip install [^\n]*'\.\[([\w,]+)\]'", dockerfile)
+    extras = set(installed.group(1).split(",")) if installed else set()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert all(re.search(rf"^{e} = \[", pyproject, re.M) for e in extras), extras
+    commands = {s["command"][0] for n, s in services.items() if n in APP_SERVICES}
+    assert "otlp" not in commands or "otlp" in extras, "agenttrail otlp needs the otlp extra"
