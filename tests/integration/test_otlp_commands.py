@@ -54,7 +54,8 @@ def test_up_serves_otlp_on_loopback_and_the_trace_becomes_a_run(tmp_path: Path) 
         def stored() -> Any:
             result = CliRunner().invoke(main, ["runs", "--data", str(data), "--json"])
             runs = json.loads(result.output).get("runs") if result.exit_code == 0 else None
-            return runs if runs else None
+            # All six events of the trace (started, 3 spans, kept span, succeeded).
+            return runs if runs and runs[0]["events"] == 6 else None
 
         runs = wait_until(stored, timeout=120, what="the OTLP trace to be a stored run")
         assert runs[0]["tenant"] == "up-test" and runs[0]["task_type"] == "invoicing"
