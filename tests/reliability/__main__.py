@@ -27,13 +27,13 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "fast": {
         "consumer_sigkills": {"tasks": 40, "spans": 5, "kills": 1, "freezes": 1, "seed": 11},
         "dangerous_points": {"tasks": 30, "spans": 5},
+        "group_rebalances": {"tasks": 40, "spans": 5, "members": 2, "churn": 1},
         "mixed_traffic": {"tasks": 20, "spans": 5, "bad": 48, "kinds": GOOD},
         "out_of_range": {
             "tasks": 10,
             "spans": 3,
-            "bad": 16,
+            "bad": 200,
             "kinds": ("int_range", "ts_range"),
-            "drain_timeout": 25,
         },
         "broker_crash": {"tasks": 150, "spans": 5},
         "up_sigkill": {"tasks": 20, "spans": 5, "drain_timeout": 25},
@@ -42,6 +42,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
         "consumer_sigkills": {"tasks": 6250, "spans": 5, "kills": 20, "freezes": 3, "pace_ms": 20},
         "dangerous_points": {"tasks": 1000, "spans": 5, "rounds": 3, "pace_ms": 5},
+        "group_rebalances": {"tasks": 2000, "spans": 5, "members": 3, "churn": 10},
         "mixed_traffic": {"tasks": 2000, "spans": 5, "bad": 13_500, "kinds": GOOD},
         "out_of_range": {
             "tasks": 200,

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -679,3 +680,59 @@ def sdk_pressure(workdir: Path, *, tasks: int, spans: int, queue_size: int = 100
     row.rss_kb = rss
     notes.append(f"peak RSS (kB): {rss}")
     return row
+
+
+# -- several consumers in one group ---------------------------------------------------------------
+
+
+def group_rebalances(workdir: Path, *, tasks: int, spans: int, members: int = 2, churn: int = 3,
+                     churn_every: float = 2.5, partitions: int = 4,
+                     drain_timeout: float = 240) -> Row:  # fmt: skip
+    """``members`` consumers in one group (tests.reliability.group_host), the oldest
+    replaced by a new one ``churn`` times while agents stream: every replacement is a
+    rebalance while the others hold buffered records."""
+    broker = Broker(workdir / "broker", partitions=partitions)
+    store = workdir / "store"
+    try:
+        host = JsonLinesProcess(
+            [sys.executable, "-m", "tests.reliability.group_host", "--bootstrap",
+             broker.bootstrap, "--data", str(store), "--group", _group(), "--members",
+             str(members), "--churn", str(churn), "--churn-every", str(churn_every)],
+            workdir / "group.log",
+        )  # fmt: skip
+
+        def owned() -> set[int]:
+            ms = host.last().get("members", {})
+            return {p for m in ms.values() for p in m.get("partitions", [])}
+
+        try:
+            wait_until(lambda: len(owned()) == partitions, timeout=120, what="the group forming")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last line {host.last()}; {host.log_tail()}") from None
+        pace = churn * churn_every * 1000 / tasks  # the stream lasts through every churn
+        agents = [
+            Emitter(broker.bootstrap, workdir / "agents", f"g{i}", tasks, spans, pace_ms=pace)
+            for i in range(2)
+        ]
+        for a in agents:
+            assert a.stop(signal.SIGCONT, timeout=600) == 0, a.log_tail()
+
+        def caught_up() -> bool:
+            s = host.last()
+            ms = s.get("members", {}).values()
+            return (s.get("churned") == churn and len(owned()) == partitions
+                    and all(m.get("lag") == 0 for m in ms))  # fmt: skip
+
+        try:
+            wait_until(caught_up, timeout=drain_timeout, interval=0.3, what="the group lag 0")
+        except AssertionError as exc:
+            _UNDRAINED.append(f"{exc}; group status {host.last()}")
+        host.stop(signal.SIGTERM, timeout=180)
+        produced = truth_keys([a.truth_path for a in agents])
+        stopped = next((x for x in host.lines if x.get("status") == "stopped"), {})
+    finally:
+        broker.close()
+        kill_all()
+    return Row(f"{members} consumers in one group, one replaced {churn} times mid-stream "
+               "(a rebalance each time)", churn, tally(store, produced), "",
+               [f"group host: {stopped}"])  # fmt: skip
