@@ -117,6 +117,22 @@ def test_async_streaming_records_text_and_time_to_first_token(env: Env) -> None:
     assert step["finish_reason"] == "stop" and step["output_tokens"] == 7
 
 
+def test_sync_streamed_tool_calls_keep_their_ids(env: Env) -> None:
+    client = instrument(openai.OpenAI(base_url=env.fake.url, api_key="sk-test"))
+    rec = env.recorder()
+    with rec.task("oa-sync-stream", task_id="oa-sync-stream-1"):
+        stream = client.chat.completions.create(
+            model="gpt-test", messages=messages(), tools=TOOLS, stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True},
+        )  # fmt: skip
+        ids = [tc.id for c in stream if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    env.store(rec)
+    step = env.cli("replay", "oa-sync-stream-1", "--step", "1")["calls"][0]
+    assert [c["id"] for c in json.loads(step["tool_calls_json"])] == ids
+    assert json.loads(step["tool_calls_json"])[0]["arguments"] == '{"order_id": "7294"}'
+    assert step["finish_reason"] == "tool_calls" and step["input_tokens"] == 20
+
+
 def test_a_step_limit_stops_the_agent_before_the_request_is_sent(env: Env) -> None:
     client = instrument(openai.OpenAI(base_url=env.fake.url, api_key="sk-test"))
     rec = env.recorder()
