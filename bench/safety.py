@@ -33,7 +33,7 @@ from agenttrail.embedded import EmbeddedBroker
 from agenttrail.producer import Recorder, TaskKilled, cancel_on_stop, scan_injection
 from agenttrail.producer._control import Scope, new_command
 from agenttrail.producer._exporter import AckCallback, OutRecord
-from agenttrail.producer._operator import collect_answers, publish_command
+from agenttrail.producer._operator import AnswerCollector, publish_command
 from agenttrail.producer._scrub import Scrubber
 
 
@@ -84,17 +84,12 @@ def kill_latency(tasks: int) -> None:
             for _ in range(tasks):
                 running.acquire()
             command = new_command("kill", Scope(), issued_by="bench", reason="bench")
-            published = time.monotonic()
-            partition, offset = publish_command(broker.bootstrap, command, control)
-            outcome = collect_answers(
-                broker.bootstrap,
-                command,
-                partition,
-                offset,
-                wait_s=60,
-                topic=control,
-                published_at=published,
-            )
+            with AnswerCollector(broker.bootstrap, control) as collector:  # as agenttrail kill
+                published = time.monotonic()
+                partition, offset = publish_command(broker.bootstrap, command, control)
+                outcome = collector.collect(
+                    command, partition, offset, wait_s=60, published_at=published
+                )
             for t in threads:
                 t.join(60)
             rec.close()

@@ -17,7 +17,7 @@ from agenttrail.cli._common import fail
 from agenttrail.events import CONTROL_TOPIC
 from agenttrail.producer._config import discover_local_stack
 from agenttrail.producer._control import Scope, new_command, new_signing_key, sign
-from agenttrail.producer._operator import ControlUnavailable, collect_answers, publish_command
+from agenttrail.producer._operator import AnswerCollector, ControlUnavailable, publish_command
 
 
 def _issuer() -> str:
@@ -124,21 +124,17 @@ def command(
             message = sign(message, signing_key.read_bytes())
         except (OSError, ValueError) as exc:
             fail(as_json, f"Cannot sign with {signing_key}: {exc}")
-    published_at = time.monotonic()
     try:
-        partition, offset = publish_command(address, message, topic)
         if lift or wait == 0:
+            _, offset = publish_command(address, message, topic)
             _done(as_json, message.command_id, message.type, scope.describe(), offset)
             return
-        outcome = collect_answers(
-            address,
-            message,
-            partition,
-            offset,
-            wait_s=wait,
-            topic=topic,
-            published_at=published_at,
-        )
+        with AnswerCollector(address, topic) as collector:  # connected before publishing
+            published_at = time.monotonic()
+            partition, offset = publish_command(address, message, topic)
+            outcome = collector.collect(
+                message, partition, offset, wait_s=wait, published_at=published_at
+            )
     except ControlUnavailable as exc:
         fail(as_json, str(exc))
     if as_json:

@@ -114,6 +114,75 @@ def publish_command(
         producer.close(timeout=5.0)
 
 
+class AnswerCollector:
+    """A reader of the control topic, connected before the command is published so that
+    the time to connect is not counted as kill latency. Close it (or use ``with``).
+
+    Raises:
+        ControlUnavailable: the topic could not be reached.
+    """
+
+    def __init__(self, bootstrap: str, topic: str = CONTROL_TOPIC):
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.topic = topic
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=50,
+            )
+            partitions = self._consumer.partitions_for_topic(topic) or {0}
+            self._tps = {p: TopicPartition(topic, p) for p in sorted(partitions)}
+            self._consumer.assign(list(self._tps.values()))
+            self._consumer.seek_to_end(*self._tps.values())
+            for tp in self._tps.values():
+                self._consumer.position(tp)  # resolve now, not after the command
+        except _kafka_errors() as exc:
+            raise ControlUnavailable(f"Kafka at {bootstrap} is not reachable: {exc}") from None
+
+    def collect(
+        self,
+        command: ControlMessage,
+        partition: int,
+        offset: int,
+        *,
+        wait_s: float,
+        settle_s: float = 1.0,
+        published_at: float | None = None,
+    ) -> CommandOutcome:
+        """Receipts and acknowledgements of ``command`` (see :func:`collect_answers`)."""
+        from kafka import TopicPartition
+
+        start = published_at if published_at is not None else time.monotonic()
+        outcome = CommandOutcome(command, offset)
+        tp = self._tps.get(partition) or TopicPartition(self.topic, partition)
+        if partition not in self._tps:
+            self._tps[partition] = tp
+            self._consumer.assign(list(self._tps.values()))
+        self._consumer.seek(tp, offset)
+        settle = min(settle_s, wait_s)
+        while True:
+            elapsed = time.monotonic() - start
+            if elapsed >= wait_s or (elapsed >= settle and outcome.complete):
+                break
+            for records in self._consumer.poll(timeout_ms=50).values():
+                for record in records:
+                    _take(record.value, outcome, start)
+        outcome.waited_s = time.monotonic() - start
+        return outcome
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> AnswerCollector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def collect_answers(
     bootstrap: str,
     command: ControlMessage,
@@ -129,39 +198,20 @@ def collect_answers(
 
     Returns when every task named in a receipt is acknowledged and at least
     ``settle_s`` passed (receipts have had time to arrive), or when ``wait_s`` is over.
+    Connects after the command was published; :class:`AnswerCollector` connects before.
 
     Raises:
         ControlUnavailable: the topic could not be read at all.
     """
-    from kafka import KafkaConsumer, TopicPartition
-
-    start = published_at if published_at is not None else time.monotonic()
-    outcome = CommandOutcome(command, offset)
-    try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=50,
+    with AnswerCollector(bootstrap, topic) as collector:
+        return collector.collect(
+            command,
+            partition,
+            offset,
+            wait_s=wait_s,
+            settle_s=settle_s,
+            published_at=published_at,
         )
-    except _kafka_errors() as exc:
-        raise ControlUnavailable(f"Kafka at {bootstrap} is not reachable: {exc}") from None
-    try:
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        consumer.seek(tp, offset)
-        settle = min(settle_s, wait_s)
-        while True:
-            elapsed = time.monotonic() - start
-            if elapsed >= wait_s or (elapsed >= settle and outcome.complete):
-                break
-            for records in consumer.poll(timeout_ms=50).values():
-                for record in records:
-                    _take(record.value, outcome, start)
-        outcome.waited_s = time.monotonic() - start
-        return outcome
-    finally:
-        consumer.close()
 
 
 def _take(value: bytes | None, outcome: CommandOutcome, start: float) -> None:
