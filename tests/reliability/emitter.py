@@ -18,11 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import time
 from pathlib import Path
 
 from agenttrail.producer import Recorder
+
+
+def _peak_rss_kb() -> int:
+    # VmHWM, not getrusage's ru_maxrss: on Linux the latter carries the parent's peak
+    # across fork+exec, so every emitter would report the harness's own memory.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def main() -> None:
@@ -85,7 +93,7 @@ def main() -> None:
                         "rejected": report.rejected,
                         "unsaved": report.unsaved,
                         "pid": os.getpid(),
-                        "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                        "max_rss_kb": _peak_rss_kb(),
                     }
                 }
             )
