@@ -54,7 +54,8 @@ class LocalStack:
             loopback endpoint announced in ``up.json`` (see :mod:`._read_server`), so
             that the reading commands work while the stack holds the store.
         schema_registry: a Schema Registry whose ids the producers frame with; the
-            consumer resolves them through it (agents set the same URL themselves).
+            consumer resolves them through it, and up.json names it, so that a recorder
+            that finds the stack there frames with the same ids.
     """
 
     def __init__(
@@ -140,6 +141,8 @@ class LocalStack:
             "store": str(self.data / "clickhouse"),
             "started_at": time.time(),
         }
+        if self.schema_registry:
+            info["schema_registry"] = self.schema_registry  # Recorder.from_env frames with it
         if self.reads is not None:
             info["read_endpoint"] = self.reads.url
             info["read_token"] = self._read_token

@@ -138,12 +138,8 @@ class RecorderSettings(BaseModel):
     enabled: bool = Field(default=True, description="false: record nothing at all.")
 
 
-def discover_local_stack(data: Path | None) -> str | None:
-    """Bootstrap address of a running ``agenttrail up`` whose ``up.json`` is in ``data``.
-
-    Looks in ``data`` when given, else in ``./.agenttrail``. Returns None when there is no
-    file or the process it names is gone.
-    """
+def _local_stack_info(data: Path | None) -> dict[str, Any] | None:
+    """``up.json`` of a running ``agenttrail up`` in ``data`` (else ``./.agenttrail``)."""
     candidates = [data] if data is not None else [Path.cwd() / ".agenttrail"]
     for d in candidates:
         try:
@@ -152,10 +148,25 @@ def discover_local_stack(data: Path | None) -> str | None:
             os.kill(pid, 0)
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        bootstrap = info.get("bootstrap")
-        if isinstance(bootstrap, str):
-            return bootstrap
+        if isinstance(info, dict):
+            return info
     return None
+
+
+def discover_local_stack(data: Path | None) -> str | None:
+    """Bootstrap address of a running ``agenttrail up`` whose ``up.json`` is in ``data``.
+
+    Looks in ``data`` when given, else in ``./.agenttrail``. Returns None when there is no
+    file or the process it names is gone.
+    """
+    bootstrap = (_local_stack_info(data) or {}).get("bootstrap")
+    return bootstrap if isinstance(bootstrap, str) else None
+
+
+def discover_local_registry(data: Path | None) -> str | None:
+    """The Schema Registry a running ``agenttrail up --schema-registry URL`` names, if any."""
+    url = (_local_stack_info(data) or {}).get("schema_registry")
+    return url if isinstance(url, str) and url else None
 
 
 def load_settings(given: Mapping[str, Any]) -> RecorderSettings:

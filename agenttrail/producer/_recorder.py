@@ -10,7 +10,12 @@ from types import TracebackType
 from typing import Any
 
 from agenttrail.events import uuid7
-from agenttrail.producer._config import RecorderSettings, discover_local_stack, load_settings
+from agenttrail.producer._config import (
+    RecorderSettings,
+    discover_local_registry,
+    discover_local_stack,
+    load_settings,
+)
 from agenttrail.producer._confirm import ConfirmationPolicy
 from agenttrail.producer._control_channel import ControlChannel, KafkaControlChannel
 from agenttrail.producer._detectors import BUILTIN_DETECTORS
@@ -108,12 +113,16 @@ class Recorder:
         self._close_lock = threading.Lock()
         self._report: CloseReport | None = None
         address = self.settings.bootstrap
+        registry_url = self.settings.schema_registry
         if address is None and exporter is None:
             address = discover_local_stack(self.settings.data)
+            if registry_url is None:
+                # A stack found through up.json: frame as its consumer expects.
+                registry_url = discover_local_registry(self.settings.data)
         if exporter is None and self.settings.enabled and address is not None:
             exporter = KafkaExporter(address, self.settings.topic)
-        if exporter is not None and self.settings.schema_registry:
-            exporter = registry_framed(exporter, self.settings.schema_registry, self.settings.topic)
+        if exporter is not None and registry_url:
+            exporter = registry_framed(exporter, registry_url, self.settings.topic)
         self.safety = self._safety_plane(
             scrubber,
             sensitive_keys,

@@ -409,3 +409,28 @@ def test_an_unknown_id_waits_for_a_registry_that_comes_back_and_a_stop_ends_the_
     with pytest.raises(SchemaRegistryUnavailable):
         waiting.by_id(state.subjects[_subject("llm_call")][0])
     stopper.join(timeout=60)
+
+
+def test_a_recorder_that_finds_up_through_up_json_frames_with_the_registry_it_names(
+    registry: tuple[str, RegistryState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    url, state = registry
+    register_schemas(SchemaRegistryClient(url))
+    monkeypatch.delenv("AGENTTRAIL_BOOTSTRAP", raising=False)
+    monkeypatch.delenv("AGENTTRAIL_SCHEMA_REGISTRY", raising=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    up = {"pid": os.getpid(), "bootstrap": "127.0.0.1:1", "schema_registry": url}
+    (data / "up.json").write_text(json.dumps(up))
+    before = len(state.requests)
+    rec = Recorder(data=data, spool_dir=tmp_path / "spool", close_timeout_s=2)
+    with rec.task("triage"):
+        pass
+    wait_until(
+        lambda: any(r[1].startswith("/subjects/") for r in state.requests[before:]),
+        timeout=60,
+        what="the recorder asked the registry up.json names for its ids",
+    )
+    rec.close(timeout=2)
