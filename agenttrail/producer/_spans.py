@@ -278,7 +278,7 @@ class ToolSpan(Span):
             "latency_ms": latency_ms,
             "success": self.success,
             "error_type": self.error_type,
-            "error_detail": self.error_detail,
+            "error_detail": self.task.redact_error(self.error_detail),
             "redactions": self.redactions,
         }
 
@@ -487,7 +487,7 @@ class LlmCall(Span):
             "ttft_ms": self.ttft_ms,
             "success": self.success,
             "error_type": self.error_type,
-            "error_detail": self.error_detail,
+            "error_detail": self.task.redact_error(self.error_detail),
             "redactions": self.redactions,
         }
 

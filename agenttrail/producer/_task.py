@@ -158,7 +158,10 @@ class Task(TaskSafety):
         else:
             error_type, detail = error_fields(exc)
             self._finish(
-                TaskState.FAILED, reason="exception", error_type=error_type, error_detail=detail
+                TaskState.FAILED,
+                reason="exception",
+                error_type=error_type,
+                error_detail=self.redact_error(detail),
             )
 
     def start(self) -> None:

@@ -462,6 +462,16 @@ class TaskSafety:
             return value, []
         return self.redact(value, where=where)
 
+    def redact_error(self, detail: str | None) -> str | None:
+        """An error message as recorded: scrubbed (exception texts often quote inputs).
+
+        No guard event: the redaction shows as placeholders in the message itself.
+        """
+        if not detail:
+            return detail
+        out, _ = self.safety.scrubber.scrub_text(detail)
+        return out
+
     def inspect_result(self, tool: str, text: str) -> str:
         """A tool result entering the loop: screened for injection, then scrubbed."""
         self.screen(text, f"tool:{tool}")

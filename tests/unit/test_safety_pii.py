@@ -1,5 +1,6 @@
-"""Generated personal data and secrets placed anywhere an agent hands the SDK content never
-appear in a byte the SDK writes: exported records, the spool, rejected.jsonl, log lines."""
+"""Generated personal data and secrets placed anywhere an agent hands the SDK content (error
+messages included) never appear in a byte the SDK writes: exported records, the spool,
+rejected.jsonl, log lines."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _written_bytes(exporter: InMemoryExporter, spool: Path, logs: _Capture) -> b
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    where=st.sampled_from(["entry", "args", "result", "messages", "response", "payload"]),
+    where=st.sampled_from(["entry", "args", "result", "messages", "response", "payload", "error"]),
     case=pii.json_with_pii(),
     outage=st.booleans(),
     reject=st.booleans(),
@@ -58,6 +59,9 @@ def test_generated_pii_never_leaves_the_process(
             # attempt="x" cannot be encoded: the span goes to rejected.jsonl instead
             with task.tool("lookup", args=args, attempt="x" if reject else 1) as span:  # type: ignore[arg-type]
                 span.result(value if where == "result" else "ok")
+            if where == "error":  # exception texts often quote the input
+                with task.tool("lookup") as failing:
+                    failing.fail(ValueError(f"customer {value} not found"))
             messages = [{"role": "user", "content": value}] if where == "messages" else []
             with task.llm_call(model="m", messages=messages) as call:
                 call.respond(
