@@ -196,7 +196,8 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"broker    {broker['bootstrap']}  topics {topics or 'none'}")
         oldest = broker["oldest_unconsumed_age_s"]
         age = "nothing unconsumed" if oldest is None else f"oldest unconsumed {_age(oldest)} old"
-        lines.append(f"lag       {broker['lag']} messages (group {broker['group']}); {age}")
+        lag = "unknown (a partition did not answer)" if broker["lag"] is None else broker["lag"]
+        lines.append(f"lag       {lag} messages (group {broker['group']}); {age}")
         rows = [
             [
                 p["partition"],

@@ -113,14 +113,15 @@ class PartitionStatus:
         committed: the consumer group's committed offset (None: nothing committed).
         high_water: the offset after the newest message (from a fetch, which is exact
             even where a broker's ListOffsets answer is not).
-        lag: messages after ``committed`` not yet consumed.
+        lag: messages after ``committed`` not yet consumed; None when the partition did
+            not answer a fetch in time (unknown, never guessed as 0).
         oldest_unconsumed_age_s: age of the first message not yet consumed (None: none).
     """
 
     partition: int
     committed: int | None
     high_water: int | None
-    lag: int
+    lag: int | None
     oldest_unconsumed_age_s: float | None
 
 
@@ -135,8 +136,10 @@ class BrokerStatus:
     partitions: list[PartitionStatus] = field(default_factory=list)
 
     @property
-    def lag(self) -> int:
-        return sum(p.lag for p in self.partitions)
+    def lag(self) -> int | None:
+        """Total lag; None when some partition's lag is unknown."""
+        lags = [p.lag for p in self.partitions]
+        return None if any(x is None for x in lags) else sum(x for x in lags if x is not None)
 
     @property
     def oldest_unconsumed_age_s(self) -> float | None:
@@ -226,13 +229,13 @@ def broker_status(bootstrap: str, topic: str, group: str, timeout_s: float = 10.
         p = tp.partition
         start = committed.get(p, 0)
         high = highs.get(p)
-        lag = max(high - start, 0) if high is not None else (1 if p in firsts else 0)
+        lag = max(high - start, 0) if high is not None else None
         parts.append(
             PartitionStatus(
                 partition=p,
                 committed=committed.get(p),
                 high_water=high,
-                lag=lag if p in firsts else 0,
+                lag=lag,
                 oldest_unconsumed_age_s=round(now - firsts[p], 3) if p in firsts else None,
             )
         )

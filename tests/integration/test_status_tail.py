@@ -80,7 +80,10 @@ def test_status_numbers_agree_with_what_was_emitted_and_stored(
         report = _status(up["data"])
         store = report["store"]
         done = store["events_total"] >= total and sum(store["dead_letters"].values()) >= 3
-        return report if done and report["broker"]["lag"] == 0 else None
+        # Rows are visible right after their insert, offsets committed just after: wait
+        # for every partition's lag to be known and 0.
+        caught_up = all(p["lag"] == 0 for p in report["broker"]["partitions"])
+        return report if done and caught_up and report["broker"]["lag"] == 0 else None
 
     report = wait_until(settled, timeout=120, what="status to show every event stored")
     store = report["store"]
