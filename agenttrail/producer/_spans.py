@@ -128,6 +128,10 @@ class Span:
     def _record(self) -> None:
         task = self.task
         with task.lock:
+            if self._ended and self.error_type == ABANDONED:
+                # Its task was stopped (a kill, the watchdog) from another thread between
+                # the block's end and this record: the span is already recorded abandoned.
+                return
             task.submit(self._event(self._claim(), next(task.seqs)))
         self._recorded()
 
