@@ -134,3 +134,31 @@ def test_the_export_commands_exit_0_then_1_after_damage(
     assert bad.exit_code == 1
     assert any("guard_events.csv" in f["detail"] for f in json.loads(bad.output)["findings"])
     assert runner.invoke(main, ["export", "verify", str(tmp_path)]).exit_code == 2
+
+
+def test_task_type_and_time_window_filters(store: Store, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    truth = _seed(store)
+    other = make_task("other-type", 5, "p3", 0)
+    for e in other:
+        e["task_type"] = "software_delivery"
+    from agenttrail.events import default_registry, seal
+
+    prev = ""
+    for e in other:
+        seal(default_registry().latest(e["event_type"]), e, prev)
+        prev = e["hash"]
+    store_events(store, other)
+    by_type = export_store(
+        store, tmp_path / "t", selection=ExportFilters(task_type="software_delivery")
+    )
+    assert by_type["rows"] == 5 and check_export(tmp_path / "t").ok
+    # Every seeded event happened on 2026-01-15: a window around that day holds them all,
+    # a window after it none.
+    day = ExportFilters(
+        since=datetime(2026, 1, 15, tzinfo=UTC), until=datetime(2026, 1, 16, tzinfo=UTC)
+    )
+    assert export_store(store, tmp_path / "d", selection=day)["rows"] == len(truth) + 5
+    later = ExportFilters(since=datetime(2026, 2, 1, tzinfo=UTC))
+    assert export_store(store, tmp_path / "l", selection=later)["rows"] == 0

@@ -217,3 +217,20 @@ def test_dead_lettered_events_are_not_missing(store: Store) -> None:
     report = verify_store(store)
     (p7,) = report.producers
     assert (p7.produced, p7.stored, p7.dead_lettered, p7.missing) == (6, 5, 1, [])
+
+
+def test_since_selects_whole_tasks_with_recent_events(store: Store) -> None:
+    from datetime import UTC, timedelta
+
+    from agenttrail.events import default_registry, seal
+
+    old = make_task("old", 5, "p1", 0)
+    new = make_task("new", 5, "p1", 5)
+    prev = ""
+    for e in new:  # the same task moved to now, resealed
+        e["ts"] = datetime.now(UTC) - timedelta(minutes=5) + timedelta(milliseconds=e["seq"])
+        seal(default_registry().latest(e["event_type"]), e, prev)
+        prev = e["hash"]
+    store_events(store, [*old, *new])
+    report = check_chains(store, since=datetime.now(UTC) - timedelta(hours=1))
+    assert (report.events, report.tasks, report.ok) == (5, 1, True)
