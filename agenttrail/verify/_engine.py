@@ -32,6 +32,9 @@ from agenttrail.verify._findings import Finding, FindingKind, VerifyReport
 DEFAULT_MAX_FINDINGS = 10_000
 """Findings kept by default; a store with more is reported as truncated."""
 
+DEFAULT_BUCKET_EVENTS = 1_000_000
+"""Events checked per engine query: the window sort of about this many rows is in memory."""
+
 
 def family_columns(store: Store, table: str) -> frozenset[str]:
     """The columns of one table of the store's database."""
@@ -218,10 +221,13 @@ def check_chains(
     registry: SchemaRegistry | None = None,
     max_findings: int = DEFAULT_MAX_FINDINGS,
     tables: Mapping[str, str] = FAMILY_TABLES,
+    bucket_events: int = DEFAULT_BUCKET_EVENTS,
 ) -> VerifyReport:
     """Recompute every chain of the selected tasks in the engine and report what is wrong.
 
-    Blocks for one scan of the selected events (two queries). Read-only.
+    Blocks for two counting scans, then one scan per bucket of about ``bucket_events``
+    events (whole tasks, by a hash of the task id), which bounds the engine's memory.
+    Findings come in task order within each bucket. Read-only.
 
     Raises:
         StoreUnavailable: the store failed a query (e.g. it is not migrated).
@@ -245,12 +251,24 @@ def check_chains(
     report.tasks = int(store.query(tasks_sql, params)[0][0]) if report.events else 0
     if not report.events:
         return report
-    sql = _PROBLEMS.format(
-        union=events_union(store, registry, where, with_hash=True, tables=tables),
-        windows=_WINDOWS,
-        limit=max_findings + 1,
-    )
-    rows = store.query(sql, params)
+    # Tasks are checked in buckets of about bucket_events events (by a hash of the task
+    # id, so each task is whole in one bucket): the window sort of one bucket is what
+    # the engine holds in memory at a time.
+    buckets = max(1, -(-report.events // bucket_events))
+    rows: list[tuple[Any, ...]] = []
+    for bucket in range(buckets):
+        scoped = where
+        if buckets > 1:
+            cond = f"cityHash64(task_id) % {buckets} = {bucket}"
+            scoped = f"{where} AND {cond}" if where else f" WHERE {cond}"
+        sql = _PROBLEMS.format(
+            union=events_union(store, registry, scoped, with_hash=True, tables=tables),
+            windows=_WINDOWS,
+            limit=max_findings + 1 - len(rows),
+        )
+        rows.extend(store.query(sql, params))
+        if len(rows) > max_findings:
+            break
     for row in rows[:max_findings]:
         report.findings.extend(classify(row))
     report.truncated = len(rows) > max_findings

@@ -234,3 +234,16 @@ def test_since_selects_whole_tasks_with_recent_events(store: Store) -> None:
     store_events(store, [*old, *new])
     report = check_chains(store, since=datetime.now(UTC) - timedelta(hours=1))
     assert (report.events, report.tasks, report.ok) == (5, 1, True)
+
+
+def test_checking_in_buckets_finds_the_same(store: Store) -> None:
+    tasks = [make_task(f"b{i}", 6, "p1", i * 6) for i in range(8)]
+    tasks[5][3]["prev_hash"] = "f" * 64  # one broken link, in some bucket
+    store_events(store, [e for t in tasks for e in t])
+    whole = check_chains(store)
+    bucketed = check_chains(store, bucket_events=10)  # 48 events in 5 buckets
+    assert (
+        {(f.kind, f.task_id, f.seq) for f in bucketed.findings}
+        == {(f.kind, f.task_id, f.seq) for f in whole.findings}
+        == {(FindingKind.MODIFIED, "b5", 3), (FindingKind.BROKEN_LINK, "b5", 3)}
+    )
