@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agenttrail.consumers._decode import PreparedBatch
+from agenttrail.consumers._ledger import PartitionFenced
 from agenttrail.consumers._writer import BatchWriter
 from agenttrail.store import StoreError
 
@@ -27,7 +28,7 @@ class WriteResult:
 
     owner: Any
     prepared: PreparedBatch
-    error: StoreError | None
+    error: StoreError | PartitionFenced | None
 
 
 class BackgroundWriter:
@@ -91,14 +92,20 @@ class BackgroundWriter:
                     break
                 jobs.append(more)
             error: StoreError | None = None
+            fenced: list[PreparedBatch] = []
             try:
-                self.writer.write_many([prepared for _, prepared in jobs])
+                fenced = self.writer.write_many([prepared for _, prepared in jobs])
             except StoreError as exc:
                 error = exc
             except Exception as exc:  # a bug must not kill the thread and hang the pipeline
                 log.exception("writing %d batches failed unexpectedly", len(jobs))
                 error = StoreError(f"unexpected {type(exc).__name__}: {exc}")
+            lost = {id(p) for p in fenced}
             for owner, prepared in jobs:
-                self._results.put(WriteResult(owner, prepared, error))
+                outcome: StoreError | PartitionFenced | None = error
+                if outcome is None and id(prepared) in lost:
+                    outcome = PartitionFenced(f"partition {prepared.batch.partition} claimed "
+                                              "by another consumer")  # fmt: skip
+                self._results.put(WriteResult(owner, prepared, outcome))
             if closing:
                 return

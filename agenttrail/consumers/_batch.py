@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -41,6 +42,8 @@ class Batch:
     last_offset: int
     messages: list[Any] = field(default_factory=list)
     incarnation: str = ""
+    claim: str = ""  # the writer's claim of the partition ("" = unfenced, tools and tests)
+    claimed_at: datetime | None = None
 
     @property
     def range_token(self) -> str:
@@ -72,6 +75,8 @@ class PartitionBuffer:
         self.topic = topic
         self.partition = partition
         self.incarnation = incarnation
+        self.claim = ""
+        self.claimed_at: datetime | None = None
         self.position = position
         self.forced: tuple[int, int] | None = None
         self._messages: deque[Any] = deque()
@@ -141,7 +146,10 @@ class PartitionBuffer:
                 messages.append(self._pop())
             self.forced = None
             self._restart_clock()
-            return Batch(self.topic, self.partition, first, last, messages, self.incarnation)
+            return Batch(
+                self.topic, self.partition, first, last, messages, self.incarnation,
+                self.claim, self.claimed_at,
+            )  # fmt: skip
         if not self._messages:
             return None
         messages = [self._pop()]
@@ -160,6 +168,8 @@ class PartitionBuffer:
             messages[-1].offset,
             messages,
             self.incarnation,
+            self.claim,
+            self.claimed_at,
         )
 
     def _pop(self) -> Any:

@@ -65,6 +65,7 @@ class PreparedBatch:
             inserts (see :meth:`BatchDecoder.settle`).
         events: events per family.
         dead_letters: messages routed to ``dead_letters``.
+        duplicates: events dropped at write time as copies of stored events.
         letters: the dead letters themselves.
     """
 
@@ -73,6 +74,7 @@ class PreparedBatch:
     unchecked: list[StoreDecodedGroup] = field(default_factory=list)
     events: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
+    duplicates: int = 0
     letters: list[DeadLetter] = field(default_factory=list)
     decoded: dict[str, list[tuple[dict[str, Any], Any]]] = field(default_factory=dict, repr=False)
 

@@ -39,7 +39,7 @@ from agenttrail.consumers._batch import PartitionBuffer
 from agenttrail.consumers._config import ConsumerConfig
 from agenttrail.consumers._decode import BatchDecoder, PreparedBatch
 from agenttrail.consumers._incarnation import LEGACY_INCARNATION, IncarnationProbe
-from agenttrail.consumers._ledger import OffsetLedger
+from agenttrail.consumers._ledger import OffsetLedger, PartitionFenced
 from agenttrail.consumers._stats import IngestStats
 from agenttrail.consumers._writer import BatchWriter
 from agenttrail.events import EventCodec
@@ -76,6 +76,8 @@ class _Partition:
     in_flight: bool = False  # pending is with the background writer
     dropped: bool = False  # records were dropped while held: seek back on release
     incarnation: str = LEGACY_INCARNATION  # of the topic, decided with the position
+    fenced: bool = False  # another consumer claimed it: never written again by this one
+    gap: tuple[int, int] | None = None  # (expected, fetched) of a fetch that skipped offsets
 
 
 class IngestPipeline:
@@ -203,6 +205,8 @@ class IngestPipeline:
             if self._held(part):
                 part.dropped = True
                 continue
+            if not self._contiguous(consumer, part, messages):
+                continue
             accepted += part.buffer.add(messages)
         self._cut(final=False)
         self._submit()
@@ -210,9 +214,30 @@ class IngestPipeline:
         self._update_lag(consumer)
         return accepted > 0 or done > 0
 
+    def _contiguous(self, consumer: KafkaConsumer, part: _Partition, messages: list[Any]) -> bool:
+        """Whether fetched records continue exactly where the partition's accepted ones
+        end. A fetch that starts past the expected offset (records fetched before a
+        seek, a position reset) is dropped and fetched again from the expected offset;
+        only when the same gap comes back is it taken for a real hole in the log
+        (compaction, transaction markers) and accepted."""
+        expected = part.buffer.position
+        if expected is None:
+            return True
+        first = next((m.offset for m in messages if m.offset >= expected), None)
+        if first is None or first == expected or part.gap == (expected, first):
+            part.gap = None
+            return True
+        log.warning("partition %d: fetched offset %d while %d was expected; fetching again "
+                    "from %d", part.tp.partition, first, expected, expected)  # fmt: skip
+        part.gap = (expected, first)
+        consumer.seek(part.tp, expected)
+        return False
+
     def _held(self, part: _Partition) -> bool:
         """Whether the partition takes no new records: the store fails, or its buffer is full."""
         c = self.config
+        if part.fenced:
+            return True
         if part.buffer.forced is not None and not self._backoff.active:
             return False  # a recorded range is re-read whole, whatever the limits now
         return (
@@ -314,6 +339,11 @@ class IngestPipeline:
                         exc)  # fmt: skip
             return
         try:
+            # Claim first, read second: a zombie's 'before' row is either visible to the
+            # read below, or written after this claim (and then fenced before it inserts).
+            claims = self.ledger.claim(
+                self.config.topic, incarnation, [p.tp.partition for p in waiting]
+            )
             entries = self.ledger.latest(
                 self.config.topic, [p.tp.partition for p in waiting], incarnation
             )
@@ -332,6 +362,8 @@ class IngestPipeline:
         for part in waiting:
             part.incarnation = incarnation
             part.buffer.incarnation = incarnation
+            claim = claims[part.tp.partition]
+            part.buffer.claim, part.buffer.claimed_at = claim.claim, claim.claimed_at
             entry = entries.get(part.tp.partition)
             if entry is not None:
                 consumer.seek(part.tp, entry.resume_at)
@@ -385,12 +417,17 @@ class IngestPipeline:
         for result in self._background.results(wait_s):
             part: _Partition = result.owner
             part.in_flight = False
+            if isinstance(result.error, PartitionFenced):
+                self._fence(part)
+                continue
             if result.error is not None:
                 if not self._backoff.active or self._backoff.ready():
                     self._store_failed(result.error)
                 continue
             stored += 1
             self.stats.batch_stored(result.prepared.events, result.prepared.dead_letters)
+            if result.prepared.duplicates:
+                self.stats.duplicates(result.prepared.duplicates)
             if part in self._retiring and part.pending is result.prepared:
                 part.pending = None  # stored; an offset of a vanished incarnation is not committed
                 if not len(part.buffer):
@@ -407,6 +444,16 @@ class IngestPipeline:
         if stored and self._backoff.active and not self._any_pending():
             self._store_recovered()
         return stored
+
+    def _fence(self, part: _Partition) -> None:
+        """Stop writing a partition another consumer claimed; wait for the rebalance
+        that takes it from this consumer (a fresh assignment claims it anew)."""
+        log.warning("partition %d was claimed by another consumer; this one stops writing "
+                    "it (its batch was not inserted)", part.tp.partition)  # fmt: skip
+        self.stats.partition_fenced()
+        part.fenced = True
+        part.pending = None
+        part.buffer = PartitionBuffer(part.tp.topic, part.tp.partition)
 
     def _any_pending(self) -> bool:
         return any(p.pending for p in (*self._retiring, *self._parts.values()))

@@ -22,6 +22,10 @@ class IngestSnapshot:
         retrying: whether inserts are currently backing off because the store fails.
         last_error: the most recent store error, if any.
         last_batch_at: wall-clock time of the last stored batch (epoch seconds), or None.
+        fenced: batches not written because another consumer had claimed their
+            partition (this consumer had lost it; the new owner stores those events).
+        duplicates_dropped: events not stored because the same event (by tenant, task
+            and seq) is stored already: copies an at-least-once producer resent.
     """
 
     events: dict[str, int] = field(default_factory=dict)
@@ -33,6 +37,8 @@ class IngestSnapshot:
     retrying: bool = False
     last_error: str | None = None
     last_batch_at: float | None = None
+    fenced: int = 0
+    duplicates_dropped: int = 0
 
     @property
     def events_total(self) -> int:
@@ -52,6 +58,8 @@ class IngestSnapshot:
             "retrying": self.retrying,
             "last_error": self.last_error,
             "last_batch_at": self.last_batch_at,
+            "fenced": self.fenced,
+            "duplicates_dropped": self.duplicates_dropped,
         }
 
 
@@ -69,6 +77,18 @@ class IngestStats:
         self._retrying = False
         self._last_error: str | None = None
         self._last_batch_at: float | None = None
+        self._fenced = 0
+        self._duplicates_dropped = 0
+
+    def partition_fenced(self) -> None:
+        """Count one batch not written because its partition was claimed by another."""
+        with self._lock:
+            self._fenced += 1
+
+    def duplicates(self, dropped: int) -> None:
+        """Count events dropped as copies of events already stored."""
+        with self._lock:
+            self._duplicates_dropped += dropped
 
     def batch_stored(self, events: dict[str, int], dead_letters: int) -> None:
         """Count one stored and committed batch."""
@@ -114,4 +134,6 @@ class IngestStats:
                 retrying=self._retrying,
                 last_error=self._last_error,
                 last_batch_at=self._last_batch_at,
+                fenced=self._fenced,
+                duplicates_dropped=self._duplicates_dropped,
             )

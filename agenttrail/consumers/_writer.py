@@ -15,11 +15,13 @@ insert that is refused is decoded here first, then split the same way.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from agenttrail.consumers._columns import DEAD_LETTER_COLUMNS, DeadLetter, dead_letter_columns
+from agenttrail.consumers._copies import CopyFilter
 from agenttrail.consumers._decode import BatchDecoder, PreparedBatch, TableInsert
-from agenttrail.consumers._ledger import OffsetLedger, State
+from agenttrail.consumers._ledger import NO_CLAIM, OffsetLedger, PartitionFenced, State
 from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES, Store, StoreRejected
 
 
@@ -35,10 +37,15 @@ class BatchWriter:
         self.store = store
         self.ledger = ledger
         self.decoder = decoder or BatchDecoder()
+        self.copies = CopyFilter(store, self.decoder)
 
-    def write_many(self, batches: list[PreparedBatch]) -> None:
+    def write_many(self, batches: list[PreparedBatch]) -> list[PreparedBatch]:
         """Store several batches (of different partitions) with one ledger insert per
         state instead of two per batch. Same guarantees as :meth:`write` for each batch.
+
+        Returns:
+            The batches NOT written because another consumer claimed their partition
+            after the batch's own claim (see :class:`PartitionFenced`).
 
         Raises:
             StoreUnavailable: any step failed; retry each batch (alone or again together).
@@ -46,9 +53,32 @@ class BatchWriter:
         for prepared in batches:
             self.decoder.settle(prepared, self.store)
         self.ledger.mark_many([_ledger_row(p, "before") for p in batches])
-        for prepared in batches:
+        # After 'before', before any insert: a consumer that lost the partition learns
+        # it here, before it writes (see migration 0011 for why this order holds).
+        fenced = self._fenced(batches)
+        live = [p for p in batches if id(p) not in fenced]
+        for prepared in live:
+            prepared.duplicates = self.copies.drop_copies(prepared)
             self._insert(prepared)
-        self.ledger.mark_many([_ledger_row(p, "after") for p in batches])
+        self.ledger.mark_many([_ledger_row(p, "after") for p in live])
+        return [p for p in batches if id(p) in fenced]
+
+    def _fenced(self, batches: list[PreparedBatch]) -> set[int]:
+        groups: dict[tuple[str, str], dict[int, str]] = {}
+        for p in batches:
+            b = p.batch
+            if b.claim:
+                groups.setdefault((b.topic, b.incarnation), {})[b.partition] = b.claim
+        lost: set[tuple[str, str, int]] = set()
+        for (topic, incarnation), claims in groups.items():
+            lost |= {
+                (topic, incarnation, q) for q in self.ledger.fenced(topic, incarnation, claims)
+            }
+        return {
+            id(p)
+            for p in batches
+            if p.batch.claim and (p.batch.topic, p.batch.incarnation, p.batch.partition) in lost
+        }
 
     def write(self, prepared: PreparedBatch) -> None:
         """Store one batch and mark it done in the ledger. Blocks until stored.
@@ -56,19 +86,13 @@ class BatchWriter:
         Raises:
             StoreUnavailable: any step failed. Some tables may hold the batch already;
                 retrying the same prepared batch completes it without duplicates.
+            PartitionFenced: another consumer claimed the partition; nothing inserted.
         """
-        self.decoder.settle(prepared, self.store)
-        b = prepared.batch
-        events = sum(prepared.events.values())
-        self.ledger.mark(
-            b.topic, b.partition, b.first_offset, b.last_offset, "before",
-            events, prepared.dead_letters, incarnation=b.incarnation,
-        )  # fmt: skip
-        self._insert(prepared)
-        self.ledger.mark(
-            b.topic, b.partition, b.first_offset, b.last_offset, "after",
-            events, prepared.dead_letters, incarnation=b.incarnation,
-        )  # fmt: skip
+        if self.write_many([prepared]):
+            raise PartitionFenced(
+                f"Partition {prepared.batch.partition} of {prepared.batch.topic} was claimed "
+                "by another consumer; this batch was not written."
+            )
 
     def _insert(self, prepared: PreparedBatch) -> None:
         refused: list[DeadLetter] = []
@@ -151,10 +175,13 @@ class BatchWriter:
         self._split(insert, mid, hi, refused, None)
 
 
-def _ledger_row(p: PreparedBatch, state: State) -> tuple[str, str, int, int, int, State, int, int]:
+LedgerRow = tuple[str, str, int, int, int, State, int, int, datetime]
+
+
+def _ledger_row(p: PreparedBatch, state: State) -> LedgerRow:
     b = p.batch
     return (b.topic, b.incarnation, b.partition, b.first_offset, b.last_offset, state,
-            sum(p.events.values()), p.dead_letters)  # fmt: skip
+            sum(p.events.values()), p.dead_letters, b.claimed_at or NO_CLAIM)  # fmt: skip
 
 
 def _refused_letter(message: Any, reason: str) -> DeadLetter:
