@@ -35,6 +35,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from agenttrail.consumers import ConsumerConfig, IngestPipeline
 from agenttrail.consumers.testing import sample_record, sealed
 from agenttrail.embedded import EmbeddedBroker, embedded_consumer_config
+from agenttrail.events import uuid7
 from agenttrail.store import migrate, open_store
 
 PARTITIONS = 4
@@ -49,19 +50,19 @@ def fill(bootstrap: str, topic: str, family: str, count: int, text_bytes: int) -
     producer = KafkaProducer(
         bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=512 * 1024
     )
-    # A few hundred distinct payloads, re-sent: sealing is not what is measured here.
-    tasks = 64
-    payloads = []
-    for t in range(tasks):
-        prev = ""
-        for seq in range(8):
-            record = sample_record(family, task_id=f"task-{t}", seq=seq, text_bytes=text_bytes)
-            payloads.append((f"task-{t}".encode(), sealed(record, prev)))
-            prev = record["hash"]
+    # Eight sealed templates (one per seq), patched per event with a task id of the same
+    # width and a fresh event id: every event is distinct (the consumer drops resent
+    # copies), and sealing is not what is measured here. Hashes are the templates'.
+    templates = []
+    for seq in range(8):
+        record = sample_record(family, task_id="task-00000000", seq=seq, text_bytes=text_bytes)
+        templates.append((record["event_id"].encode(), sealed(record)))
     sent = 0
     for i in range(count):
-        key, value = payloads[i % len(payloads)]
-        producer.send(topic, key=key, value=value)
+        event_id, template = templates[i % 8]
+        task = f"task-{i // 8:08d}".encode()
+        value = template.replace(b"task-00000000", task).replace(event_id, str(uuid7()).encode())
+        producer.send(topic, key=task, value=value)
         sent += len(value)
     producer.flush()
     producer.close()

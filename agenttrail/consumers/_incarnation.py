@@ -72,20 +72,15 @@ class IncarnationProbe:
             if self._admin is None:
                 self._admin = KafkaAdminClient(**self._settings)
             topics = self._admin.describe_topics([self.topic])
-            cluster = self._admin.describe_cluster()
+            topic_id = _topic_id(topics, self.topic)
+            cluster = {} if topic_id else self._admin.describe_cluster()
         except (KafkaError, OSError) as exc:
             self.close()
             if isinstance(exc, KafkaError):
                 raise
             raise KafkaError(f"cannot ask {self._settings['bootstrap_servers']}: {exc}") from exc
-        for t in topics:
-            if t.get("name") == self.topic:
-                if t.get("error_code"):
-                    self.close()
-                    raise KafkaError(f"topic {self.topic}: metadata error {t['error_code']}")
-                topic_id = str(t.get("topic_id") or "")
-                if topic_id and topic_id != _NIL_TOPIC_ID:
-                    return f"topic-id:{topic_id}"
+        if topic_id:
+            return f"topic-id:{topic_id}"
         cluster_id = cluster.get("cluster_id")
         if cluster_id:
             return f"cluster:{cluster_id}"
@@ -98,6 +93,22 @@ class IncarnationProbe:
             # Closing a broken client must not hide why it broke.
             with contextlib.suppress(Exception):
                 admin.close()
+
+
+def _topic_id(topics: list[dict[str, Any]], topic: str) -> str | None:
+    """The topic's id from a describe_topics answer, or None when it has none.
+
+    Raises:
+        KafkaError: the broker answered with an error for the topic.
+    """
+    for t in topics:
+        if t.get("name") == topic:
+            if t.get("error_code"):
+                raise KafkaError(f"topic {topic}: metadata error {t['error_code']}")
+            topic_id = str(t.get("topic_id") or "")
+            if topic_id and topic_id != _NIL_TOPIC_ID:
+                return topic_id
+    return None
 
 
 def topic_incarnation(bootstrap: str, topic: str, **kafka_options: Any) -> str:
