@@ -80,13 +80,26 @@ class AvroBlock:
         insert_data: container read with the real types, for ``INSERT … FORMAT Avro``.
         check_data: the same rows read with plain types, for :attr:`check_sql`.
         check_sql: query over ``{data}`` returning (rows, rows failing a check).
+        copies_sql: query over ``{data}`` and ``{table}`` (the family's table) returning
+            how many rows are copies of stored events or of earlier rows of the block.
         rows: number of events in the block.
     """
 
     insert_data: bytes
     check_data: bytes
     check_sql: str
+    copies_sql: str
     rows: int
+
+
+# Resent copies (see _copies): (tenant, task_id, seq, event_id) already in the table, or
+# repeated in the block. Read from the same plain-typed bytes as the check.
+_COPIES_SQL = (
+    "SELECT (SELECT count() FROM {data} WHERE (tenant, task_id, seq, event_id) IN "
+    "(SELECT tenant, task_id, seq, toString(event_id) FROM {table} "
+    "WHERE (tenant, task_id) IN (SELECT tenant, task_id FROM {data}))) "
+    "+ (SELECT count() - uniqExact(tenant, task_id, seq, event_id) FROM {data})"
+)
 
 
 class AvroBlockEncoder:
@@ -132,6 +145,7 @@ class AvroBlockEncoder:
             insert_data=self._insert_header + data,
             check_data=self._check_header + data,
             check_sql=f"SELECT count(), countIf(NOT ({check})) FROM {{data}}",
+            copies_sql=_COPIES_SQL,
             rows=count,
         )
 

@@ -42,75 +42,66 @@ class CopyFilter:
         self.decoder = decoder
 
     def drop_copies(self, prepared: PreparedBatch) -> int:
-        """Remove copies from ``prepared``'s family inserts; return how many. Blocks on
-        one query per family insert.
+        """Remove copies from ``prepared``'s decoded family inserts; return how many.
+        Blocks on one query for the whole batch. Store-decoded (Avro) inserts were
+        checked for copies when they were settled (a group with copies is decoded here).
 
         Raises:
-            StoreUnavailable: the store failed a lookup (retry the batch).
+            StoreUnavailable: the store failed the lookup (retry the batch).
         """
+        candidates = [
+            (i, insert)
+            for i, insert in enumerate(prepared.inserts)
+            if insert.table in _FAMILY_OF and insert.avro is None and insert.rows
+        ]
+        if not candidates:
+            return 0
+        keys = {i: _keys(insert) for i, insert in candidates}
+        stored = self._stored({insert.table: keys[i] for i, insert in candidates})
         dropped = 0
-        kept: list[TableInsert] = []
-        for insert in prepared.inserts:
-            family = _FAMILY_OF.get(insert.table)
-            if family is None or insert.rows == 0:
-                kept.append(insert)
-                continue
-            if insert.avro is not None:
-                if not self._avro_has_copies(insert):
-                    kept.append(insert)
+        for i, insert in candidates:
+            seen: set[tuple[str, str, int, str]] = set()
+            keep: list[int] = []
+            for row, key in enumerate(keys[i]):
+                if key in stored.get(insert.table, ()) or key in seen:
                     continue
-                insert = self.decoder.columns_insert(prepared, family, insert.dedup_token)
-            filtered, n = self._filter(insert)
+                seen.add(key)
+                keep.append(row)
+            n = insert.rows - len(keep)
+            if not n:
+                continue
             dropped += n
-            if n:
-                prepared.events[family] = prepared.events.get(family, 0) - n
-            if filtered.rows:
-                kept.append(filtered)
-        prepared.inserts = kept
+            family = _FAMILY_OF[insert.table]
+            prepared.events[family] = prepared.events.get(family, 0) - n
+            columns: list[list[Any]] = [[col[r] for r in keep] for col in insert.columns]
+            prepared.inserts[i] = TableInsert(
+                insert.table, insert.column_names, columns, len(keep), insert.dedup_token
+            )
+        prepared.inserts = [t for t in prepared.inserts if t.rows or t.table not in _FAMILY_OF]
         return dropped
 
-    def _avro_has_copies(self, insert: TableInsert) -> bool:
-        assert insert.avro is not None
-        db, table = self.store.database, insert.table
-        sql = (
-            "SELECT (SELECT count() FROM {data} WHERE (tenant, task_id, seq, toString(event_id)) "
-            f"IN (SELECT tenant, task_id, seq, toString(event_id) FROM {db}.{table} "
-            "WHERE (tenant, task_id) IN (SELECT tenant, task_id FROM {data}))), "
-            "(SELECT count() - uniqExact(tenant, task_id, seq, event_id) FROM {data})"
-        )
-        ((stored, repeated),) = self.store.query_file(sql, insert.avro)
-        return bool(stored or repeated)
-
-    def _filter(self, insert: TableInsert) -> tuple[TableInsert, int]:
-        at = [insert.column_names.index(c) for c in _KEY]
-        keys = [
-            (str(a), str(b), int(c), str(d))
-            for a, b, c, d in zip(*(insert.columns[i] for i in at), strict=True)
-        ]
-        stored = self._stored(insert.table, keys)
-        seen: set[tuple[str, str, int, str]] = set()
-        keep: list[int] = []
-        for row, key in enumerate(keys):
-            if key in stored or key in seen:
-                continue
-            seen.add(key)
-            keep.append(row)
-        if len(keep) == len(keys):
-            return insert, 0
-        columns: list[list[Any]] = [[col[r] for r in keep] for col in insert.columns]
-        filtered = TableInsert(
-            insert.table, insert.column_names, columns, len(keep), insert.dedup_token
-        )
-        return filtered, len(keys) - len(keep)
-
     def _stored(
-        self, table: str, keys: list[tuple[str, str, int, str]]
-    ) -> set[tuple[str, str, int, str]]:
-        # (tenant, task_id, seq) is the table's sort key: an index lookup; the event id
-        # is compared here, so that only a true copy counts.
-        rows = self.store.query(
-            f"SELECT tenant, task_id, seq, toString(event_id) FROM {self.store.database}.{table} "
-            "WHERE (tenant, task_id, seq) IN {k:Array(Tuple(String, String, Int64))}",
-            {"k": sorted({k[:3] for k in keys})},
-        )
-        return {(str(a), str(b), int(c), str(d)) for a, b, c, d in rows}
+        self, keys: dict[str, list[tuple[str, str, int, str]]]
+    ) -> dict[str, set[tuple[str, str, int, str]]]:
+        # (tenant, task_id, seq) is every table's sort key: index lookups; the event id is
+        # compared here, so that only a true copy counts. One query for all tables.
+        parts, params = [], {}
+        for n, (table, ks) in enumerate(sorted(keys.items())):
+            parts.append(
+                f"SELECT '{table}', tenant, task_id, seq, toString(event_id) "
+                f"FROM {self.store.database}.{table} WHERE (tenant, task_id, seq) IN "
+                f"{{k{n}:Array(Tuple(String, String, Int64))}}"
+            )
+            params[f"k{n}"] = sorted({k[:3] for k in ks})
+        out: dict[str, set[tuple[str, str, int, str]]] = {}
+        for table, a, b, c, d in self.store.query(" UNION ALL ".join(parts), params):
+            out.setdefault(str(table), set()).add((str(a), str(b), int(c), str(d)))
+        return out
+
+
+def _keys(insert: TableInsert) -> list[tuple[str, str, int, str]]:
+    at = [insert.column_names.index(c) for c in _KEY]
+    return [
+        (str(a), str(b), int(c), str(d))
+        for a, b, c, d in zip(*(insert.columns[i] for i in at), strict=True)
+    ]

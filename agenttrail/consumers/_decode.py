@@ -176,6 +176,12 @@ class BatchDecoder:
                 try:
                     ((rows, bad),) = store.query_file(group.block.check_sql, group.block.check_data)
                     ok = rows == group.block.rows and bad == 0
+                    if ok:
+                        # A group with resent copies is decoded here, where they are dropped.
+                        table = f"{store.database}.{group.table}"
+                        sql = group.block.copies_sql.replace("{table}", table)
+                        ((copies,),) = store.query_file(sql, group.block.check_data)
+                        ok = copies == 0
                 except StoreError:
                     ok = False
             if ok:

@@ -147,6 +147,11 @@ class IngestPipeline:
             "max_poll_records": max(c.batch_size, 500),
             "max_partition_fetch_bytes": 8 * 1024 * 1024,
             "fetch_max_bytes": 64 * 1024 * 1024,
+            # A group forms in about half the session timeout on the embedded broker,
+            # and a killed member's partitions move after one: 10 s starts and recovers
+            # in seconds there, and is within Apache Kafka's allowed range (6-300 s).
+            "session_timeout_ms": 10_000,
+            "heartbeat_interval_ms": 2_000,
         }
         settings.update(c.kafka_options)
         return settings
@@ -425,7 +430,6 @@ class IngestPipeline:
                     self._store_failed(result.error)
                 continue
             stored += 1
-            self.stats.batch_stored(result.prepared.events, result.prepared.dead_letters)
             if result.prepared.duplicates:
                 self.stats.duplicates(result.prepared.duplicates)
             if part in self._retiring and part.pending is result.prepared:
@@ -439,6 +443,11 @@ class IngestPipeline:
                 done[part.tp] = OffsetAndMetadata(
                     result.prepared.batch.last_offset + 1, part.incarnation, -1
                 )
+            # Counted with the lag as it is now, in one step: a reader never sees the
+            # batch's events stored and the lag from before it.
+            self.stats.batch_stored(
+                result.prepared.events, result.prepared.dead_letters, lag=self._lag()
+            )
         if done:
             self._commit(done)
         if stored and self._backoff.active and not self._any_pending():
@@ -479,6 +488,12 @@ class IngestPipeline:
         self.stats.store_recovered()
 
     def _update_lag(self, consumer: KafkaConsumer) -> None:
+        self.stats.set_lag(self._lag())
+
+    def _lag(self) -> int | None:
+        consumer = self._consumer
+        if consumer is None:
+            return None
         total, known = 0, False
         for part in self._parts.values():
             high = consumer.highwater(part.tp)
@@ -487,7 +502,7 @@ class IngestPipeline:
             known = True
             pending = len(part.pending.batch.messages) if part.pending else 0
             total += max(0, high - part.buffer.position) + len(part.buffer) + pending
-        self.stats.set_lag(total if known else None)
+        return total if known else None
 
     def _drain(self) -> None:
         """Store what was fetched before stopping: one attempt, no waiting on a dead store."""

@@ -90,9 +90,13 @@ class IngestStats:
         with self._lock:
             self._duplicates_dropped += dropped
 
-    def batch_stored(self, events: dict[str, int], dead_letters: int) -> None:
-        """Count one stored and committed batch."""
+    def batch_stored(
+        self, events: dict[str, int], dead_letters: int, lag: int | object | None = ...
+    ) -> None:
+        """Count one stored and committed batch (and, when given, the lag after it)."""
         with self._lock:
+            if lag is not ...:
+                self._lag = lag if isinstance(lag, int) else None
             self._events.update(events)
             self._dead_letters += dead_letters
             self._batches += 1
