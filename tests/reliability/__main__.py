@@ -40,10 +40,35 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "sdk_pressure": {"tasks": 200, "spans": 5, "disk": "512k"},
     },
     "full": {
-        "consumer_sigkills": {"tasks": 6250, "spans": 5, "kills": 20, "freezes": 3, "pace_ms": 20},
-        "dangerous_points": {"tasks": 1000, "spans": 5, "rounds": 3, "pace_ms": 5},
-        "group_rebalances": {"tasks": 2000, "spans": 5, "members": 3, "churn": 10},
-        "mixed_traffic": {"tasks": 2000, "spans": 5, "bad": 13_500, "kinds": GOOD},
+        "consumer_sigkills": {
+            "tasks": 6250,
+            "spans": 5,
+            "kills": 20,
+            "freezes": 3,
+            "pace_ms": 20,
+            "drain_timeout": 900,
+        },
+        "dangerous_points": {
+            "tasks": 1000,
+            "spans": 5,
+            "rounds": 3,
+            "pace_ms": 5,
+            "drain_timeout": 900,
+        },
+        "group_rebalances": {
+            "tasks": 2000,
+            "spans": 5,
+            "members": 3,
+            "churn": 10,
+            "drain_timeout": 900,
+        },
+        "mixed_traffic": {
+            "tasks": 2000,
+            "spans": 5,
+            "bad": 13_500,
+            "kinds": GOOD,
+            "drain_timeout": 900,
+        },
         "out_of_range": {
             "tasks": 200,
             "spans": 5,
@@ -51,9 +76,9 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "kinds": ("int_range", "ts_range"),
             "drain_timeout": 120,
         },
-        "broker_crash": {"tasks": 3000, "spans": 5, "crashes": 3, "drain_timeout": 120},
+        "broker_crash": {"tasks": 3000, "spans": 5, "crashes": 3, "drain_timeout": 900},
         "up_sigkill": {"tasks": 1000, "spans": 5, "kills": 3, "drain_timeout": 300},
-        "sdk_pressure": {"tasks": 5000, "spans": 5, "disk": "2m"},
+        "sdk_pressure": {"tasks": 5000, "spans": 5, "disk": "2m", "drain_timeout": 900},
     },
 }
 FUNCS = {"out_of_range": scenarios.poison_mix}

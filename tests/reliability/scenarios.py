@@ -109,7 +109,7 @@ def _drain_and_stop(
 
 def consumer_sigkills(workdir: Path, *, tasks: int, spans: int, kills: int, emitters: int = 2,
                       seed: int = 1, partitions: int = 4, pace_ms: float = 50,
-                      freezes: int = 0) -> Row:  # fmt: skip
+                      freezes: int = 0, drain_timeout: float = 240) -> Row:  # fmt: skip
     """The consumer SIGKILLed at random moments while emitters stream, then restarted;
     then (``freezes``) SIGSTOPped past its session timeout and resumed with SIGCONT."""
     rnd = random.Random(seed)
@@ -137,7 +137,7 @@ def consumer_sigkills(workdir: Path, *, tasks: int, spans: int, kills: int, emit
             consumer.send(signal.SIGSTOP)
             _pause(frozen_s)  # past the session timeout: the group drops the member
             consumer.send(signal.SIGCONT)
-        _drain_and_stop(consumer, agents, partitions)
+        _drain_and_stop(consumer, agents, partitions, drain_timeout)
         produced = truth_keys([a.truth_path for a in agents])
     finally:
         broker.close()
@@ -150,8 +150,8 @@ def consumer_sigkills(workdir: Path, *, tasks: int, spans: int, kills: int, emit
 
 def dangerous_points(workdir: Path, *, tasks: int, spans: int, rounds: int = 1,
                      points: tuple[str, ...] = ("after_range", "mid_insert", "before_commit"),
-                     partitions: int = 4, pace_ms: float = 20,
-                     outage: bool = True) -> Row:  # fmt: skip
+                     partitions: int = 4, pace_ms: float = 20, outage: bool = True,
+                     drain_timeout: float = 240) -> Row:  # fmt: skip
     """The consumer killed on purpose at each dangerous point of a batch write, restarted;
     then (``outage``) the store refuses five inserts in a row (StoreUnavailable).
 
@@ -185,7 +185,7 @@ def dangerous_points(workdir: Path, *, tasks: int, spans: int, rounds: int = 1,
                 killed += 1
         consumer = Consumer(broker.bootstrap, store, group, log, batch=20,
                             fault="unavailable:2" if outage else None)  # fmt: skip
-        _drain_and_stop(consumer, agents, partitions)
+        _drain_and_stop(consumer, agents, partitions, drain_timeout)
         if outage:
             failures = max(int(x.get("store_failures", 0) or 0) for x in consumer.lines)
             notes.append(f"store failures the last consumer reported: {failures}")
