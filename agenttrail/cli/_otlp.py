@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -21,7 +22,9 @@ from agenttrail.otlp import (
     OtlpHttpServer,
     OtlpIngestor,
     ReceiverState,
+    load_identities,
     load_tokens,
+    server_context,
 )
 
 DEFAULT_STATE = Path.home() / ".local" / "state" / "agenttrail" / "otlp" / "state.db"
@@ -40,7 +43,8 @@ _LOOPBACKS = ("127.0.0.1", "::1", "localhost")
 @click.option(
     "--host",
     default=None,
-    help="Address to listen on; 0.0.0.0 with tokens, 127.0.0.1 without. [default: by auth]",
+    help="Address to listen on; 0.0.0.0 with tokens or client certificates, 127.0.0.1 "
+    "without. [default: by auth]",
 )
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
 @click.option(
@@ -50,6 +54,36 @@ _LOOPBACKS = ("127.0.0.1", "::1", "localhost")
     default=None,
     help='JSON {"<token>": "<tenant>"}: bearer tokens and the tenant each writes into. '
     "[env AGENTTRAIL_OTLP_TOKENS_FILE]",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="AGENTTRAIL_OTLP_TLS_CERT",
+    default=None,
+    help="PEM certificate (chain) of the receiver: serve HTTPS. [env AGENTTRAIL_OTLP_TLS_CERT]",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="AGENTTRAIL_OTLP_TLS_KEY",
+    default=None,
+    help="PEM private key of --tls-cert. [env AGENTTRAIL_OTLP_TLS_KEY]",
+)
+@click.option(
+    "--client-ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="AGENTTRAIL_OTLP_CLIENT_CA",
+    default=None,
+    help="PEM CA bundle that signs client certificates (mutual TLS; needs --tls-cert and "
+    "--client-identities). [env AGENTTRAIL_OTLP_CLIENT_CA]",
+)
+@click.option(
+    "--client-identities",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="AGENTTRAIL_OTLP_CLIENT_IDENTITIES",
+    default=None,
+    help='JSON {"CN=<name>" or "DNS:<san>" / "URI:<san>": "<tenant>"}: the tenant each '
+    "client certificate writes into. [env AGENTTRAIL_OTLP_CLIENT_IDENTITIES]",
 )
 @click.option(
     "--no-auth",
@@ -79,6 +113,10 @@ def command(
     host: str | None,
     port: int,
     tokens_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    client_ca: Path | None,
+    client_identities: Path | None,
     no_auth: bool,
     state: Path,
     schema_registry: str | None,
@@ -88,37 +126,32 @@ def command(
 
     Serves POST /v1/traces and /v1/logs (protobuf or JSON, gzip) and writes the events
     to the same topic as the SDK; `agenttrail consume` stores them. Every request must
-    carry 'Authorization: Bearer <token>' from --tokens-file; the token decides the
-    tenant. Without tokens (--no-auth) it listens on loopback only.
+    prove its tenant: 'Authorization: Bearer <token>' from --tokens-file, or a client
+    certificate signed by --client-ca whose identity --client-identities maps to a
+    tenant (mutual TLS, with --tls-cert/--tls-key). Without either (--no-auth) it
+    listens on loopback only.
 
     \b
     Example:
       agenttrail otlp --bootstrap kafka:9092 --tokens-file /etc/agenttrail/otlp-tokens.json
       OTEL_EXPORTER_OTLP_ENDPOINT=http://receiver:4318 \\
       OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer%20<token>" python my_app.py
+    \b
+    Mutual TLS instead of tokens:
+      agenttrail otlp --bootstrap kafka:9092 --tls-cert server.pem --tls-key server.key \\
+        --client-ca clients-ca.pem --client-identities identities.json
+      OTEL_EXPORTER_OTLP_ENDPOINT=https://receiver:4318 \\
+      OTEL_EXPORTER_OTLP_CERTIFICATE=server-ca.pem \\
+      OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE=agent.pem \\
+      OTEL_EXPORTER_OTLP_CLIENT_KEY=agent.key python my_app.py
     """
-    if tokens_file is None and not no_auth:
-        click.echo(
-            "agenttrail otlp: no --tokens-file given. Production receivers require bearer "
-            "tokens; pass --tokens-file FILE, or --no-auth to listen on loopback only.",
-            err=True,
-        )
-        sys.exit(2)
-    try:
-        auth = (
-            Authenticator.from_tokens(load_tokens(tokens_file))
-            if tokens_file is not None
-            else Authenticator()
-        )
-    except ValueError as exc:
-        click.echo(f"agenttrail otlp: {exc}", err=True)
-        sys.exit(2)
+    auth, tls = _auth_and_tls(tokens_file, tls_cert, tls_key, client_ca, client_identities, no_auth)
     if host is None:
         host = "0.0.0.0" if auth.required else LOOPBACK
     if not auth.required and host not in _LOOPBACKS:
         click.echo(
             f"agenttrail otlp: refusing to listen on {host} without authentication; "
-            "give --tokens-file, or keep the default loopback address.",
+            "give --tokens-file or --client-identities, or keep the default loopback address.",
             err=True,
         )
         sys.exit(2)
@@ -141,7 +174,7 @@ def command(
         sink = RegistryFramingSink(sink, ids)
     ingestor = OtlpIngestor(sink, receiver_state, auth=auth)
     try:
-        server = OtlpHttpServer(ingestor, host=host, port=port)
+        server = OtlpHttpServer(ingestor, host=host, port=port, tls=tls)
     except OSError as exc:
         click.echo(f"agenttrail otlp: cannot listen on {host}:{port}: {exc}", err=True)
         sys.exit(2)
@@ -153,7 +186,13 @@ def command(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     server.start()
-    ready = {"status": "ready", "otlp": server.url, "bootstrap": bootstrap, "auth": auth.required}
+    ready = {
+        "status": "ready",
+        "otlp": server.url,
+        "bootstrap": bootstrap,
+        "auth": auth.required,
+        "mtls": bool(auth.identities),
+    }
     click.echo(
         json.dumps(ready) if as_json else f"OTLP/HTTP receiver on {server.url} → {bootstrap}"
     )
@@ -170,3 +209,42 @@ def command(
         if as_json
         else f"stopped: {c.spans} spans, {c.logs} log records → {c.events} events"
     )
+
+
+def _usage_error(message: str) -> NoReturn:
+    click.echo(f"agenttrail otlp: {message}", err=True)
+    sys.exit(2)
+
+
+def _auth_and_tls(
+    tokens_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    client_ca: Path | None,
+    client_identities: Path | None,
+    no_auth: bool,
+) -> tuple[Authenticator, ssl.SSLContext | None]:
+    """The authenticator and SSL context the options ask for; exits 2 on a bad combination."""
+    if (tls_cert is None) != (tls_key is None):
+        _usage_error("--tls-cert and --tls-key go together; give both, or neither.")
+    if (client_ca is None) != (client_identities is None):
+        _usage_error(
+            "--client-ca and --client-identities go together: the CA decides which "
+            "certificates are genuine, the identity file which tenant each writes into."
+        )
+    if client_ca is not None and tls_cert is None:
+        _usage_error("client certificates need TLS: give --tls-cert and --tls-key too.")
+    if tokens_file is None and client_identities is None and not no_auth:
+        _usage_error(
+            "no --tokens-file or --client-identities given. Production receivers require "
+            "bearer tokens or client certificates; pass one, or --no-auth to listen on "
+            "loopback only."
+        )
+    try:
+        tokens = load_tokens(tokens_file) if tokens_file is not None else {}
+        identities = load_identities(client_identities) if client_identities else {}
+        auth = Authenticator.from_tokens(tokens, identities=identities)
+        tls = server_context(tls_cert, tls_key, client_ca) if tls_cert and tls_key else None
+    except ValueError as exc:
+        _usage_error(str(exc))
+    return auth, tls

@@ -28,6 +28,7 @@ from agenttrail.otlp._otel import OtelLog, OtelSpan, convert_logs, convert_trace
 from agenttrail.otlp._server import DEFAULT_PORT, LOOPBACK, OtlpHttpServer
 from agenttrail.otlp._sink import KafkaSink, MemorySink, SinkUnavailable
 from agenttrail.otlp._state import ReceiverState
+from agenttrail.otlp._tls import cert_identities, load_identities, server_context
 from agenttrail.otlp._wire import BadRequest, UnsupportedMediaType
 
 __all__ = [
@@ -56,9 +57,12 @@ __all__ = [
     "Unavailable",
     "UnsupportedMediaType",
     "WrongTenant",
+    "cert_identities",
     "convert_logs",
     "convert_traces",
+    "load_identities",
     "load_tokens",
     "read_span",
+    "server_context",
     "task_identity",
 ]

@@ -97,7 +97,8 @@ class OtlpIngestor:
     Args:
         sink: where events go (:class:`KafkaSink` in production).
         state: the receiver's durable memory.
-        auth: token → tenant mapping; no tokens means trust (loopback only).
+        auth: token and client certificate → tenant mappings; neither means trust
+            (loopback only).
         registry: the schemas to write with.
         max_body_bytes: largest body accepted once inflated.
         max_waiting: requests allowed to wait for the produce lock before 429.
@@ -136,8 +137,12 @@ class OtlpIngestor:
         content_type: str | None,
         content_encoding: str | None = None,
         authorization: str | None = None,
+        peer_identities: tuple[str, ...] = (),
     ) -> tuple[Outcome, Encoding]:
         """Ingest one request.
+
+        ``peer_identities`` are the verified client certificate's identities (mutual
+        TLS), empty without one.
 
         Raises:
             AuthError: 401/403, nothing decoded or written.
@@ -145,7 +150,7 @@ class OtlpIngestor:
             Busy: 429, nothing written.
             Unavailable: 503, nothing committed (a retry writes identical events).
         """
-        granted = self.auth.tenant_of(authorization)
+        granted = self.auth.tenant_of(authorization, peer_identities)
         encoding = encoding_of(content_type)
         if time.monotonic() < self._failing_until:
             self.counters.refused_unavailable += 1

@@ -6,18 +6,26 @@ body naming the problem, 401/403 when authentication fails, 413 for an oversize 
 415 for a content type that is not OTLP, 429 and 503 with ``Retry-After`` when the
 receiver cannot take the request now (the client retries; nothing was kept). Request
 headers are never logged (they carry the bearer token).
+
+With an SSL context the server speaks HTTPS; the TLS handshake runs on the
+connection's own thread (a slow or hostile client never holds up the accept loop), and
+a client certificate verified there is handed on as the request's identities.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agenttrail.otlp._auth import AuthError
 from agenttrail.otlp._ingest import Busy, OtlpIngestor, Signal, Unavailable
+from agenttrail.otlp._tls import cert_identities
 from agenttrail.otlp._wire import BadRequest, UnsupportedMediaType
 
 log = logging.getLogger("agenttrail.otlp")
@@ -25,6 +33,7 @@ log = logging.getLogger("agenttrail.otlp")
 ROUTES: dict[str, Signal] = {"/v1/traces": "traces", "/v1/logs": "logs"}
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 4318
+HANDSHAKE_TIMEOUT_S = 30.0
 
 
 def _varint(n: int) -> bytes:
@@ -93,6 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
                 content_type=self.headers.get("Content-Type"),
                 content_encoding=self.headers.get("Content-Encoding"),
                 authorization=self.headers.get("Authorization"),
+                peer_identities=self._peer_identities(),
             )
         except AuthError as exc:
             self._status(exc.status, 16 if exc.status == 401 else 7, str(exc), wants_json)
@@ -110,6 +120,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             ctype = "application/json" if encoding == "json" else "application/x-protobuf"
             self._reply(200, outcome.body, ctype)
+
+    def _peer_identities(self) -> tuple[str, ...]:
+        if not isinstance(self.connection, ssl.SSLSocket):
+            return ()
+        return cert_identities(self.connection.getpeercert())
 
     def _status(
         self,
@@ -150,6 +165,9 @@ class OtlpHttpServer(ThreadingHTTPServer):
 
     ``port=0`` picks a free port (see :attr:`url`). :meth:`start` serves on a daemon
     thread and sweeps expired pending log records every ``sweep_every_s`` seconds.
+    ``tls`` (see ``_tls.server_context``) makes it HTTPS, with client certificates when
+    the context asks for them; a connection whose handshake fails is closed and logged
+    at debug level, and never reaches the ingestor.
     """
 
     daemon_threads = True
@@ -161,8 +179,10 @@ class OtlpHttpServer(ThreadingHTTPServer):
         host: str = LOOPBACK,
         port: int = DEFAULT_PORT,
         sweep_every_s: float = 30.0,
+        tls: ssl.SSLContext | None = None,
     ):
         super().__init__((host, port), _Handler)
+        self.tls = tls
         self.ingestor = ingestor
         self.sweep_every_s = sweep_every_s
         self._stop = threading.Event()
@@ -171,7 +191,30 @@ class OtlpHttpServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host!s}:{port}"
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Handshake (with TLS) on this connection's thread, then serve its requests."""
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        raw: socket.socket = request
+        raw.settimeout(HANDSHAKE_TIMEOUT_S)
+        try:
+            secure = self.tls.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("TLS handshake with %s failed: %s", client_address[0], exc)
+            raw.close()
+            return
+        # wrap_socket took over the descriptor: the socket socketserver closes after
+        # this returns is an empty shell, so the TLS socket is closed here.
+        try:
+            secure.settimeout(None)
+            super().finish_request(secure, client_address)
+        finally:
+            with contextlib.suppress(OSError):
+                secure.shutdown(socket.SHUT_RDWR)
+            secure.close()
 
     def start(self) -> OtlpHttpServer:
         serve = threading.Thread(target=self.serve_forever, name="agenttrail-otlp", daemon=True)
