@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ from click.testing import CliRunner
 from agenttrail.cli import main
 from agenttrail.embedded import LocalStack
 from agenttrail.integrations.anthropic import instrument, run_tool_use
-from agenttrail.producer import Limits, Recorder, TaskStopped
+from agenttrail.producer import Limits, Recorder, Task, TaskKilled, TaskStopped
+from tests.deadline import wait_until
+from tests.operator import OperatorKill
 from tests.otlp.fake_anthropic import FakeAnthropic
 
 SCHEMA = {"type": "object", "properties": {"order_id": {"type": "string"}}}
@@ -38,11 +41,20 @@ def cli(stack: LocalStack, *args: str) -> Any:
     return json.loads(result.output)
 
 
+_DELIVERED: dict[str, int] = {}
+
+
 def store(stack: LocalStack, rec: Recorder) -> None:
-    before = stack.snapshot().events_total
+    """Close ``rec`` and wait until everything delivered to this stack so far is stored.
+
+    Counts what the module's recorders delivered (a snapshot taken here would already
+    include events stored while the task ran, and wait for too many).
+    """
     report = rec.close()
     assert report.spooled == 0 and report.unsaved == 0
-    stack.wait_stored(before + report.delivered, timeout=120)
+    key = str(stack.data)
+    _DELIVERED[key] = _DELIVERED.get(key, 0) + report.delivered
+    stack.wait_stored(_DELIVERED[key], timeout=120)
 
 
 def get_order(order_id: str) -> dict[str, str]:
@@ -119,3 +131,76 @@ def test_async_streaming_and_a_limit_that_stops_the_agent(
     assert step["finish_reason"] == "end_turn"
     run = cli(stack, "runs", "--task-type", "an-stream")["runs"][0]
     assert run["outcome"] == "limit_exceeded"
+
+
+def test_sync_streaming_rebuilds_tool_use_with_its_id_and_time_to_first_token(
+    env: tuple[LocalStack, FakeAnthropic, Path],
+) -> None:
+    stack, fake, tmp = env
+    client = instrument(anthropic.Anthropic(base_url=fake.url, api_key="sk-test"))
+    rec = Recorder(bootstrap=stack.bootstrap, tenant="an", agent="an", spool_dir=tmp / "s3")
+    with rec.task("an-sync-stream", task_id="an-sync-stream-1"):
+        stream = client.messages.create(
+            model="claude-test",
+            max_tokens=100,
+            messages=[{"role": "user", "content": USER}],
+            tools=TOOLS,  # type: ignore[arg-type]
+            stream=True,
+        )
+        started = [e.content_block for e in stream if e.type == "content_block_start"]
+        text = client.messages.create(
+            model="claude-test", max_tokens=100, stream=True,
+            messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+        )  # fmt: skip
+        parts = [e.delta.text for e in text if e.type == "content_block_delta"]  # type: ignore[union-attr]
+    store(stack, rec)
+    (use,) = started
+    step1 = cli(stack, "replay", "an-sync-stream-1", "--step", "1")["calls"][0]
+    assert json.loads(step1["tool_calls_json"]) == [
+        {"id": use.id, "name": "get_order", "arguments": {"order_id": "7294"}}  # type: ignore[union-attr]
+    ]
+    assert step1["finish_reason"] == "tool_use" and step1["ttft_ms"] is not None
+    assert step1["input_tokens"] == 10 + 4 and step1["output_tokens"] == 7
+    assert step1["model_version"] == "claude-test-20250101"
+    step2 = cli(stack, "replay", "an-sync-stream-1", "--step", "2")["calls"][0]
+    assert step2["response_text"] == "".join(parts) and parts
+    assert step2["finish_reason"] == "end_turn"
+
+
+def test_a_kill_mid_run_refuses_the_async_clients_next_request(
+    env: tuple[LocalStack, FakeAnthropic, Path],
+) -> None:
+    stack, fake, tmp = env
+    client = instrument(anthropic.AsyncAnthropic(base_url=fake.url, api_key="sk-test"))
+    rec = Recorder(bootstrap=stack.bootstrap, tenant="an", agent="an", spool_dir=tmp / "s4")
+    first_done, go_on = threading.Event(), threading.Event()
+    running: list[Task] = []
+    outcome: list[str] = []
+    msgs = [{"role": "user", "content": "hello"}]
+
+    async def agent() -> None:
+        try:
+            with rec.task("an-kill", task_id="an-kill-1") as task:
+                running.append(task)
+                await client.messages.create(model="claude-test", max_tokens=50, messages=msgs)  # type: ignore[arg-type]
+                first_done.set()
+                await asyncio.to_thread(go_on.wait, 120)
+                await client.messages.create(model="claude-test", max_tokens=50, messages=msgs)  # type: ignore[arg-type]
+                outcome.append("sent")
+        except TaskKilled:
+            outcome.append("refused")
+
+    thread = threading.Thread(target=lambda: asyncio.run(agent()))
+    thread.start()
+    assert first_done.wait(120), "the first call did not return"
+    sent_before_kill = len(fake.requests)
+    operator = OperatorKill(stack.bootstrap, "--task", "an-kill-1")
+    wait_until(lambda: running[0].stopped is not None, timeout=60, what="the kill to be heard")
+    go_on.set()
+    thread.join(120)
+    code, answer = operator.result()
+    assert outcome == ["refused"] and len(fake.requests) == sent_before_kill
+    assert code == 0 and [s["task_id"] for s in answer["stopped"]] == ["an-kill-1"]
+    store(stack, rec)
+    run = cli(stack, "runs", "--task-type", "an-kill")["runs"][0]
+    assert run["outcome"] == "killed" and run["steps"] == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from click.testing import CliRunner
 from agenttrail.cli import main
 from agenttrail.embedded import LocalStack
 from agenttrail.integrations.openai import instrument, run_tool_call
-from agenttrail.producer import Limits, Recorder, TaskStopped
+from agenttrail.producer import LimitExceeded, Limits, Recorder, Task, TaskKilled, TaskStopped
+from tests.deadline import wait_until
+from tests.operator import OperatorKill
 from tests.otlp.app import SYSTEM_TEXT, TOOLS, USER_TEXT
 from tests.otlp.fake_openai import FakeOpenAI
 
@@ -151,3 +154,90 @@ def test_outside_a_task_the_client_is_unchanged(env: Env) -> None:
     client = instrument(openai.OpenAI(base_url=env.fake.url, api_key="sk-test"))
     reply = client.chat.completions.create(model="gpt-test", messages=messages())  # type: ignore[arg-type]
     assert reply.choices[0].message.content.startswith("answer ")  # type: ignore[union-attr]
+
+
+def test_async_non_streaming_calls_record_and_a_token_limit_stops_the_third(env: Env) -> None:
+    client = instrument(openai.AsyncOpenAI(base_url=env.fake.url, api_key="sk-test"))
+    rec = env.recorder()
+    sent_before = len(env.fake.requests)
+    # 2 messages → 20 + 7 tokens, then 4 messages → 40 + 7: the second call's answer
+    # crosses 30, so the third request must never leave.
+    limits = Limits(max_tokens=30)
+
+    async def agent() -> str:
+        with rec.task("oa-async", task_id="oa-async-1", limits=limits):
+            history = messages()
+            first = await client.chat.completions.create(
+                model="gpt-test",
+                messages=history,
+                tools=TOOLS,  # type: ignore[arg-type]
+            )
+            call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+            result = run_tool_call(call, {"get_order": get_order})
+            history += [
+                first.choices[0].message.model_dump(exclude_none=True),
+                {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)},
+            ]
+            second = await client.chat.completions.create(model="gpt-test", messages=history)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="gpt-test", messages=history)  # type: ignore[arg-type]
+            return str(second.choices[0].message.content) + call.id
+
+    with pytest.raises(LimitExceeded):
+        asyncio.run(agent())
+    env.store(rec)
+    sent = env.fake.requests[sent_before:]
+    assert len(sent) == 2
+    run = env.cli("runs", "--task-type", "oa-async")["runs"][0]
+    assert run["outcome"] == "limit_exceeded" and run["steps"] == 2
+    assert run["input_tokens"] == 20 + 40 and run["output_tokens"] == 14
+    assert [t["tool"] for t in run["tool_calls"]] == ["get_order"]
+    step1 = env.cli("replay", "oa-async-1", "--step", "1")["calls"][0]
+    assert json.loads(step1["messages_json"]) == sent[0]["messages"]
+    assert json.loads(step1["tool_calls_json"])[0]["id"] == "call_" + str(sent_before + 1)
+    step2 = env.cli("replay", "oa-async-1", "--step", "2")["calls"][0]
+    assert json.loads(step2["messages_json"]) == sent[1]["messages"]
+    assert step2["response_text"].startswith(f"answer {sent_before + 2}: ")
+    assert step2["finish_reason"] == "stop" and step2["ttft_ms"] is None
+
+
+def test_a_kill_mid_run_refuses_the_clients_next_request(env: Env) -> None:
+    client = instrument(openai.OpenAI(base_url=env.fake.url, api_key="sk-test"))
+    rec = env.recorder()
+    first_done, go_on = threading.Event(), threading.Event()
+    running: list[Task] = []
+    outcome: list[str] = []
+
+    def agent() -> None:
+        try:
+            with rec.task("oa-kill", task_id="oa-kill-1") as task:
+                running.append(task)
+                client.chat.completions.create(model="gpt-test", messages=messages())  # type: ignore[arg-type]
+                first_done.set()
+                go_on.wait(120)
+                client.chat.completions.create(model="gpt-test", messages=messages())  # type: ignore[arg-type]
+                outcome.append("sent")
+        except TaskKilled:
+            outcome.append("refused")
+
+    thread = threading.Thread(target=agent)
+    thread.start()
+    assert first_done.wait(120), "the first call did not return"
+    sent_before_kill = len(env.fake.requests)
+    operator = OperatorKill(env.stack.bootstrap, "--task-type", "oa-kill", "--reason", "test")
+    wait_until(lambda: running[0].stopped is not None, timeout=60, what="the kill to be heard")
+    go_on.set()
+    thread.join(120)
+    code, answer = operator.result()
+    assert outcome == ["refused"]
+    assert len(env.fake.requests) == sent_before_kill  # the refused request never left
+    assert code == 0 and [s["task_id"] for s in answer["stopped"]] == ["oa-kill-1"]
+    # The killed scope stays refused: a new task's first request does not leave either.
+    with pytest.raises(TaskKilled):
+        with rec.task("oa-kill", task_id="oa-kill-2"):
+            client.chat.completions.create(model="gpt-test", messages=messages())  # type: ignore[arg-type]
+    assert len(env.fake.requests) == sent_before_kill
+    env.store(rec)
+    run = next(
+        r for r in env.cli("runs", "--task-type", "oa-kill")["runs"] if r["task_id"] == "oa-kill-1"
+    )
+    assert run["outcome"] == "killed" and run["steps"] == 1
