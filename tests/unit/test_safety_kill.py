@@ -40,7 +40,7 @@ def test_thread_tasks_in_scope_stop_at_their_next_call_and_acknowledge(tmp_path:
         kind = "refund" if i % 2 else "invoice"
         try:
             with rec.task(kind, task_id=f"t{i}") as task:
-                started.wait(30)
+                started.wait(120)
                 while True:
                     with task.tool("step"):
                         pass
@@ -53,10 +53,10 @@ def test_thread_tasks_in_scope_stop_at_their_next_call_and_acknowledge(tmp_path:
     threads = [threading.Thread(target=agent, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
-    started.wait(30)
+    started.wait(120)
     command_id = _kill(bus, task_type="refund")
     for t in threads:
-        t.join(60)
+        t.join(180)
     rec.close()
     assert outcomes == {f"t{i}": "killed" if i % 2 else "done" for i in range(8)}
     (receipt,) = bus.of_type("receipt")
