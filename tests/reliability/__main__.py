@@ -46,6 +46,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "kills": 20,
             "freezes": 3,
             "pace_ms": 20,
+            "batch": 500,
             "drain_timeout": 900,
         },
         "dangerous_points": {
@@ -53,6 +54,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
             "spans": 5,
             "rounds": 3,
             "pace_ms": 5,
+            "batch": 200,
             "drain_timeout": 900,
         },
         "group_rebalances": {

@@ -109,15 +109,19 @@ def _drain_and_stop(
 
 def consumer_sigkills(workdir: Path, *, tasks: int, spans: int, kills: int, emitters: int = 2,
                       seed: int = 1, partitions: int = 4, pace_ms: float = 50,
-                      freezes: int = 0, drain_timeout: float = 240) -> Row:  # fmt: skip
+                      freezes: int = 0, batch: int = 40,
+                      drain_timeout: float = 240) -> Row:  # fmt: skip
     """The consumer SIGKILLed at random moments while emitters stream, then restarted;
-    then (``freezes``) SIGSTOPped past its session timeout and resumed with SIGCONT."""
+    then (``freezes``) SIGSTOPped past its session timeout and resumed with SIGCONT.
+
+    ``batch`` is the consumer's batch size: small ones put many batch boundaries (and so
+    many dangerous moments) in a short stream; the full-size run uses realistic ones."""
     rnd = random.Random(seed)
     broker = Broker(workdir / "broker", partitions=partitions)
     store = workdir / "store"
     group = _group()
     try:
-        consumer = Consumer(broker.bootstrap, store, group, workdir / "consumer.log", batch=40)
+        consumer = Consumer(broker.bootstrap, store, group, workdir / "consumer.log", batch=batch)
         consumer.wait_assigned(partitions)
         agents = [
             Emitter(broker.bootstrap, workdir / "agents", f"k{i}", tasks, spans, pace_ms=pace_ms)
@@ -129,7 +133,9 @@ def consumer_sigkills(workdir: Path, *, tasks: int, spans: int, kills: int, emit
             _pause(rnd.uniform(0.05, 1.5))
             consumer.stop(signal.SIGKILL)
             done += 1
-            consumer = Consumer(broker.bootstrap, store, group, workdir / "consumer.log", batch=40)
+            consumer = Consumer(
+                broker.bootstrap, store, group, workdir / "consumer.log", batch=batch
+            )
         frozen_s = KAFKA_OPTIONS["session_timeout_ms"] / 1000 + 4
         for _ in range(freezes):
             wait_until(lambda c=consumer: c.stored() > 0, timeout=120, what="consumer storing")
@@ -151,7 +157,7 @@ def consumer_sigkills(workdir: Path, *, tasks: int, spans: int, kills: int, emit
 def dangerous_points(workdir: Path, *, tasks: int, spans: int, rounds: int = 1,
                      points: tuple[str, ...] = ("after_range", "mid_insert", "before_commit"),
                      partitions: int = 4, pace_ms: float = 20, outage: bool = True,
-                     drain_timeout: float = 240) -> Row:  # fmt: skip
+                     batch: int = 20, drain_timeout: float = 240) -> Row:  # fmt: skip
     """The consumer killed on purpose at each dangerous point of a batch write, restarted;
     then (``outage``) the store refuses five inserts in a row (StoreUnavailable).
 
@@ -165,7 +171,7 @@ def dangerous_points(workdir: Path, *, tasks: int, spans: int, rounds: int = 1,
     log = workdir / "consumer.log"
     killed = 0
     try:
-        consumer = Consumer(broker.bootstrap, store, group, log, batch=20)
+        consumer = Consumer(broker.bootstrap, store, group, log, batch=batch)
         consumer.wait_assigned(partitions)
         agents = [
             Emitter(broker.bootstrap, workdir / "agents", f"d{i}", tasks, spans, pace_ms=pace_ms)
@@ -175,7 +181,7 @@ def dangerous_points(workdir: Path, *, tasks: int, spans: int, rounds: int = 1,
         assert consumer.stop(signal.SIGTERM) == 0, consumer.log_tail()
         for r in range(rounds):
             for point in points:
-                faulty = Consumer(broker.bootstrap, store, group, log, batch=20,
+                faulty = Consumer(broker.bootstrap, store, group, log, batch=batch,
                                   fault=f"{point}:{2 + r}")  # fmt: skip
                 code = faulty.stop(signal.SIGCONT, timeout=180)  # it kills itself
                 assert code == -signal.SIGKILL, (
@@ -183,7 +189,7 @@ def dangerous_points(workdir: Path, *, tasks: int, spans: int, rounds: int = 1,
                     f"{faulty.log_tail()}"
                 )
                 killed += 1
-        consumer = Consumer(broker.bootstrap, store, group, log, batch=20,
+        consumer = Consumer(broker.bootstrap, store, group, log, batch=batch,
                             fault="unavailable:2" if outage else None)  # fmt: skip
         _drain_and_stop(consumer, agents, partitions, drain_timeout)
         if outage:
