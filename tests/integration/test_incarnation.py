@@ -30,6 +30,7 @@ from tests.integration.test_pipeline import (
     stored_ids,
     table_counts,
 )
+from tests.ports import restartable_port
 
 
 class RestartableBroker:
@@ -37,7 +38,10 @@ class RestartableBroker:
 
     def __init__(self, log_path: Path):
         self.log_path = log_path
-        self.broker = EmbeddedBroker(port=0, partitions=2, log_path=log_path).start(timeout=30)
+        # Restarted on its port: one below the ephemeral range (tests/ports.py says why).
+        self.broker = EmbeddedBroker(
+            port=restartable_port(), partitions=2, log_path=log_path
+        ).start(timeout=30)
 
     @property
     def bootstrap(self) -> str:

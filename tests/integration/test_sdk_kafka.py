@@ -20,10 +20,10 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from agenttrail.embedded import EmbeddedBroker
-from agenttrail.embedded._broker import _pick_free_port
 from agenttrail.events import EventCodec
 from agenttrail.producer import Recorder
 from tests.deadline import wait_until
+from tests.ports import restartable_port
 from tests.sdk_behaviour import RecorderBehaviour, check_chain
 
 PARTITIONS = 4
@@ -98,7 +98,7 @@ def _emit(rec: Recorder, tasks: int, spans: int, prefix: str) -> None:
 
 
 def test_broker_absent_at_start_then_started_gets_every_event_in_order(tmp_path: Path) -> None:
-    port = _pick_free_port()
+    port = restartable_port()
     rec = Recorder(
         bootstrap=f"127.0.0.1:{port}", spool_dir=tmp_path / "spool", retry_backoff_s=0.05
     )
@@ -137,7 +137,7 @@ AGENT_SCRIPT = textwrap.dedent(
 
 
 def test_agent_killed_with_a_spool_is_delivered_by_the_next_start(tmp_path: Path) -> None:
-    port = _pick_free_port()
+    port = restartable_port()
     spool = tmp_path / "spool"
     agent = subprocess.Popen(
         [sys.executable, "-c", AGENT_SCRIPT, f"127.0.0.1:{port}", str(spool)],

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from agenttrail.embedded import EmbeddedBroker
-from agenttrail.embedded._broker import _pick_free_port
 from agenttrail.producer import Recorder
 from tests.deadline import wait_until
 from tests.integration.test_sdk_kafka import PARTITIONS, read_topic
+from tests.ports import restartable_port
 from tests.sdk_behaviour import check_chain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ def _kill(broker: EmbeddedBroker) -> None:
 def test_a_broker_killed_and_restarted_on_its_port_gets_every_later_event(
     tmp_path: Path,
 ) -> None:
-    port = _pick_free_port()
+    port = restartable_port()
     first = EmbeddedBroker(port=port, partitions=PARTITIONS).start()
     rec = Recorder(bootstrap=first.bootstrap, spool_dir=tmp_path / "spool", retry_backoff_s=0.05)
     try:
@@ -108,7 +108,7 @@ OUTAGE_AGENT = textwrap.dedent(
 
 
 def test_an_agent_killed_during_an_outage_loses_nothing_it_flushed(tmp_path: Path) -> None:
-    port = _pick_free_port()
+    port = restartable_port()
     spool = tmp_path / "spool"
     first = EmbeddedBroker(port=port, partitions=PARTITIONS).start()
     agent = subprocess.Popen(

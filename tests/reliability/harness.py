@@ -29,6 +29,7 @@ from typing import Any
 
 from agenttrail.store import FAMILY_TABLES, open_store
 from tests.deadline import wait_until
+from tests.ports import restartable_port
 
 CLI = [sys.executable, "-c", "from agenttrail.cli import main; main()"]
 KAFKA_OPTIONS = {
@@ -106,7 +107,8 @@ class Broker:
     def __init__(self, workdir: Path, port: int = 0, partitions: int = 4):
         self.workdir = workdir
         self.partitions = partitions
-        self.port = port
+        # Restarted on the same port: one no client or other test can be handed meanwhile.
+        self.port = port or restartable_port()
         self.process: JsonLinesProcess | None = None
         self.start()
 
@@ -206,15 +208,6 @@ class Emitter(JsonLinesProcess):
             if "close" in line:
                 return dict(line["close"])
         return None
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (for a broker started later)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def read_truth_lines(path: Path) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from kafka import KafkaProducer
 from agenttrail.consumers.testing import sample_record, sealed
 from agenttrail.events import EVENTS_TOPIC, EventType, default_registry, frame
 from tests.deadline import wait_until
+from tests.ports import restartable_port
 from tests.reliability.harness import (
     CLI,
     KAFKA_OPTIONS,
@@ -35,7 +36,6 @@ from tests.reliability.harness import (
     Emitter,
     JsonLinesProcess,
     Tally,
-    free_port,
     kill_all,
     tally,
     topic_keys,
@@ -639,7 +639,7 @@ def sdk_pressure(workdir: Path, *, tasks: int, spans: int, queue_size: int = 100
     Raises:
         MountRefused: the machine does not allow the tmpfs (the caller may skip).
     """
-    port = free_port()
+    port = restartable_port()
     bootstrap = f"127.0.0.1:{port}"
     agents_dir = workdir / "agents"
     small_disk = workdir / "small-disk"
