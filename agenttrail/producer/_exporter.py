@@ -140,6 +140,7 @@ class KafkaExporter:
 
         producer = self._ensure_producer()
         partition_of = self._partition_map(producer)
+        complete = _done if self._config.get("acks") in (0, "0") else _done_with_offset
         for i, rec in enumerate(records):
             try:
                 future = producer.send(
@@ -158,7 +159,7 @@ class KafkaExporter:
                         f"Kafka at {self.bootstrap} did not take the event: {exc}"
                     ) from exc
                 raise PartialExport(i, exc) from exc
-            future.add_both(_done, rec, on_done)
+            future.add_both(complete, rec, on_done)
 
     def _partition_map(self, producer: Any) -> Callable[[bytes], int] | None:
         """The key → partition function of Kafka's default partitioner, memoised per key.
@@ -243,5 +244,29 @@ class PartialExport(ExporterUnavailable):
         self.handed_over = handed_over
 
 
+class UnconfirmedDelivery(Exception):
+    """The broker acknowledged a record without giving it an offset.
+
+    An idempotent producer's batch answered DUPLICATE_SEQUENCE_NUMBER comes back with
+    offset -1, and kafka-python reports it as delivered. That answer is only true when the
+    broker still knows this producer; a broker restarted without its state (the embedded
+    broker keeps it in memory) hands the same producer ids out again, takes another
+    producer's batches for ours and stores nothing. Such a record is therefore sent again
+    by a new producer: a copy that was in fact stored is dropped by the consumer, which
+    keeps one row per event id.
+    """
+
+
 def _done(rec: OutRecord, on_done: AckCallback, outcome: Any) -> None:
+    """A record's outcome with acks=0: no answer to check, success is all there is."""
     on_done(rec, outcome if isinstance(outcome, BaseException) else None)
+
+
+def _done_with_offset(rec: OutRecord, on_done: AckCallback, outcome: Any) -> None:
+    """A record's outcome when the broker answers: only an offset proves it was stored."""
+    if isinstance(outcome, BaseException):
+        on_done(rec, outcome)
+    elif getattr(outcome, "offset", 0) < 0:
+        on_done(rec, UnconfirmedDelivery(f"acknowledged without an offset: {outcome}"))
+    else:
+        on_done(rec, None)

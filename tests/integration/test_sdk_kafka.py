@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,17 @@ def make_topic(bootstrap: str) -> str:
     return name
 
 
-def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[Any]:
-    """Every message of ``topic``, decoded, in per-partition order; waits for ``expected``."""
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    timeout: float = 60.0,
+    skip: Callable[[bytes], bool] | None = None,
+) -> list[Any]:
+    """Every message of ``topic``, decoded, in per-partition order; waits for ``expected``.
+
+    Messages whose value ``skip`` accepts (another producer's, not events) are left out.
+    """
     codec = EventCodec()
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
@@ -49,15 +59,16 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 60.0)
         consumer.seek_to_beginning(*parts)
         messages: list[Any] = []
 
+        def take(timeout_ms: int) -> None:
+            for batch in consumer.poll(timeout_ms=timeout_ms).values():
+                messages.extend(m for m in batch if skip is None or not skip(m.value))
+
         def fetched_all() -> bool:
-            for batch in consumer.poll(timeout_ms=500).values():
-                messages.extend(batch)
+            take(500)
             return len(messages) >= expected
 
         wait_until(fetched_all, timeout=timeout, what=f"{expected} messages on {topic}")
-        # Give stragglers a moment to show up: more than expected is a failure too.
-        for batch in consumer.poll(timeout_ms=300).values():
-            messages.extend(batch)
+        take(300)  # give stragglers a moment: more than expected is a failure too
     finally:
         consumer.close()
     for m in messages:

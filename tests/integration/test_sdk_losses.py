@@ -5,7 +5,9 @@
 * the agent SIGKILLed during a broker outage: what it recorded and flushed meanwhile
   must be on disk, not in a producer's memory;
 * an emitting agent SIGKILLed with the broker up, then its spool replayed by the next
-  process: each event_id reaches the topic, and a resend is byte-identical.
+  process: each event_id reaches the topic, and a resend is byte-identical;
+* a restarted broker handing the agent's producer id to another producer: its sends are
+  then answered "duplicate" with no offset, which the SDK must not count as delivered.
 
 The embedded broker keeps messages in memory, so a restarted broker starts empty: the
 expectations count what the test emitted after the restart (or during the outage).
@@ -21,6 +23,8 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from kafka import KafkaProducer
 
 from agenttrail.embedded import EmbeddedBroker
 from agenttrail.producer import Recorder
@@ -75,6 +79,51 @@ def test_a_broker_killed_and_restarted_on_its_port_gets_every_later_event(
     assert len(events) == during + after and max(ids.values()) == 1, "each event exactly once"
     assert {e["task_id"].split("-")[0] for e in events} == {"during", "after"}
     assert sorted(e["producer_seq"] for e in events) == list(range(before, before + during + after))
+    check_chain(events)
+
+
+def test_an_ack_without_an_offset_after_a_broker_restart_is_not_taken_as_delivered(
+    tmp_path: Path,
+) -> None:
+    # The embedded broker numbers producer ids from 1 again after a restart. The agent's
+    # producer (id 1 on the first broker) meets another producer that the new broker also
+    # gave id 1 and that has already sent more: the broker answers the agent's next batches
+    # DUPLICATE_SEQUENCE_NUMBER with offset -1 and stores nothing; kafka-python reports that
+    # as success. Every event the agent records after the restart must still arrive.
+    port = restartable_port()
+    first = EmbeddedBroker(port=port, partitions=PARTITIONS).start()
+    rec = Recorder(bootstrap=first.bootstrap, spool_dir=tmp_path / "spool", retry_backoff_s=0.05)
+    other: KafkaProducer | None = None
+    try:
+        before = _emit(rec, "before", tasks=2, spans=10)
+        wait_until(
+            lambda: rec.stats["delivered"] == before, timeout=60, what="delivery to broker 1"
+        )
+        _kill(first)
+        with EmbeddedBroker(port=port, partitions=PARTITIONS).start() as second:
+            other = KafkaProducer(
+                bootstrap_servers=second.bootstrap, enable_idempotence=True, acks="all"
+            )
+            for p in range(PARTITIONS):  # further ahead than the agent on every partition
+                for _ in range(before + 10):
+                    other.send("agenttrail.events", b"other", key=b"o", partition=p)
+            other.flush(60)
+            pid = other._transaction_manager.producer_id_and_epoch.producer_id
+            after = _emit(rec, "after", tasks=3, spans=20)
+            report = rec.close(timeout=90)
+            assert report.complete, report
+            events = read_topic(
+                second.bootstrap, "agenttrail.events", after, skip=lambda v: v == b"other"
+            )
+    finally:
+        rec.close(timeout=1)
+        if other is not None:
+            other.close(timeout=5)
+        first.stop()
+    assert pid == 1, "the staging needs the new broker to reuse the agent's producer id"
+    ids = Counter(e["event_id"] for e in events)
+    assert len(events) == after and max(ids.values()) == 1, "each later event exactly once"
+    assert {e["task_id"].split("-")[0] for e in events} == {"after"}
     check_chain(events)
 
 
