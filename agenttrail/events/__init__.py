@@ -60,11 +60,13 @@ from agenttrail.events._names import (
     TaskState,
 )
 from agenttrail.events._prices import (
+    PRICE_CSV_HEADER,
     ModelPrice,
     PriceTable,
     PriceTableError,
     load_price_table,
     parse_price_csv,
+    parse_price_rows,
     shipped_prices,
 )
 from agenttrail.events._registry import SchemaEntry, SchemaRegistry, default_registry
@@ -76,6 +78,7 @@ __all__ = [
     "EVENTS_TOPIC",
     "HEADER_SIZE",
     "MAGIC_BYTE",
+    "PRICE_CSV_HEADER",
     "TERMINAL_STATES",
     "TOPICS",
     "AgentMessage",
@@ -122,6 +125,7 @@ __all__ = [
     "new_trace_id",
     "parse_event",
     "parse_price_csv",
+    "parse_price_rows",
     "read_header",
     "seal",
     "shape_mismatches",

@@ -148,11 +148,18 @@ def shipped_prices(migrations: Path | None = None) -> PriceTable:
     return PriceTable(rows)
 
 
-def parse_price_csv(text: str, name: str = "<prices>") -> PriceTable:
-    """A user's price file in the ``agenttrail prices load`` format.
+def parse_price_rows(text: str, name: str = "<prices>") -> list[ModelPrice]:
+    """The rows of a price file in the ``agenttrail prices load`` format, all checked.
+
+    The one parser of that format: the SDK's price override and ``agenttrail prices
+    load`` both read files through it, so a file one accepts the other accepts. An empty
+    ``cached_usd_per_mtok`` means the model has no cached-input price: its cached tokens
+    cost the input price. Blank lines are skipped. Every row is checked before any is
+    returned, and all problems are reported at once.
 
     Raises:
-        PriceTableError: wrong header or an invalid row (named by line, with the fix).
+        PriceTableError: wrong header, or invalid or repeated rows (each named by line,
+            with what to fix).
     """
     reader = csv.reader(io.StringIO(text))
     header = tuple(h.strip() for h in next(reader, []))
@@ -162,29 +169,66 @@ def parse_price_csv(text: str, name: str = "<prices>") -> PriceTable:
             f"found {','.join(header) or '(nothing)'}."
         )
     rows: list[ModelPrice] = []
+    problems: list[str] = []
+    seen: dict[tuple[str, date], int] = {}
     for cells in reader:
         if not any(c.strip() for c in cells):
             continue
         line = reader.line_num
-        if len(cells) != len(PRICE_CSV_HEADER):
-            raise PriceTableError(
-                f"{name} line {line}: expected {len(PRICE_CSV_HEADER)} values, found {len(cells)}."
-            )
-        model, day, *amounts = (c.strip() for c in cells)
         try:
-            effective_from = date.fromisoformat(day)
-            values = [float(a) for a in amounts]
-        except ValueError:
-            raise PriceTableError(
-                f"{name} line {line}: {day!r} must be a date like 2026-03-01 and "
-                f"{amounts!r} numbers."
-            ) from None
-        if not model or any(not math.isfinite(v) or v < 0 for v in values):
-            raise PriceTableError(
-                f"{name} line {line}: the model must be named and prices finite and >= 0."
+            price = _row_of(cells)
+        except ValueError as exc:
+            problems.append(f"line {line}: {exc}")
+            continue
+        key = (price.model, price.effective_from)
+        if key in seen:
+            problems.append(
+                f"line {line}: {price.model} from {price.effective_from} is also on line "
+                f"{seen[key]}; keep one"
             )
-        rows.append(ModelPrice(model, effective_from, values[0], values[1], values[2]))
-    return PriceTable(rows)
+            continue
+        seen[key] = line
+        rows.append(price)
+    if problems:
+        more = f"; … {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise PriceTableError(
+            f"{name} has {len(problems)} invalid row(s): {'; '.join(problems[:10])}{more}."
+        )
+    return rows
+
+
+def _row_of(cells: list[str]) -> ModelPrice:
+    if len(cells) != len(PRICE_CSV_HEADER):
+        raise ValueError(f"expected {len(PRICE_CSV_HEADER)} values, found {len(cells)}")
+    model, day, *amounts = (c.strip() for c in cells)
+    if not model:
+        raise ValueError("the model is empty")
+    try:
+        effective_from = date.fromisoformat(day)
+    except ValueError:
+        raise ValueError(f"effective_from {day!r} is not a date like 2026-03-01") from None
+    values: list[float] = []
+    for column, amount in zip(PRICE_CSV_HEADER[2:], amounts, strict=True):
+        if column == "cached_usd_per_mtok" and amount == "":
+            values.append(values[0])  # no cached-input price: cached tokens cost input
+            continue
+        try:
+            value = float(amount)
+        except ValueError:
+            raise ValueError(f"{column} {amount!r} is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{column} {amount!r} must be a finite price of 0 or more")
+        values.append(value)
+    return ModelPrice(model, effective_from, values[0], values[1], values[2])
+
+
+def parse_price_csv(text: str, name: str = "<prices>") -> PriceTable:
+    """A user's price file (:func:`parse_price_rows`) as a table.
+
+    Raises:
+        PriceTableError: as :func:`parse_price_rows`.
+    """
+    return PriceTable(parse_price_rows(text, name))
 
 
 def load_price_table(override: Path | None = None) -> PriceTable:

@@ -19,24 +19,16 @@ tokens cost the input price.
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from agenttrail.events import PRICE_CSV_HEADER, PriceTableError, parse_price_rows
 from agenttrail.query._time import QueryError
 from agenttrail.store import Store
 
-PRICE_COLUMNS: tuple[str, ...] = (
-    "model",
-    "effective_from",
-    "input_usd_per_mtok",
-    "output_usd_per_mtok",
-    "cached_usd_per_mtok",
-)
+PRICE_COLUMNS: tuple[str, ...] = PRICE_CSV_HEADER
 """The header of a price file, in order."""
 
 
@@ -121,73 +113,29 @@ def read_price_file(path: Path) -> list[Price]:
 def parse_prices(text: str, source: str, name: str = "<prices>") -> list[Price]:
     """Parse price CSV ``text`` (see the module docstring); ``name`` is used in errors.
 
+    The SDK's parser (:func:`agenttrail.events.parse_price_rows`): a file loaded here is
+    one an agent's ``AGENTTRAIL_PRICE_FILE`` accepts, and the other way round.
+
     Raises:
         PriceFileError: as :func:`read_price_file`.
     """
-    reader = csv.reader(io.StringIO(text))
-    header = [h.strip() for h in next(reader, [])]
-    if tuple(header) != PRICE_COLUMNS:
-        raise PriceFileError(
-            f"{name}: the first line must be the header {','.join(PRICE_COLUMNS)}; "
-            f"found {','.join(header) or '(nothing)'}. Nothing was loaded."
-        )
-    prices: list[Price] = []
-    problems: list[str] = []
-    seen: dict[tuple[str, date], int] = {}
-    for cells in reader:
-        line = reader.line_num
-        if not any(c.strip() for c in cells):
-            continue
-        try:
-            price = _price_of(cells, source)
-        except ValueError as exc:
-            problems.append(f"line {line}: {exc}")
-            continue
-        key = (price.model, price.effective_from)
-        if key in seen:
-            problems.append(
-                f"line {line}: {price.model} from {price.effective_from} is also on line "
-                f"{seen[key]}; keep one (both would load at the same time)"
-            )
-            continue
-        seen[key] = line
-        prices.append(price)
-    if problems:
-        more = f"; … {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise PriceFileError(
-            f"{name} has {len(problems)} invalid row(s), nothing loaded: "
-            f"{'; '.join(problems[:10])}{more}."
-        )
-    if not prices:
-        raise PriceFileError(f"{name} has a header but no price rows; nothing to load.")
-    return prices
-
-
-def _price_of(cells: list[str], source: str) -> Price:
-    if len(cells) != len(PRICE_COLUMNS):
-        raise ValueError(f"expected {len(PRICE_COLUMNS)} values, found {len(cells)}")
-    model, day, *amounts = (c.strip() for c in cells)
-    if not model:
-        raise ValueError("the model is empty")
     try:
-        effective_from = date.fromisoformat(day)
-    except ValueError:
-        raise ValueError(f"effective_from {day!r} is not a date like 2026-03-01") from None
-    values: list[float] = []
-    for column, amount in zip(PRICE_COLUMNS[2:], amounts, strict=True):
-        if column == "cached_usd_per_mtok" and amount == "" and values:
-            # Many models have no cached-input price: their cached tokens (if any)
-            # cost what other input tokens cost.
-            values.append(values[0])
-            continue
-        try:
-            value = float(amount)
-        except ValueError:
-            raise ValueError(f"{column} {amount!r} is not a number") from None
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{column} {amount!r} must be a finite price of 0 or more")
-        values.append(value)
-    return Price(model, effective_from, values[0], values[1], values[2], source=source)
+        rows = parse_price_rows(text, name)
+    except PriceTableError as exc:
+        raise PriceFileError(f"{exc} Nothing was loaded.") from None
+    if not rows:
+        raise PriceFileError(f"{name} has a header but no price rows; nothing to load.")
+    return [
+        Price(
+            r.model,
+            r.effective_from,
+            r.input_usd_per_mtok,
+            r.output_usd_per_mtok,
+            r.cached_usd_per_mtok,
+            source=source,
+        )
+        for r in rows
+    ]
 
 
 def load_prices(store: Store, prices: list[Price]) -> int:

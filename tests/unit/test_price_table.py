@@ -56,7 +56,7 @@ def test_a_users_file_overrides_the_shipped_rows(tmp_path: Path) -> None:
         (
             "model,effective_from,input_usd_per_mtok,output_usd_per_mtok,cached_usd_per_mtok\n"
             "x,2026-01-01,-1,1,1\n",
-            ">= 0",
+            "finite price of 0 or more",
         ),
     ],
 )
@@ -69,3 +69,20 @@ def test_a_seed_migration_without_tuples_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "0099_model_prices_seed.sql").write_text("INSERT INTO model_prices SELECT 1;")
     with pytest.raises(PriceTableError, match="0099"):
         shipped_prices(tmp_path)
+
+
+def test_a_file_prices_load_accepts_the_sdk_accepts_with_the_same_prices(tmp_path: Path) -> None:
+    # One parser for both readers: an empty cached price (a model without cached-input
+    # pricing) costs the input price in the SDK's spend limits as in the store.
+    from agenttrail.query import parse_prices
+
+    text = (
+        "model,effective_from,input_usd_per_mtok,output_usd_per_mtok,cached_usd_per_mtok\n"
+        "mistral-large,2026-03-01,2.00,6.00,\n"
+    )
+    f = tmp_path / "p.csv"
+    f.write_text(text)
+    (loaded,) = parse_prices(text, "p.csv")
+    sdk = load_price_table(f).price_of("mistral-large", date(2026, 3, 2))
+    assert sdk is not None and loaded.cached_usd_per_mtok == sdk.cached_usd_per_mtok == 2.0
+    assert sdk.cost_usd(1_000_000, 0, 500_000) == 2.0  # 0.5 M uncached + 0.5 M cached at 2.0
