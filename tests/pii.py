@@ -127,7 +127,7 @@ def json_with_pii(
 ) -> tuple[object, str]:
     """(a nested JSON-like value with a sensitive value somewhere in a string, the value)."""
     text, value = draw(text_with_pii())
-    keys = keys or st.text(string.ascii_lowercase, min_size=1, max_size=8)
+    keys = keys if keys is not None else st.text(string.ascii_lowercase, min_size=1, max_size=8)
     leaf: st.SearchStrategy[object] = st.one_of(
         st.integers(), st.text(string.ascii_letters, max_size=10)
     )

@@ -270,8 +270,11 @@ _MIN_CANDIDATE = 6  # nothing any built-in detector finds is shorter than this
 # instead of one per detector. Broader than the detectors on purpose: passing it only
 # means "run them". Keywords are compared on the lower-cased text as plain substrings
 # (a case-insensitive regular expression is ten times slower).
+# The lookahead lets the engine skip positions that start no alternative by one
+# character-class test (about half the cost of trying each alternative there).
 _BUILTIN_PREFILTER = re.compile(
-    r"[@+]|eyJ|-----BEGIN|\d[ -]?\d[ -]?\d|[A-Z]{2}\d\d|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA)"
+    r"(?=[@+e\-A-Z\d])"
+    r"(?:[@+]|eyJ|-----BEGIN|\d[ -]?\d[ -]?\d|[A-Z]{2}\d\d|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA))"
 )
 _BUILTIN_KEYWORDS: tuple[str, ...] = (
     "bearer",
@@ -306,11 +309,14 @@ _BUILTIN_KEYWORDS: tuple[str, ...] = (
 )
 
 
+_BUILTIN_KEYWORD_SEARCH = re.compile("|".join(re.escape(k) for k in _BUILTIN_KEYWORDS))
+"""Any of the keywords as a plain substring, in one search (not one ``in`` per word)."""
+
+
 def _may_hold_builtin(text: str) -> bool:
     if _BUILTIN_PREFILTER.search(text) is not None:
         return True
-    lowered = text.lower()
-    return any(k in lowered for k in _BUILTIN_KEYWORDS)
+    return _BUILTIN_KEYWORD_SEARCH.search(text.lower()) is not None
 
 
 @dataclass(frozen=True)

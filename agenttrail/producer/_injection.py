@@ -270,6 +270,13 @@ def _in_code(text: str, start: int) -> bool:
     return prefix.startswith(("#", "//", "/*", "*", "--")) and not prefix.startswith("###")
 
 
+def _any_of(words: Sequence[str]) -> re.Pattern[str]:
+    """One expression that finds any of ``words`` as a plain substring (none: never)."""
+    if not words:
+        return re.compile(r"(?!)")
+    return re.compile("|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True)))
+
+
 class RuleDetector:
     """The default detector: :data:`RULES` plus a check for runs of invisible characters.
 
@@ -279,12 +286,27 @@ class RuleDetector:
 
     def __init__(self, rules: Sequence[InjectionRule] = RULES):
         self.rules = tuple(rules)
+        # Each rule's required-word groups as one expression per group (a search of
+        # literal alternatives in C, instead of one ``in`` per word), and the words of
+        # every rule's first group as one expression: a text holding none of them can
+        # fire no rule, which is the common case for short tool results.
+        self._groups = tuple(tuple(_any_of(g) for g in r.requires) for r in self.rules)
+        firsts = [w for r in self.rules for w in (r.requires[0] if r.requires else ())]
+        every_rule_requires = all(r.requires and r.requires[0] for r in self.rules)
+        self._gate = _any_of(firsts) if every_rule_requires and firsts else None
 
     def scan(self, text: str) -> list[InjectionFlag]:
         """Flags for ``text``, one per rule that fired (its first match), in rule order."""
         if not text:
             return []
-        flags: list[InjectionFlag] = []
+        if text.isascii():
+            # No invisible character is ASCII, and NFKC leaves ASCII text as it is.
+            if self._gate is not None and self._gate.search(text.lower()) is None:
+                return []
+            flags: list[InjectionFlag] = []
+            self._scan_variant(text, flags, set())
+            return flags
+        flags = []
         invisible = [m.start() for m in _INVISIBLE.finditer(text)]
         if len(invisible) >= _MIN_INVISIBLE:
             flags.append(
@@ -302,18 +324,18 @@ class RuleDetector:
             variants = [text]
         fired: set[str] = set()
         for variant in variants:
-            normalised = unicodedata.normalize("NFKC", variant)
-            lowered = normalised.lower()
-            for rule in self.rules:
-                if rule.name in fired or not all(
-                    any(word in lowered for word in group) for group in rule.requires
-                ):
-                    continue
-                flag = self._first(rule, normalised)
-                if flag is not None:
-                    fired.add(rule.name)
-                    flags.append(flag)
+            self._scan_variant(unicodedata.normalize("NFKC", variant), flags, fired)
         return flags
+
+    def _scan_variant(self, normalised: str, flags: list[InjectionFlag], fired: set[str]) -> None:
+        lowered = normalised.lower()
+        for rule, groups in zip(self.rules, self._groups, strict=True):
+            if rule.name in fired or not all(g.search(lowered) for g in groups):
+                continue
+            flag = self._first(rule, normalised)
+            if flag is not None:
+                fired.add(rule.name)
+                flags.append(flag)
 
     @staticmethod
     def _first(rule: InjectionRule, text: str) -> InjectionFlag | None:

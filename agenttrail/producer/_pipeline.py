@@ -145,7 +145,9 @@ class Pipeline:
         queue = self._queue
         if len(queue) < self.queue_size and not self._closed:
             queue.append(event)
-            if len(queue) >= self.batch_size:
+            if len(queue) >= self.batch_size and not self._wake.is_set():
+                # set() takes the event's lock and notifies: once per wake-up, not per
+                # event while a backlog waits (the worker clears it before it drains).
                 self._wake.set()
             return
         self._overflow(event)

@@ -26,7 +26,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agenttrail.producer._detectors import BUILTIN_DETECTORS, Detector, find_sensitive
+from agenttrail.producer._detectors import (
+    _MIN_CANDIDATE,
+    BUILTIN_DETECTORS,
+    Detector,
+    find_sensitive,
+)
 
 DEFAULT_SENSITIVE_KEYS: frozenset[str] = frozenset(
     {
@@ -54,6 +59,8 @@ KEY_KIND = "key"
 """Kind recorded when a value was redacted because of its key, not its content."""
 
 _HASH_CHARS = 16
+_WALKED = (dict, list, tuple, str)
+_PLAIN_KEYS_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,7 @@ class Scrubber:
         self.sensitive_keys = frozenset(k.lower() for k in sensitive_keys)
         self.tools = dict(tools or {})
         self._key = key if key is not None else secrets.token_bytes(32)
+        self._plain_keys: set[str] = set()
         self._by_kinds: dict[frozenset[str] | None, tuple[Detector, ...]] = {None: self.detectors}
         for rule in self.tools.values():
             if rule.kinds is not None:
@@ -140,9 +148,15 @@ class Scrubber:
             value: dicts, lists, tuples, strings and scalars, nested.
             tool: apply this tool's :class:`ToolRedaction` rules.
         """
-        rule = self.tools.get(tool) if tool is not None else None
+        rule = self.tools.get(tool) if tool is not None and self.tools else None
+        detectors = self._by_kinds[rule.kinds] if rule is not None else self.detectors
         found: list[Redaction] = []
-        out = self._walk(value, "$", self._detectors_for(tool), rule, False, found)
+        if type(value) is str:  # a tool result: the most common call
+            if len(value) < _MIN_CANDIDATE:
+                return value, found
+            out: Any = self._text_into(value, "$", detectors, found)
+        else:
+            out = self._walk(value, "$", detectors, rule, False, found)
         return (out if found else value), found
 
     def _detectors_for(self, tool: str | None) -> tuple[Detector, ...]:
@@ -152,22 +166,44 @@ class Scrubber:
     def _text(
         self, text: str, path: str, detectors: tuple[Detector, ...]
     ) -> tuple[str, list[Redaction]]:
+        found: list[Redaction] = []
+        return self._text_into(text, path, detectors, found), found
+
+    def _text_into(
+        self, text: str, path: str, detectors: tuple[Detector, ...], found: list[Redaction]
+    ) -> str:
+        """``text`` with its findings replaced; what was replaced is added to ``found``."""
         findings = find_sensitive(text, detectors)
         if not findings:
-            return text, []
+            return text
         parts: list[str] = []
         pos = 0
         for f in findings:
             parts.append(text[pos : f.start])
             parts.append(self.placeholder(f.kind, text[f.start : f.end]))
             pos = f.end
+            found.append(Redaction(path, f.kind))
         parts.append(text[pos:])
-        return "".join(parts), [Redaction(path, f.kind) for f in findings]
+        return "".join(parts)
 
     def _whole(self, value: Any, path: str, kind: str, found: list[Redaction]) -> str:
         found.append(Redaction(path, kind))
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
         return self.placeholder(kind, text)
+
+    def _plain_key(self, key: str, detectors: tuple[Detector, ...]) -> bool:
+        """Whether ``key`` is neither a sensitive key nor holds anything to redact.
+
+        Tools have few argument names, so the answer for the full detector set is
+        remembered (only for names found clean: nothing redactable is kept).
+        """
+        if key in self._plain_keys:
+            return True
+        if key.lower() in self.sensitive_keys or find_sensitive(key, detectors):
+            return False
+        if detectors is self.detectors and len(self._plain_keys) < _PLAIN_KEYS_KEPT:
+            self._plain_keys.add(key)
+        return True
 
     def _walk(
         self,
@@ -178,33 +214,44 @@ class Scrubber:
         skip: bool,
         found: list[Redaction],
     ) -> Any:
+        # Paths are built only where needed (a finding, a rule, a nested container):
+        # most values hold nothing, and formatting paths was most of the walk's cost.
         if isinstance(value, str):
-            if skip:
+            if skip or len(value) < _MIN_CANDIDATE:
                 return value
-            out, hits = self._text(value, path, detectors)
-            found.extend(hits)
-            return out
+            return self._text_into(value, path, detectors, found)
         if isinstance(value, dict):
             result: dict[Any, Any] = {}
             for k, v in value.items():
                 key = k
-                if isinstance(k, str) and not skip:
-                    key, hits = self._text(k, f"{path}.<key>", detectors)
-                    found.extend(hits)
-                child = f"{path}.{key}"
-                if isinstance(k, str) and k.lower() in self.sensitive_keys:
-                    result[key] = self._whole(v, child, KEY_KIND, found)
-                    continue
-                if rule is not None and (
-                    child in rule.redact_fields or _short(child, path) in rule.redact_fields
+                if (
+                    isinstance(k, str)
+                    and not (skip and k.lower() not in self.sensitive_keys)
+                    and not self._plain_key(k, detectors)
                 ):
-                    result[key] = self._whole(v, child, "field", found)
-                    continue
-                child_skip = skip or (
-                    rule is not None
-                    and (child in rule.skip_fields or _short(child, path) in rule.skip_fields)
-                )
-                result[key] = self._walk(v, child, detectors, rule, child_skip, found)
+                    if not skip:
+                        key = self._text_into(k, f"{path}.<key>", detectors, found)
+                    if k.lower() in self.sensitive_keys:
+                        result[key] = self._whole(v, f"{path}.{key}", KEY_KIND, found)
+                        continue
+                child_skip = skip
+                if rule is not None:
+                    child = f"{path}.{key}"
+                    if child in rule.redact_fields or _short(child, path) in rule.redact_fields:
+                        result[key] = self._whole(v, child, "field", found)
+                        continue
+                    child_skip = skip or (
+                        child in rule.skip_fields or _short(child, path) in rule.skip_fields
+                    )
+                if type(v) is str:
+                    if child_skip or len(v) < _MIN_CANDIDATE:
+                        result[key] = v
+                    else:
+                        result[key] = self._text_into(v, f"{path}.{key}", detectors, found)
+                elif isinstance(v, _WALKED):
+                    result[key] = self._walk(v, f"{path}.{key}", detectors, rule, child_skip, found)
+                else:
+                    result[key] = v
             return result
         if isinstance(value, list | tuple):
             return [

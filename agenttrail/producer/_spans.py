@@ -144,6 +144,9 @@ class Span:
         self.error_type, self.error_detail = ABANDONED, why
         self.task.submit(self._event(self._claim(), next(self.task.seqs)))
 
+    def _redacted_error(self) -> str | None:
+        return self.task.redact_error(self.error_detail)
+
     def _check_open(self, what: str) -> None:
         if self._ended:
             raise SpanAlreadyEnded(
@@ -282,7 +285,7 @@ class ToolSpan(Span):
             "latency_ms": latency_ms,
             "success": self.success,
             "error_type": self.error_type,
-            "error_detail": self.task.redact_error(self.error_detail),
+            "error_detail": None if self.error_detail is None else self._redacted_error(),
             "redactions": self.redactions,
         }
 
@@ -491,7 +494,7 @@ class LlmCall(Span):
             "ttft_ms": self.ttft_ms,
             "success": self.success,
             "error_type": self.error_type,
-            "error_detail": self.task.redact_error(self.error_detail),
+            "error_detail": None if self.error_detail is None else self._redacted_error(),
             "redactions": self.redactions,
         }
 

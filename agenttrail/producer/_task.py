@@ -40,6 +40,7 @@ asyncio task or thread's work. Exceptions it raises are logged, never propagated
 """
 
 _SIDE_EFFECTS = frozenset(s.value for s in SideEffect)
+_IRREVERSIBLE = SideEffect.IRREVERSIBLE.value
 
 __all__ = ["StopHook", "Task", "current_task"]
 
@@ -360,7 +361,7 @@ class Task(TaskSafety):
             )
         if args is None:
             args = {}
-        if side_effect == SideEffect.IRREVERSIBLE:
+        if side_effect == _IRREVERSIBLE:
             self.check_open()
             self.require_confirmation(name, args)
         redacted, paths = self.redact(args, where="args", tool=name)

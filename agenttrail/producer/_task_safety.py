@@ -419,10 +419,14 @@ class TaskSafety:
         return self.screen(text, source)
 
     def screen(self, text: str, source: str) -> list[InjectionFlag]:
-        """:meth:`observe` without the stop check (used by ``span.result``)."""
+        """:meth:`observe` without the stop check."""
         flags = self.safety.injection_detector.scan(text)
-        if not flags:
-            return flags
+        if flags:
+            self._flagged(flags, source)
+        return flags
+
+    def _flagged(self, flags: list[InjectionFlag], source: str) -> None:
+        """Record flags and apply the task's policy (raises under ``block``)."""
         rules = ", ".join(sorted({f.rule for f in flags}))
         policy = self.injection_policy
         self.guard(
@@ -436,7 +440,6 @@ class TaskSafety:
             raise InjectionBlocked(self.task_id, source, flags)
         if policy is InjectionPolicy.ESCALATE:
             self.escalate(f"suspected prompt injection from {source} ({rules})")
-        return flags
 
     def redact(self, value: Any, *, where: str, tool: str | None = None) -> tuple[Any, list[str]]:
         """Scrub ``value`` (arguments, results, payloads); record what was redacted.
@@ -444,17 +447,20 @@ class TaskSafety:
         Returns the redacted copy (or ``value`` untouched) and the JSON paths redacted.
         A ``redaction_applied`` guard event names the kinds and paths, never a value.
         """
-        out, found = self.safety.scrubber.scrub(value, tool=tool)
+        out, found = self.safety.scrubber.scrub(value, tool)
         if not found:
             return value, []
+        self._redacted(found, f"{where}:{tool}" if tool else where)
+        return out, [r.path for r in found]
+
+    def _redacted(self, found: list[Redaction], action: str) -> None:
         self.guard(
             GuardKind.REDACTION_APPLIED,
-            action=f"{where}:{tool}" if tool else where,
+            action=action,
             decision="redact",
             decided_by="scrubber",
             detail="; ".join(f"{r.kind} at {r.path}" for r in found),
         )
-        return out, [r.path for r in found]
 
     def redact_content(self, value: Any, where: str) -> tuple[Any, list[str]]:
         """:meth:`redact` for message content, when the recorder redacts content."""
@@ -473,9 +479,20 @@ class TaskSafety:
         return out
 
     def inspect_result(self, tool: str, text: str) -> str:
-        """A tool result entering the loop: screened for injection, then scrubbed."""
-        self.screen(text, f"tool:{tool}")
-        out, _ = self.redact(text, where="result", tool=tool)
+        """A tool result entering the loop: screened for injection, then scrubbed.
+
+        Runs on the agent's thread for every ``span.result`` (a ``block`` policy must
+        refuse the result before the call returns), so both scans take their fast path
+        for text that holds nothing: see :mod:`._injection` and :mod:`._detectors`.
+        """
+        safety = self.safety
+        flags = safety.injection_detector.scan(text)
+        if flags:
+            self._flagged(flags, f"tool:{tool}")
+        out, found = safety.scrubber.scrub(text, tool)
+        if not found:
+            return text
+        self._redacted(found, f"result:{tool}")
         return str(out)
 
     def price(

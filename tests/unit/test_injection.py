@@ -90,3 +90,26 @@ def test_required_words_change_no_result_on_the_labelled_sets() -> None:
     for name in ("injection_corpus.jsonl", "injection_heldout.jsonl"):
         for text, _ in _labelled(name):
             assert scan_injection(text) == unskipped.scan(text)
+
+
+_GATE_WORDS = [*_WORDS, "ｉｇｎｏｒｅ", "\u200b", "é", "ok", "{", '"']
+
+
+@given(st.lists(st.sampled_from(_GATE_WORDS), max_size=14))
+def test_the_ascii_gate_never_skips_a_rule_that_would_fire(words: list[str]) -> None:
+    """ASCII text is gated by one search for any rule's first required word; text with
+    other characters takes the full path. Both must find what the ungated rules find."""
+    import dataclasses
+
+    unskipped = RuleDetector(tuple(dataclasses.replace(r, requires=()) for r in RULES))
+    for text in (" ".join(words), "".join(words)):
+        assert scan_injection(text) == unskipped.scan(text)
+
+
+def test_a_rule_without_required_words_turns_the_gate_off() -> None:
+    import re
+
+    detector = RuleDetector((*RULES, InjectionRule("plain", re.compile(r"\bzzz\b"), "z")))
+    assert [f.rule for f in detector.scan("zzz")] == ["plain"]
+    never = RuleDetector((InjectionRule("empty", re.compile("x"), "x", requires=((),)),))
+    assert never.scan("x x x") == []  # an empty group can never be met, as before

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import re
+import string
 
 import pytest
 from hypothesis import given, settings
@@ -169,3 +170,38 @@ def test_the_prefilter_never_skips_a_string_a_detector_would_redact(text: str) -
     if unfiltered:
         assert _may_hold_builtin(text)
     assert find_sensitive(text) == unfiltered
+
+
+_KEYS = st.one_of(
+    st.sampled_from(["order_id", "password", "Token", "note", "to", "api_key"]),
+    pii.text_with_pii().map(lambda c: c[1]),  # a sensitive value used as a key
+    st.text(string.ascii_lowercase + "_", min_size=1, max_size=10),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(pii.json_with_pii(keys=_KEYS), min_size=1, max_size=4))
+def test_remembered_plain_keys_never_change_what_is_redacted(
+    cases: list[tuple[object, str]],
+) -> None:
+    """The scrubber remembers argument names it found clean; a warm scrubber must redact
+    exactly what a fresh one does, whatever keys and values it saw before."""
+    key = b"k" * 32
+    warm = Scrubber(key=key)
+    for value, _ in cases:
+        warm.scrub(value)
+    for value, secret in cases:
+        expected = Scrubber(key=key).scrub(value)
+        assert warm.scrub(value) == expected
+        assert secret not in json.dumps(expected[0], ensure_ascii=False)
+
+
+def test_a_sensitive_or_personal_key_is_never_remembered_as_plain() -> None:
+    scrubber = Scrubber()
+    for _ in range(3):
+        out, found = scrubber.scrub({"Password": "hunter2", "jane@example.com": 1, "id": 7})
+        assert out["Password"].startswith("[redacted:key:")
+        assert "jane@example.com" not in json.dumps(out)
+        assert {r.kind for r in found} == {"key", "email"}
+    assert "Password" not in scrubber._plain_keys
+    assert "jane@example.com" not in scrubber._plain_keys
