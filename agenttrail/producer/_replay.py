@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 
 from agenttrail.producer._exporter import OutRecord
 from agenttrail.producer._spool import Spool, SpooledRecord, SpoolPosition
 
 MAX_TAIL = 50_000
 """Appended records kept in memory for sending; beyond that they are read back from disk."""
+CURSOR_EVERY_S = 0.25
+"""How often, at most, the cursor is written while records are still in flight."""
 
 
 class Flight:
@@ -46,6 +49,9 @@ class SpoolReplayer:
         self.inflight: collections.deque[Flight] = collections.deque()
         self._tail: collections.deque[SpooledRecord] = collections.deque()
         self._acked_ahead: set[SpoolPosition] = set()
+        self._acked_to: SpoolPosition | None = None  # end of the acknowledged prefix
+        self._acked_unwritten = 0  # acknowledged records the cursor does not pass yet
+        self._cursor_moved_at = float("-inf")
 
     def remember(self, records: list[SpooledRecord]) -> None:
         """Keep just-appended records in memory so sending need not read them back."""
@@ -90,19 +96,31 @@ class SpoolReplayer:
             self.inflight.pop()
         self.read_pos = first.position
 
-    def settle(self) -> int:
-        """Move the cursor over the acknowledged prefix; return how many it passed."""
+    def settle(self, *, final: bool = False) -> int:
+        """Take the acknowledged prefix out of flight; return how many that was.
+
+        The spool's cursor (a file write, fsynced under the ``always`` policy) moves
+        over them at most every :data:`CURSOR_EVERY_S` while records are still in
+        flight, and at once when none is: a busy sender would otherwise write and
+        fsync the cursor on every cycle, holding the lock appends need. A crash loses
+        at most that much cursor progress, and the next process re-sends those
+        records; the consumer drops such resent copies (same task and ``seq``).
+        """
         inflight = self.inflight
         count = 0
-        last: SpoolPosition | None = None
         while inflight and inflight[0].state is True:
             record = inflight.popleft().record
             assert record is not None
-            last = record.next_position
+            self._acked_to = record.next_position
             count += 1
-        if last is not None:
-            with self.lock:
-                self.spool.ack_to(last, count)
+        self._acked_unwritten += count
+        if self._acked_unwritten and self._acked_to is not None:
+            now = time.monotonic()
+            if final or not inflight or now - self._cursor_moved_at >= CURSOR_EVERY_S:
+                with self.lock:
+                    self.spool.ack_to(self._acked_to, self._acked_unwritten)
+                self._acked_unwritten = 0
+                self._cursor_moved_at = now
         return count
 
     def rewind(self) -> None:

@@ -361,7 +361,7 @@ class SpoolingExporter:
             self._wake.set()
             self._thread.join(5.0)
             for r in self._replayers():
-                self.delivered += r.settle()
+                self.delivered += r.settle(final=True)
             self._settle_held()
             self.inner.shutdown()
             self._report = self._close_spools()

@@ -194,3 +194,47 @@ def test_a_damaged_segment_is_kept_and_never_deleted(tmp_path: Path) -> None:
     reopened.close(remove_if_empty=True)
     assert damaged.exists(), "the damaged bytes survive a drained spool's cleanup"
     assert len(damaged.read_bytes()) == len(data) - readable[-1].next_position.offset
+
+
+def test_the_cursor_trails_acks_by_at_most_its_interval_and_a_crash_resends_only_those(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While records are in flight the cursor is written at most every CURSOR_EVERY_S
+    (here: never within the test), at once when nothing is in flight, and on close. A
+    crash in between re-sends exactly the acknowledged records the cursor did not pass
+    (the consumer drops such copies); no unacknowledged record is ever skipped."""
+    import threading
+
+    from agenttrail.producer import _replay
+    from agenttrail.producer._replay import SpoolReplayer
+
+    monkeypatch.setattr(_replay, "CURSOR_EVERY_S", 3600.0)
+    spool = Spool(tmp_path / "p")
+    values = [f"event-{i}".encode() for i in range(10)]
+    spool.append([(b"t", v) for v in values])
+    replayer = SpoolReplayer(spool, threading.Lock())
+    flights = replayer.next_batch(10)
+    for f in flights[:3]:
+        f.state = True
+    assert replayer.settle() == 3  # the first move is written: nothing was written yet
+    for f in flights[3:6]:
+        f.state = True
+    assert replayer.settle() == 3  # acknowledged, still in flight: the cursor waits
+    spool.close()
+
+    after_crash = Spool(tmp_path / "p")
+    resent = [r.value for r in after_crash.read(100)]
+    assert resent == values[3:]  # 3 acked copies again, then every unacked one
+    after_crash.close()
+
+    spool = Spool(tmp_path / "p")
+    replayer = SpoolReplayer(spool, threading.Lock())
+    flights = replayer.next_batch(100)
+    for f in flights[:2]:
+        f.state = True
+    replayer.settle(final=True)  # close writes it whatever the interval
+    for f in flights[2:]:
+        f.state = True
+    replayer.settle()  # nothing in flight any more: written at once
+    assert spool.pending == 0 and spool.read(100) == []
+    spool.close()
