@@ -39,6 +39,8 @@ Runs on the thread that noticed the stop; an integration uses it to cancel the r
 asyncio task or thread's work. Exceptions it raises are logged, never propagated.
 """
 
+_STOP_RECORD_WAIT_S = 5.0
+"""How long a task's end waits for a stop that another thread is recording."""
 _SIDE_EFFECTS = frozenset(s.value for s in SideEffect)
 _IRREVERSIBLE = SideEffect.IRREVERSIBLE.value
 
@@ -130,6 +132,8 @@ class Task(TaskSafety):
         self._previous_task: Task | None = None
         self.stopped: TaskStopped | None = None
         """The stop, once the task is stopped (a crossed limit, a kill)."""
+        self.stop_recorded = threading.Event()
+        """Set once the stop's guard event and terminal state are submitted."""
         self._init_safety(entry_model, injection_policy)
 
     @property
@@ -152,6 +156,11 @@ class Task(TaskSafety):
     ) -> None:
         leave(current_task, self, self._previous_task)
         self.acknowledge_kill()
+        if self.stopped is not None:
+            # Stopped from another thread (a kill, the watchdog) while the block ran: the
+            # stop records the terminal state, maybe a moment from now; never a second one.
+            self.stop_recorded.wait(_STOP_RECORD_WAIT_S)
+            return
         if self.state in TERMINAL_STATES:
             return
         if exc is None:
@@ -617,6 +626,7 @@ class Task(TaskSafety):
             guard_kind, decision="stop", decided_by=decided_by, detail=str(error), **guard_fields
         )
         self._finish(error.state, reason=reason)
+        self.stop_recorded.set()
         for hook in self._stop_hooks:
             try:
                 hook(self, error)

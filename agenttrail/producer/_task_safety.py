@@ -71,6 +71,7 @@ class TaskSafety:
         escalation_path: str | None
         base: dict[str, Any]
         stopped: TaskStopped | None
+        stop_recorded: threading.Event
         limits: Limits | None
         _started_at: float
 
@@ -232,6 +233,9 @@ class TaskSafety:
             if command is None or self._kill_acked:
                 return
             self._kill_acked = True
+        # The kill switch's thread may still be recording the stop (guard event, then
+        # terminal state): the acknowledgement follows them.
+        self.stop_recorded.wait(5.0)
         latency_ms = (time.monotonic() - self._kill_heard) * 1000.0
         self.guard(
             GuardKind.KILL_ACKNOWLEDGED,

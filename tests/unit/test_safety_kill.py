@@ -141,3 +141,52 @@ def test_kills_bind_with_recording_disabled_and_cannot_be_swallowed(tmp_path: Pa
     assert caught == 3
     wait_until(lambda: bus.of_type("ack"), what="the acknowledgement")
     rec.close()
+
+
+def test_a_task_that_meets_its_kill_while_the_stop_is_being_recorded_ends_killed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kill switch's thread marks the task stopped, then records kill_requested and
+    the terminal state. An agent thread that meets the stop in between (its next SDK
+    call raises, its ``with`` block ends) must not record a second terminal state
+    (``failed``) nor acknowledge before the stop is recorded."""
+    from agenttrail.events import GuardKind
+    from agenttrail.producer._task import Task
+
+    bus = InMemoryControlBus()
+    rec, exporter = _rec(tmp_path, bus)
+    agent_leaving = threading.Event()
+    original_guard, original_ack = Task.guard, Task.acknowledge_kill
+
+    def slow_guard(self: Task, kind: str, **fields: Any) -> None:
+        if kind == GuardKind.KILL_REQUESTED:
+            agent_leaving.wait(30)  # hold the stop half-recorded until the agent leaves
+        original_guard(self, kind, **fields)
+
+    def ack(self: Task) -> None:  # the agent met the stop (its call raises, or it leaves)
+        agent_leaving.set()
+        original_ack(self)
+
+    monkeypatch.setattr(Task, "guard", slow_guard)
+    monkeypatch.setattr(Task, "acknowledge_kill", ack)
+    outcome: list[str] = []
+
+    def agent() -> None:
+        try:
+            with rec.task("refund", task_id="t1") as task:
+                while True:
+                    with task.tool("step"):
+                        pass
+        except TaskKilled:
+            outcome.append("killed")
+
+    thread = threading.Thread(target=agent)
+    thread.start()
+    wait_until(lambda: exporter.events_of("t1"), timeout=60)
+    _kill(bus, task_type="refund")
+    thread.join(120)
+    rec.close()
+    assert outcome == ["killed"]
+    events = exporter.events_of("t1")
+    kinds = [e.get("kind") or e.get("to_state") for e in events if e["event_type"] != "tool_span"]
+    assert kinds == ["started", "kill_requested", "killed", "kill_acknowledged"], kinds
