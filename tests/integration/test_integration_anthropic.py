@@ -18,7 +18,7 @@ from agenttrail.embedded import LocalStack
 from agenttrail.integrations.anthropic import instrument, run_tool_use
 from agenttrail.producer import Limits, Recorder, Task, TaskKilled, TaskStopped
 from tests.deadline import wait_until
-from tests.operator import OperatorKill
+from tests.operator_kill import OperatorKill
 from tests.otlp.fake_anthropic import FakeAnthropic
 
 SCHEMA = {"type": "object", "properties": {"order_id": {"type": "string"}}}

@@ -23,7 +23,7 @@ from agenttrail.embedded import LocalStack
 from agenttrail.integrations.openai import instrument, run_tool_call
 from agenttrail.producer import LimitExceeded, Limits, Recorder, Task, TaskKilled, TaskStopped
 from tests.deadline import wait_until
-from tests.operator import OperatorKill
+from tests.operator_kill import OperatorKill
 from tests.otlp.app import SYSTEM_TEXT, TOOLS, USER_TEXT
 from tests.otlp.fake_openai import FakeOpenAI
 
