@@ -1,6 +1,7 @@
-# Not "operator.py": `python tests/sdk_alone.py` puts tests/ first on sys.path, where that
-# name would shadow the standard library's operator module.
 """An operator's ``agenttrail kill`` run beside an agent under test, on its own thread.
+
+(Not named ``operator.py``: ``python tests/sdk_alone.py`` puts ``tests/`` first on
+``sys.path``, where that name would shadow the standard library's ``operator``.)
 
 ``agenttrail kill --wait`` returns once every task in scope acknowledged, and a task
 acknowledges when its code next meets the SDK; so the command runs on a thread while
