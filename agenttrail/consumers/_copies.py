@@ -14,8 +14,12 @@ another ``event_id`` (two emitters on one task id) is stored, and ``agenttrail v
 reports the conflict. Why this holds: a task's events share one Kafka key, hence one
 partition, and a partition's batches are written one after another by its one owner
 (fenced, see ``_ledger``), so the check of a batch sees every earlier batch's rows.
-A batch redone after a crash finds its own first attempt's rows and drops them, which
-is what its deduplication tokens would have done.
+A row stored at the very position (partition, offset) of the message being written is
+not a copy: it is this batch's own earlier attempt (a retry after a store failure that
+stored some tables, or a redo after a crash). Such rows are kept in the insert, so a
+retry re-sends the identical insert and its deduplication token drops it, and they
+count as events of the batch. Dropping them instead would shrink the insert under the
+same token and count the batch's own events as copies.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from agenttrail.consumers._decode import BatchDecoder, PreparedBatch, TableInser
 from agenttrail.store import FAMILY_TABLES, Store
 
 _KEY = ("tenant", "task_id", "seq", "event_id")
+_POSITION = ("kafka_partition", "kafka_offset")
+Key = tuple[str, str, int, str]
+Position = tuple[int, int]
 _FAMILY_OF = {table: family for family, table in FAMILY_TABLES.items()}
 
 
@@ -57,13 +64,14 @@ class CopyFilter:
         if not candidates:
             return 0
         keys = {i: _keys(insert) for i, insert in candidates}
-        stored = self._stored({insert.table: keys[i] for i, insert in candidates})
+        stored = self._stored({insert.table: [k for k, _ in keys[i]] for i, insert in candidates})
         dropped = 0
         for i, insert in candidates:
-            seen: set[tuple[str, str, int, str]] = set()
+            at = stored.get(insert.table, {})
+            seen: set[Key] = set()
             keep: list[int] = []
-            for row, key in enumerate(keys[i]):
-                if key in stored.get(insert.table, ()) or key in seen:
+            for row, (key, position) in enumerate(keys[i]):
+                if key in seen or (key in at and position not in at[key]):
                     continue
                 seen.add(key)
                 keep.append(row)
@@ -80,28 +88,30 @@ class CopyFilter:
         prepared.inserts = [t for t in prepared.inserts if t.rows or t.table not in _FAMILY_OF]
         return dropped
 
-    def _stored(
-        self, keys: dict[str, list[tuple[str, str, int, str]]]
-    ) -> dict[str, set[tuple[str, str, int, str]]]:
+    def _stored(self, keys: dict[str, list[Key]]) -> dict[str, dict[Key, set[Position]]]:
+        """Table → stored key → the positions it is stored at. One query for all tables."""
         # (tenant, task_id, seq) is every table's sort key: index lookups; the event id is
-        # compared here, so that only a true copy counts. One query for all tables.
+        # compared here, so that only a true copy counts.
         parts, params = [], {}
         for n, (table, ks) in enumerate(sorted(keys.items())):
             parts.append(
-                f"SELECT '{table}', tenant, task_id, seq, toString(event_id) "
+                f"SELECT '{table}', tenant, task_id, seq, toString(event_id), "
+                "kafka_partition, kafka_offset "
                 f"FROM {self.store.database}.{table} WHERE (tenant, task_id, seq) IN "
                 f"{{k{n}:Array(Tuple(String, String, Int64))}}"
             )
             params[f"k{n}"] = sorted({k[:3] for k in ks})
-        out: dict[str, set[tuple[str, str, int, str]]] = {}
-        for table, a, b, c, d in self.store.query(" UNION ALL ".join(parts), params):
-            out.setdefault(str(table), set()).add((str(a), str(b), int(c), str(d)))
+        out: dict[str, dict[Key, set[Position]]] = {}
+        for table, a, b, c, d, p, o in self.store.query(" UNION ALL ".join(parts), params):
+            key = (str(a), str(b), int(c), str(d))
+            out.setdefault(str(table), {}).setdefault(key, set()).add((int(p), int(o)))
         return out
 
 
-def _keys(insert: TableInsert) -> list[tuple[str, str, int, str]]:
-    at = [insert.column_names.index(c) for c in _KEY]
+def _keys(insert: TableInsert) -> list[tuple[Key, Position]]:
+    """Each row's copy key and its Kafka position."""
+    at = [insert.column_names.index(c) for c in (*_KEY, *_POSITION)]
     return [
-        (str(a), str(b), int(c), str(d))
-        for a, b, c, d in zip(*(insert.columns[i] for i in at), strict=True)
+        ((str(a), str(b), int(c), str(d)), (int(p), int(o)))
+        for a, b, c, d, p, o in zip(*(insert.columns[i] for i in at), strict=True)
     ]
