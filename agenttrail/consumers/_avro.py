@@ -92,20 +92,13 @@ class AvroBlock:
     rows: int
 
 
-# Resent copies (see _copies): (tenant, task_id, seq, event_id) already in the table at
-# another position than the row's own (a row at its own position is this batch's earlier
-# attempt, not a copy), or repeated in the block. Read from the same plain-typed bytes as
-# the check.
-_STORED = (
-    "SELECT tenant, task_id, seq, toString(event_id){extra} FROM {table} "
-    "WHERE (tenant, task_id) IN (SELECT tenant, task_id FROM {data})"
-)
+# Resent copies (see _copies): (tenant, task_id, seq, event_id) already in the table, or
+# repeated in the block. Read from the same plain-typed bytes as the check.
 _COPIES_SQL = (
-    "SELECT (SELECT count() FROM {data} WHERE (tenant, task_id, seq, event_id) IN ("
-    + _STORED.replace("{extra}", "")
-    + ") AND (tenant, task_id, seq, event_id, kafka_partition, kafka_offset) NOT IN ("
-    + _STORED.replace("{extra}", ", kafka_partition, kafka_offset")
-    + ")) + (SELECT count() - uniqExact(tenant, task_id, seq, event_id) FROM {data})"
+    "SELECT (SELECT count() FROM {data} WHERE (tenant, task_id, seq, event_id) IN "
+    "(SELECT tenant, task_id, seq, toString(event_id) FROM {table} "
+    "WHERE (tenant, task_id) IN (SELECT tenant, task_id FROM {data}))) "
+    "+ (SELECT count() - uniqExact(tenant, task_id, seq, event_id) FROM {data})"
 )
 
 

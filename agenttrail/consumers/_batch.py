@@ -44,6 +44,9 @@ class Batch:
     incarnation: str = ""
     claim: str = ""  # the writer's claim of the partition ("" = unfenced, tools and tests)
     claimed_at: datetime | None = None
+    redo: bool = False
+    """A range the ledger recorded 'before' and never 'after' (a crash, a lost partition):
+    an earlier attempt may have stored some of its rows already."""
 
     @property
     def range_token(self) -> str:
@@ -148,7 +151,7 @@ class PartitionBuffer:
             self._restart_clock()
             return Batch(
                 self.topic, self.partition, first, last, messages, self.incarnation,
-                self.claim, self.claimed_at,
+                self.claim, self.claimed_at, redo=True,
             )  # fmt: skip
         if not self._messages:
             return None

@@ -14,12 +14,14 @@ another ``event_id`` (two emitters on one task id) is stored, and ``agenttrail v
 reports the conflict. Why this holds: a task's events share one Kafka key, hence one
 partition, and a partition's batches are written one after another by its one owner
 (fenced, see ``_ledger``), so the check of a batch sees every earlier batch's rows.
-A row stored at the very position (partition, offset) of the message being written is
-not a copy: it is this batch's own earlier attempt (a retry after a store failure that
-stored some tables, or a redo after a crash). Such rows are kept in the insert, so a
-retry re-sends the identical insert and its deduplication token drops it, and they
-count as events of the batch. Dropping them instead would shrink the insert under the
-same token and count the batch's own events as copies.
+A batch retried after a store failure that stored some of its tables, or redone after
+a crash (its range recorded 'before' in the ledger), may find its own earlier attempt's
+rows: those stored at the very position (partition, offset) of the message being written
+are not copies. They are kept in the insert, so the retry re-sends the identical insert
+and its deduplication token drops it, and they count as events of the batch (dropping
+them would shrink the insert under the same token and count the batch's own events as
+copies). Only a retry or a redo looks at positions: on a first attempt no own row can
+exist, and a position is reused by other messages after the embedded broker restarted.
 """
 
 from __future__ import annotations
@@ -65,13 +67,15 @@ class CopyFilter:
             return 0
         keys = {i: _keys(insert) for i, insert in candidates}
         stored = self._stored({insert.table: [k for k, _ in keys[i]] for i, insert in candidates})
+        own_rows_possible = prepared.attempted or prepared.batch.redo
         dropped = 0
         for i, insert in candidates:
             at = stored.get(insert.table, {})
             seen: set[Key] = set()
             keep: list[int] = []
             for row, (key, position) in enumerate(keys[i]):
-                if key in seen or (key in at and position not in at[key]):
+                own = own_rows_possible and position in at.get(key, ())
+                if key in seen or (key in at and not own):
                     continue
                 seen.add(key)
                 keep.append(row)

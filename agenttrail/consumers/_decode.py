@@ -67,6 +67,8 @@ class PreparedBatch:
         dead_letters: messages routed to ``dead_letters``.
         duplicates: events dropped at write time as copies of stored events.
         letters: the dead letters themselves.
+        attempted: an insert of this batch was started before (a retry after a store
+            failure): some of its rows may be stored already.
     """
 
     batch: Batch
@@ -76,6 +78,7 @@ class PreparedBatch:
     dead_letters: int = 0
     duplicates: int = 0
     letters: list[DeadLetter] = field(default_factory=list)
+    attempted: bool = False
     decoded: dict[str, list[tuple[dict[str, Any], Any]]] = field(default_factory=dict, repr=False)
 
 

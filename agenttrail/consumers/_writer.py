@@ -59,6 +59,7 @@ class BatchWriter:
         live = [p for p in batches if id(p) not in fenced]
         for prepared in live:
             prepared.duplicates = self.copies.drop_copies(prepared)
+            prepared.attempted = True
             self._insert(prepared)
         self.ledger.mark_many([_ledger_row(p, "after") for p in live])
         return [p for p in batches if id(p) in fenced]
