@@ -16,26 +16,30 @@ Before the request is sent the SDK checks the task: a stopped task raises
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from agenttrail.integrations._client import (
+    StreamAccumulator,
+    request_params,
+    run_tool,
+    wrap_create,
+)
 from agenttrail.producer import LlmCall, current_task
+
+__all__ = ["instrument", "run_tool_use"]
 
 C = TypeVar("C")
 _REQUEST_KEYS = ("model", "messages", "system", "stream", "tools")
 
 
 def instrument(client: C) -> C:
-    """Record the Messages API calls of ``client`` (``Anthropic`` or ``AsyncAnthropic``)."""
+    """Record the Messages API calls of ``client`` (``Anthropic`` or ``AsyncAnthropic``).
+
+    Idempotent: instrumenting a client twice wraps it once.
+    """
     messages: Any = client.messages  # type: ignore[attr-defined]
-    if getattr(messages.create, "__agenttrail__", False):
-        return client
-    original = messages.create
-    is_async = type(client).__name__.startswith("Async")
-    wrapper = _async_create(original) if is_async else _sync_create(original)
-    wrapper.__agenttrail__ = True  # type: ignore[attr-defined]
-    messages.create = wrapper
+    wrap_create(messages, client, _open_call, _respond, _Accumulator)
     return client
 
 
@@ -43,11 +47,6 @@ def _open_call(kwargs: Mapping[str, Any]) -> LlmCall | None:
     task = current_task.get()
     if task is None:
         return None
-    params = {k: v for k, v in kwargs.items() if k not in _REQUEST_KEYS and v is not None}
-    if kwargs.get("tools"):
-        params["tools"] = kwargs["tools"]
-    if kwargs.get("stream"):
-        params["stream"] = True
     history = list(kwargs.get("messages") or [])
     system = kwargs.get("system")
     system_text: str | None = None
@@ -58,49 +57,9 @@ def _open_call(kwargs: Mapping[str, Any]) -> LlmCall | None:
         str(kwargs.get("model")),
         history,
         provider="anthropic",
-        params=params,
+        params=request_params(kwargs, _REQUEST_KEYS),
         system_prompt=system_text,
     )
-
-
-def _sync_create(original: Callable[..., Any]) -> Callable[..., Any]:
-    def create(*args: Any, **kwargs: Any) -> Any:
-        call = _open_call(kwargs)
-        if call is None:
-            return original(*args, **kwargs)
-        t0 = time.perf_counter()
-        try:
-            response = original(*args, **kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
-        if kwargs.get("stream"):
-            return _SyncStream(response, _Accumulator(call, t0))
-        _respond(call, response)
-        call.end()
-        return response
-
-    return create
-
-
-def _async_create(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def create(*args: Any, **kwargs: Any) -> Any:
-        call = _open_call(kwargs)
-        if call is None:
-            return await original(*args, **kwargs)
-        t0 = time.perf_counter()
-        try:
-            response = await original(*args, **kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
-        if kwargs.get("stream"):
-            return _AsyncStream(response, _Accumulator(call, t0))
-        _respond(call, response)
-        call.end()
-        return response
-
-    return create
 
 
 def _tokens(usage: Any) -> tuple[int, int, int]:
@@ -130,20 +89,17 @@ def _respond(call: LlmCall, response: Any) -> None:
     )
 
 
-class _Accumulator:
+class _Accumulator(StreamAccumulator):
     """Rebuilds a streamed message from its server-sent events."""
 
     def __init__(self, call: LlmCall, t0: float):
-        self.call = call
-        self.t0 = t0
-        self.ttft_ms: float | None = None
+        super().__init__(call, t0)
         self.text: list[str] = []
         self.blocks: dict[int, dict[str, Any]] = {}
         self.usage: Any = None
         self.output_tokens = 0
         self.stop: str | None = None
         self.model: str | None = None
-        self.done = False
 
     def add(self, event: Any) -> None:
         kind = event.type
@@ -155,8 +111,7 @@ class _Accumulator:
             if block.type == "tool_use":
                 self.blocks[event.index] = {"id": block.id, "name": block.name, "json": ""}
         elif kind == "content_block_delta":
-            if self.ttft_ms is None:
-                self.ttft_ms = (time.perf_counter() - self.t0) * 1000.0
+            self.first_token()
             delta = event.delta
             if delta.type == "text_delta":
                 self.text.append(delta.text)
@@ -166,13 +121,7 @@ class _Accumulator:
             self.stop = event.delta.stop_reason or self.stop
             self.output_tokens = int(getattr(event.usage, "output_tokens", 0) or 0)
 
-    def finish_call(self, error: BaseException | None = None) -> None:
-        if self.done:
-            return
-        self.done = True
-        if error is not None:
-            self.call.end(error=error)
-            return
+    def respond(self) -> None:
         tokens_in, _, cached = _tokens(self.usage)
         uses = [
             {"id": b["id"], "name": b["name"], "arguments": json.loads(b["json"] or "{}")}
@@ -188,48 +137,6 @@ class _Accumulator:
             model_version=self.model,
             ttft_ms=self.ttft_ms,
         )
-        self.call.end()
-
-
-class _SyncStream:
-    def __init__(self, stream: Any, acc: _Accumulator):
-        self._stream = stream
-        self._acc = acc
-
-    def __iter__(self) -> Iterator[Any]:
-        try:
-            for event in self._stream:
-                self._acc.add(event)
-                yield event
-        except BaseException as exc:
-            self._acc.finish_call(exc)
-            raise
-        self._acc.finish_call()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-class _AsyncStream:
-    def __init__(self, stream: Any, acc: _Accumulator):
-        self._stream = stream
-        self._acc = acc
-
-    async def _iterate(self) -> AsyncIterator[Any]:
-        try:
-            async for event in self._stream:
-                self._acc.add(event)
-                yield event
-        except BaseException as exc:
-            self._acc.finish_call(exc)
-            raise
-        self._acc.finish_call()
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 
 
 def run_tool_use(
@@ -241,15 +148,4 @@ def run_tool_use(
         KeyError: the model asked for a tool not in ``tools`` (recorded as a failed span).
         TaskStopped: the task is stopped; the tool does not run.
     """
-    args = dict(block.input or {})
-    task = current_task.get()
-    if task is None:
-        return tools[block.name](**args)
-    with task.tool(block.name, args=args, side_effect=side_effect, tool_call_id=block.id) as span:
-        if block.name not in tools:
-            raise KeyError(
-                f"the model asked for tool {block.name!r}, which this agent does not have"
-            )
-        result = tools[block.name](**args)
-        span.result(result)
-        return result
+    return run_tool(block.name, dict(block.input or {}), block.id, tools, side_effect)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 from uuid import UUID
 
@@ -31,6 +32,8 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from agenttrail.producer import LlmCall, Span, Task, ToolSpan, current_task
+
+__all__ = ["AgenttrailCallbackHandler", "AsyncAgenttrailCallbackHandler", "message_dict"]
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
@@ -199,11 +202,14 @@ class _Recorder:
             span.end(error=error)
 
 
-class AgenttrailCallbackHandler(BaseCallbackHandler):
-    """Records LangChain runs into ``task`` (default: the task current at each callback)."""
+class _Callbacks:
+    """LangChain's callbacks, each handing its run to the shared :class:`_Recorder`.
 
-    def __init__(self, task: Task | None = None):
-        self._rec = _Recorder(task)
+    Written once: the sync handler inherits them as they are, the async handler gets an
+    ``async def`` twin of each (see :func:`_async_twin`), awaited in the run's own task.
+    """
+
+    _rec: _Recorder
 
     def on_chain_start(
         self,
@@ -262,64 +268,33 @@ class AgenttrailCallbackHandler(BaseCallbackHandler):
         self._rec.error(error, run_id)
 
 
+_CALLBACKS = tuple(name for name in vars(_Callbacks) if name.startswith("on_"))
+
+
+class AgenttrailCallbackHandler(_Callbacks, BaseCallbackHandler):
+    """Records LangChain runs into ``task`` (default: the task current at each callback)."""
+
+    def __init__(self, task: Task | None = None):
+        self._rec = _Recorder(task)
+
+
 class AsyncAgenttrailCallbackHandler(AsyncCallbackHandler):
     """The async twin of :class:`AgenttrailCallbackHandler` (awaited in the run's task)."""
 
     def __init__(self, task: Task | None = None):
         self._rec = _Recorder(task)
 
-    async def on_chain_start(
-        self,
-        serialized: Any,
-        inputs: Any,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kw: Any,
-    ) -> None:
-        self._rec.chain_start(run_id, parent_run_id)
 
-    async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kw: Any) -> None:
-        self._rec.chain_end(run_id)
+def _async_twin(name: str) -> Callable[..., Coroutine[Any, Any, None]]:
+    sync = getattr(_Callbacks, name)
 
-    async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
-        self._rec.chain_end(run_id)
+    async def callback(self: Any, *args: Any, **kwargs: Any) -> None:
+        sync(self, *args, **kwargs)
 
-    async def on_chat_model_start(
-        self,
-        serialized: dict[str, Any],
-        messages: list[list[BaseMessage]],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kw: Any,
-    ) -> None:
-        self._rec.chat_start(serialized, messages, run_id, parent_run_id, metadata, kw)
+    callback.__name__ = callback.__qualname__ = name
+    callback.__doc__ = sync.__doc__
+    return callback
 
-    async def on_llm_new_token(self, token: Any, *, run_id: UUID, **kw: Any) -> None:
-        self._rec.new_token(run_id)
 
-    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kw: Any) -> None:
-        self._rec.llm_end(response, run_id)
-
-    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
-        self._rec.error(error, run_id)
-
-    async def on_tool_start(
-        self,
-        serialized: dict[str, Any],
-        input_str: str,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        inputs: dict[str, Any] | None = None,
-        **kw: Any,
-    ) -> None:
-        self._rec.tool_start(serialized, input_str, run_id, parent_run_id, inputs, kw)
-
-    async def on_tool_end(self, output: Any, *, run_id: UUID, **kw: Any) -> None:
-        self._rec.tool_end(output, run_id)
-
-    async def on_tool_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
-        self._rec.error(error, run_id)
+for _name in _CALLBACKS:
+    setattr(AsyncAgenttrailCallbackHandler, _name, _async_twin(_name))

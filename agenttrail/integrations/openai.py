@@ -24,11 +24,18 @@ Example:
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from agenttrail.integrations._client import (
+    StreamAccumulator,
+    request_params,
+    run_tool,
+    wrap_create,
+)
 from agenttrail.producer import LlmCall, current_task
+
+__all__ = ["instrument", "run_tool_call"]
 
 C = TypeVar("C")
 _REQUEST_KEYS = ("model", "messages", "stream", "tools", "tool_choice", "stream_options")
@@ -40,13 +47,7 @@ def instrument(client: C) -> C:
     Idempotent: instrumenting a client twice wraps it once.
     """
     completions: Any = client.chat.completions  # type: ignore[attr-defined]
-    if getattr(completions.create, "__agenttrail__", False):
-        return client
-    original = completions.create
-    is_async = type(client).__name__.startswith("Async")
-    wrapper = _async_create(original) if is_async else _sync_create(original)
-    wrapper.__agenttrail__ = True  # type: ignore[attr-defined]
-    completions.create = wrapper
+    wrap_create(completions, client, _open_call, _respond, _Accumulator)
     return client
 
 
@@ -54,58 +55,18 @@ def _open_call(kwargs: Mapping[str, Any]) -> LlmCall | None:
     task = current_task.get()
     if task is None:
         return None
-    params = {k: v for k, v in kwargs.items() if k not in _REQUEST_KEYS and v is not None}
-    if kwargs.get("tools"):
-        params["tools"] = kwargs["tools"]
-    if kwargs.get("stream"):
-        params["stream"] = True
     messages = [_plain(m) for m in kwargs.get("messages") or []]
-    return task.start_llm_call(str(kwargs.get("model")), messages, provider="openai", params=params)
+    return task.start_llm_call(
+        str(kwargs.get("model")),
+        messages,
+        provider="openai",
+        params=request_params(kwargs, _REQUEST_KEYS),
+    )
 
 
 def _plain(value: Any) -> Any:
     dump = getattr(value, "model_dump", None)
     return dump(exclude_none=True) if callable(dump) else value
-
-
-def _sync_create(original: Callable[..., Any]) -> Callable[..., Any]:
-    def create(*args: Any, **kwargs: Any) -> Any:
-        call = _open_call(kwargs)
-        if call is None:
-            return original(*args, **kwargs)
-        t0 = time.perf_counter()
-        try:
-            response = original(*args, **kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
-        if kwargs.get("stream"):
-            return _SyncStream(response, call, t0)
-        _respond(call, response)
-        call.end()
-        return response
-
-    return create
-
-
-def _async_create(original: Callable[..., Any]) -> Callable[..., Any]:
-    async def create(*args: Any, **kwargs: Any) -> Any:
-        call = _open_call(kwargs)
-        if call is None:
-            return await original(*args, **kwargs)
-        t0 = time.perf_counter()
-        try:
-            response = await original(*args, **kwargs)
-        except BaseException as exc:
-            call.end(error=exc)
-            raise
-        if kwargs.get("stream"):
-            return _AsyncStream(response, call, t0)
-        _respond(call, response)
-        call.end()
-        return response
-
-    return create
 
 
 def _usage(usage: Any) -> tuple[int, int, int]:
@@ -138,23 +99,19 @@ def _respond(call: LlmCall, response: Any) -> None:
     )
 
 
-class _Accumulator:
-    """Rebuilds a streamed answer from its chunks."""
+class _Accumulator(StreamAccumulator):
+    """Rebuilds a streamed chat completion from its chunks (text, tool-call deltas, usage)."""
 
     def __init__(self, call: LlmCall, t0: float):
-        self.call = call
-        self.t0 = t0
-        self.ttft_ms: float | None = None
+        super().__init__(call, t0)
         self.text: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
         self.finish: str | None = None
         self.model: str | None = None
         self.usage: Any = None
-        self.done = False
 
     def add(self, chunk: Any) -> None:
-        if self.ttft_ms is None:
-            self.ttft_ms = (time.perf_counter() - self.t0) * 1000.0
+        self.first_token()
         self.model = chunk.model or self.model
         if getattr(chunk, "usage", None) is not None:
             self.usage = chunk.usage
@@ -174,13 +131,7 @@ class _Accumulator:
             if choice.finish_reason:
                 self.finish = choice.finish_reason
 
-    def finish_call(self, error: BaseException | None = None) -> None:
-        if self.done:
-            return
-        self.done = True
-        if error is not None:
-            self.call.end(error=error)
-            return
+    def respond(self) -> None:
         tokens_in, tokens_out, cached = _usage(self.usage)
         self.call.respond(
             "".join(self.text) if self.text else None,
@@ -192,76 +143,6 @@ class _Accumulator:
             model_version=self.model,
             ttft_ms=self.ttft_ms,
         )
-        self.call.end()
-
-
-class _SyncStream:
-    """Iterates the client's stream unchanged; records the call when it ends."""
-
-    def __init__(self, stream: Any, call: LlmCall, t0: float):
-        self._stream = stream
-        self._acc = _Accumulator(call, t0)
-
-    def __iter__(self) -> Iterator[Any]:
-        try:
-            for chunk in self._stream:
-                self._acc.add(chunk)
-                yield chunk
-        except BaseException as exc:
-            self._acc.finish_call(exc)
-            raise
-        self._acc.finish_call()
-
-    def __enter__(self) -> _SyncStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._acc.finish_call()
-        close = getattr(self._stream, "close", None)
-        if callable(close):
-            close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-class _AsyncStream:
-    """Async-iterates the client's stream unchanged; records the call when it ends."""
-
-    def __init__(self, stream: Any, call: LlmCall, t0: float):
-        self._stream = stream
-        self._acc = _Accumulator(call, t0)
-
-    async def _iterate(self) -> AsyncIterator[Any]:
-        try:
-            async for chunk in self._stream:
-                self._acc.add(chunk)
-                yield chunk
-        except BaseException as exc:
-            self._acc.finish_call(exc)
-            raise
-        self._acc.finish_call()
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
-
-    async def __aenter__(self) -> _AsyncStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        self._acc.finish_call()
-        close = getattr(self._stream, "close", None)
-        if callable(close):
-            await close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 
 
 def run_tool_call(
@@ -280,14 +161,5 @@ def run_tool_call(
             undeclared-looking span first).
         TaskStopped: the task is stopped; the tool does not run.
     """
-    name = tool_call.function.name
     args = json.loads(tool_call.function.arguments or "{}")
-    task = current_task.get()
-    if task is None:
-        return tools[name](**args)
-    with task.tool(name, args=args, side_effect=side_effect, tool_call_id=tool_call.id) as span:
-        if name not in tools:
-            raise KeyError(f"the model asked for tool {name!r}, which this agent does not have")
-        result = tools[name](**args)
-        span.result(result)
-        return result
+    return run_tool(tool_call.function.name, args, tool_call.id, tools, side_effect)

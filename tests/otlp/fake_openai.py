@@ -10,45 +10,34 @@ user, the answer is one tool call (id ``call_<n>``) of the first tool with argum
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.otlp.loopback import LoopbackApi, sse
 
-class _Handler(BaseHTTPRequestHandler):
-    server: FakeOpenAI
-    protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
+class FakeOpenAI(LoopbackApi):
+    """``url`` is the base URL for ``openai.OpenAI``."""
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append(body)
-        n = len(self.server.requests)
+    @property
+    def url(self) -> str:
+        return self.origin + "/v1"
+
+    def answer(self, body: dict[str, Any], n: int) -> tuple[bytes, str]:
         messages = body.get("messages") or []
         last = messages[-1] if messages else {}
         message: dict[str, Any]
         if body.get("tools") and last.get("role") == "user":
             tool = body["tools"][0]["function"]["name"]
-            message = {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": f"call_{n}",
-                        "type": "function",
-                        "function": {"name": tool, "arguments": '{"order_id": "7294"}'},
-                    }
-                ],
+            call = {
+                "id": f"call_{n}",
+                "type": "function",
+                "function": {"name": tool, "arguments": '{"order_id": "7294"}'},
             }
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
             finish = "tool_calls"
         else:
-            message = {
-                "role": "assistant",
-                "content": f"answer {n}: {str(last.get('content'))[:40]}",
-            }
-            finish = "stop"
+            text = f"answer {n}: {str(last.get('content'))[:40]}"
+            message, finish = {"role": "assistant", "content": text}, "stop"
         usage = {
             "prompt_tokens": 10 * len(messages),
             "completion_tokens": 7,
@@ -56,80 +45,38 @@ class _Handler(BaseHTTPRequestHandler):
             "prompt_tokens_details": {"cached_tokens": 3},
             "completion_tokens_details": {"reasoning_tokens": 2},
         }
+        model = body.get("model", "gpt-test") + "-2025-01-01"
         if body.get("stream"):
-            self._stream(n, body, message, finish, usage)
-            return
+            return _stream(n, body, model, message, finish, usage), "text/event-stream"
         answer = {
             "id": f"chatcmpl-{n}",
             "object": "chat.completion",
             "created": 1_700_000_000,
-            "model": body.get("model", "gpt-test") + "-2025-01-01",
+            "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": usage,
         }
-        data = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _stream(
-        self, n: int, body: dict[str, Any], message: dict[str, Any], finish: str, usage: Any
-    ) -> None:
-        model = body.get("model", "gpt-test") + "-2025-01-01"
-        chunks: list[dict[str, Any]] = []
-        base = {
-            "id": f"chatcmpl-{n}",
-            "object": "chat.completion.chunk",
-            "created": 1,
-            "model": model,
-        }
-        if message.get("tool_calls"):
-            call = message["tool_calls"][0]
-            delta: dict[str, Any] = {"role": "assistant", "tool_calls": [{"index": 0, **call}]}
-            chunks.append(
-                {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-            )
-        else:
-            text = message["content"]
-            for i in range(0, len(text), 8):
-                delta = {"content": text[i : i + 8]}
-                if i == 0:
-                    delta["role"] = "assistant"
-                chunks.append(
-                    {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-                )
-        chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
-        if (body.get("stream_options") or {}).get("include_usage"):
-            chunks.append({**base, "choices": [], "usage": usage})
-        data = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
-        data += b"data: [DONE]\n\n"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        return json.dumps(answer).encode(), "application/json"
 
 
-class FakeOpenAI(ThreadingHTTPServer):
-    """Serve on 127.0.0.1, a free port; ``url`` is the base URL for ``openai.OpenAI``."""
+def _stream(
+    n: int, body: dict[str, Any], model: str, message: dict[str, Any], finish: str, usage: Any
+) -> bytes:
+    base = {"id": f"chatcmpl-{n}", "object": "chat.completion.chunk", "created": 1, "model": model}
 
-    daemon_threads = True
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list[dict[str, Any]] = []
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-    def __enter__(self) -> FakeOpenAI:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
+    chunks: list[dict[str, Any]] = []
+    if message.get("tool_calls"):
+        call = message["tool_calls"][0]
+        chunks.append(chunk({"role": "assistant", "tool_calls": [{"index": 0, **call}]}))
+    else:
+        text = message["content"]
+        for i in range(0, len(text), 8):
+            delta = {"content": text[i : i + 8]}
+            chunks.append(chunk({"role": "assistant", **delta} if i == 0 else delta))
+    chunks.append(chunk({}, finish))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        chunks.append({**base, "choices": [], "usage": usage})
+    return sse([(None, c) for c in chunks] + [(None, b"[DONE]")])
