@@ -18,6 +18,7 @@ from agenttrail.embedded import LocalStack
 from agenttrail.integrations.anthropic import instrument, run_tool_use
 from agenttrail.producer import Limits, Recorder, Task, TaskKilled, TaskStopped
 from tests.deadline import wait_until
+from tests.delivered import close_and_store as store
 from tests.operator_kill import OperatorKill
 from tests.otlp.fake_anthropic import FakeAnthropic
 
@@ -39,22 +40,6 @@ def cli(stack: LocalStack, *args: str) -> Any:
     result = CliRunner().invoke(main, [*args, "--data", str(stack.data), "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
-
-
-_DELIVERED: dict[str, int] = {}
-
-
-def store(stack: LocalStack, rec: Recorder) -> None:
-    """Close ``rec`` and wait until everything delivered to this stack so far is stored.
-
-    Counts what the module's recorders delivered (a snapshot taken here would already
-    include events stored while the task ran, and wait for too many).
-    """
-    report = rec.close()
-    assert report.spooled == 0 and report.unsaved == 0
-    key = str(stack.data)
-    _DELIVERED[key] = _DELIVERED.get(key, 0) + report.delivered
-    stack.wait_stored(_DELIVERED[key], timeout=120)
 
 
 def get_order(order_id: str) -> dict[str, str]:

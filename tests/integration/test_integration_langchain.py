@@ -27,6 +27,7 @@ from agenttrail.integrations.langchain import (
     AsyncAgenttrailCallbackHandler,
 )
 from agenttrail.producer import Limits, Recorder, TaskStopped
+from tests.delivered import close_and_store as store
 
 
 @tool
@@ -66,13 +67,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     data = tmp_path_factory.mktemp("lc") / "data"
     with LocalStack(data, partitions=2) as s:
         yield s
-
-
-def store(stack: LocalStack, rec: Recorder) -> None:
-    before = stack.snapshot().events_total
-    report = rec.close()
-    assert report.spooled == 0 and report.unsaved == 0
-    stack.wait_stored(before + report.delivered, timeout=120)
 
 
 def cli(stack: LocalStack, *args: str) -> Any:

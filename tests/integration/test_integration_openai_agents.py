@@ -22,6 +22,7 @@ from agenttrail.cli import main
 from agenttrail.embedded import LocalStack
 from agenttrail.integrations.openai_agents import install
 from agenttrail.producer import Limits, Recorder, TaskStopped
+from tests.delivered import close_and_store as store
 from tests.otlp.fake_openai import FakeOpenAI
 
 
@@ -48,13 +49,6 @@ def cli(stack: LocalStack, *args: str) -> Any:
     result = CliRunner().invoke(main, [*args, "--data", str(stack.data), "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
-
-
-def store(stack: LocalStack, rec: Recorder) -> None:
-    before = stack.snapshot().events_total
-    report = rec.close()
-    assert report.spooled == 0 and report.unsaved == 0
-    stack.wait_stored(before + report.delivered, timeout=120)
 
 
 def test_an_agent_run_becomes_a_task_with_calls_and_the_tool_call_id(
