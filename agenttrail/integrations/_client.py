@@ -17,7 +17,7 @@ from typing import Any
 from agenttrail.producer import LlmCall, current_task
 
 OpenCall = Callable[[Mapping[str, Any]], LlmCall | None]
-Respond = Callable[[LlmCall, Any], None]
+Respond = Callable[..., None]  # (call, response, *, ttft_ms=None)
 
 
 class StreamAccumulator:
@@ -128,11 +128,19 @@ class AsyncStream:
 
 
 def wrap_create(
-    owner: Any, client: Any, open_call: OpenCall, respond: Respond, accumulate: Accumulate
+    owner: Any,
+    client: Any,
+    open_call: OpenCall,
+    respond: Respond,
+    accumulate: Accumulate,
+    method: str = "create",
 ) -> None:
-    """Replace ``owner.create`` (of ``client``; ``Async…`` clients get a coroutine) with a
-    recording one. Idempotent: a create already wrapped is left alone."""
-    original = owner.create
+    """Replace ``owner.<method>`` (of ``client``; ``Async…`` clients get a coroutine) with
+    a recording one. Idempotent: a method already wrapped is left alone; a client
+    without the method is left as it is."""
+    original = getattr(owner, method, None)
+    if original is None:
+        return
     if getattr(original, "__agenttrail__", False):
         return
 
@@ -171,7 +179,24 @@ def wrap_create(
 
     wrapper: Any = acreate if type(client).__name__.startswith("Async") else create
     wrapper.__agenttrail__ = True
-    owner.create = wrapper
+    setattr(owner, method, wrapper)
+
+
+def wrap_stream_helper(
+    owner: Any, open_call: OpenCall, respond: Respond, snapshot: str, first_event: str
+) -> None:
+    """Record ``owner.stream(...)``, the SDKs' streaming helper (a context manager, sync or
+    async), as well as ``create``; see :class:`RecordedStreamManager`."""
+    original = getattr(owner, "stream", None)
+    if original is None or getattr(original, "__agenttrail__", False):
+        return
+
+    def stream(*args: Any, **kwargs: Any) -> RecordedStreamManager:
+        manager = original(*args, **kwargs)
+        return RecordedStreamManager(manager, kwargs, open_call, respond, snapshot, first_event)
+
+    stream.__agenttrail__ = True  # type: ignore[attr-defined]
+    owner.stream = stream
 
 
 def request_params(
@@ -208,3 +233,113 @@ def run_tool(
         result = tools[name](**args)
         span.result(result)
         return result
+
+
+class _Timing(StreamAccumulator):
+    """Time to first token and the once-only end of a helper stream's call."""
+
+
+class RecordedStreamManager:
+    """Wraps what an SDK's ``stream(...)`` helper returns (a sync or async context manager).
+
+    The request leaves on enter, so the task is checked there (a stopped task raises and
+    nothing is sent). The answer is recorded on exit from the SDK's own accumulated
+    snapshot (attribute ``snapshot`` of the stream), however the stream was read
+    (iterated, ``text_stream``, ``get_final_…()``); time to first token is taken from
+    the first event of type ``first_event``.
+    """
+
+    def __init__(
+        self,
+        manager: Any,
+        kwargs: Mapping[str, Any],
+        open_call: OpenCall,
+        respond: Respond,
+        snapshot: str,
+        first_event: str,
+    ):
+        self._manager = manager
+        self._kwargs = {**kwargs, "stream": True}
+        self._open_call = open_call
+        self._respond = respond
+        self._snapshot = snapshot
+        self._first_event = first_event
+        self._stream: Any = None
+        self._acc: _Timing | None = None
+
+    def _opened(self, stream: Any) -> Any:
+        self._stream = stream
+        acc, first = self._acc, self._first_event
+        inner = getattr(stream, "_iterator", None)
+        if acc is None or inner is None:
+            return stream
+        # Every way of reading the SDKs' helper streams goes through their _iterator;
+        # timing the first event there sees them all. (A stream without one: no ttft.)
+        if hasattr(inner, "__anext__"):
+
+            async def timed_async() -> AsyncIterator[Any]:
+                async for event in inner:
+                    if event.type == first:
+                        acc.first_token()
+                    yield event
+
+            stream._iterator = timed_async()
+        else:
+
+            def timed() -> Iterator[Any]:
+                for event in inner:
+                    if event.type == first:
+                        acc.first_token()
+                    yield event
+
+            stream._iterator = timed()
+        return stream
+
+    def _start(self) -> None:
+        call = self._open_call(self._kwargs)
+        if call is not None:
+            self._acc = _Timing(call, time.perf_counter())
+
+    def _finish(self, error: BaseException | None) -> None:
+        acc = self._acc
+        if acc is None or acc.done:
+            return
+        acc.done = True
+        if error is not None:
+            acc.call.end(error=error)
+            return
+        try:
+            snapshot = getattr(self._stream, self._snapshot)
+        except (AssertionError, AttributeError):
+            snapshot = None  # closed before the first event: the call ends without an answer
+        if snapshot is not None:
+            self._respond(acc.call, snapshot, ttft_ms=acc.ttft_ms)
+        acc.call.end()
+
+    def __enter__(self) -> Any:
+        self._start()
+        try:
+            return self._opened(self._manager.__enter__())
+        except BaseException as exc:
+            self._finish(exc)
+            raise
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self._manager.__exit__(*exc)
+        finally:
+            self._finish(exc[1])
+
+    async def __aenter__(self) -> Any:
+        self._start()
+        try:
+            return self._opened(await self._manager.__aenter__())
+        except BaseException as exc:
+            self._finish(exc)
+            raise
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        try:
+            return await self._manager.__aexit__(*exc)
+        finally:
+            self._finish(exc[1])

@@ -1,11 +1,12 @@
 """The ``anthropic`` client, recorded: every Messages API call becomes an LLM call of the task.
 
-``instrument(client)`` wraps ``client.messages.create`` of one ``Anthropic`` or
-``AsyncAnthropic`` client (nothing global is patched). Inside ``with rec.task(...)``
-each call is recorded with the messages as sent (the ``system`` prompt first, as a
-system message), the parameters, the model version, the answer text, the ``tool_use``
-blocks (their ids), tokens (``cache_read_input_tokens`` as cached; input counts the
-cached and cache-creation tokens too), the stop reason and, for ``stream=True``, the
+``instrument(client)`` wraps ``client.messages.create``, ``.parse`` and ``.stream`` of
+one ``Anthropic`` or ``AsyncAnthropic`` client (nothing global is patched). Inside
+``with rec.task(...)`` each call is recorded with the messages as sent (the ``system``
+prompt first, as a system message), the parameters, the model version, the answer
+text, the ``tool_use`` blocks (their ids), tokens (``cache_read_input_tokens`` as
+cached; input counts the cached and cache-creation tokens too), the stop reason and,
+for ``stream=True`` and the ``stream(...)`` helper (however its stream is read), the
 time to first token. Outside a task the client behaves exactly as before.
 
 Before the request is sent the SDK checks the task: a stopped task raises
@@ -24,6 +25,7 @@ from agenttrail.integrations._client import (
     request_params,
     run_tool,
     wrap_create,
+    wrap_stream_helper,
 )
 from agenttrail.producer import LlmCall, current_task
 
@@ -39,7 +41,11 @@ def instrument(client: C) -> C:
     Idempotent: instrumenting a client twice wraps it once.
     """
     messages: Any = client.messages  # type: ignore[attr-defined]
-    wrap_create(messages, client, _open_call, _respond, _Accumulator)
+    for method in ("create", "parse"):
+        wrap_create(messages, client, _open_call, _respond, _Accumulator, method)
+    wrap_stream_helper(
+        messages, _open_call, _respond, "current_message_snapshot", "content_block_delta"
+    )
     return client
 
 
@@ -69,7 +75,7 @@ def _tokens(usage: Any) -> tuple[int, int, int]:
     return fresh + cached + created, int(getattr(usage, "output_tokens", 0) or 0), cached
 
 
-def _respond(call: LlmCall, response: Any) -> None:
+def _respond(call: LlmCall, response: Any, *, ttft_ms: float | None = None) -> None:
     texts = [b.text for b in response.content if b.type == "text"]
     uses = [
         {"id": b.id, "name": b.name, "arguments": b.input}
@@ -86,6 +92,7 @@ def _respond(call: LlmCall, response: Any) -> None:
         tool_calls=uses or None,
         raw=response.model_dump(),
         model_version=response.model,
+        ttft_ms=ttft_ms,
     )
 
 

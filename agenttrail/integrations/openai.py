@@ -1,7 +1,8 @@
 """The ``openai`` client, recorded: every chat completion becomes an LLM call of the current task.
 
-``instrument(client)`` wraps ``client.chat.completions.create`` of one ``OpenAI`` or
-``AsyncOpenAI`` client (nothing global is patched). Inside ``with rec.task(...)`` each
+``instrument(client)`` wraps ``client.chat.completions.create`` and ``.parse`` of one
+``OpenAI`` or ``AsyncOpenAI`` client (nothing global is patched; ``.stream()`` goes
+through ``create``). Inside ``with rec.task(...)`` each
 call is recorded with the messages as sent, the parameters, the model version the
 provider reported, the answer, tokens (cached ones too), finish reason, the tool calls
 the model asked for (their ids) and, for streamed calls, the time to first token.
@@ -47,7 +48,8 @@ def instrument(client: C) -> C:
     Idempotent: instrumenting a client twice wraps it once.
     """
     completions: Any = client.chat.completions  # type: ignore[attr-defined]
-    wrap_create(completions, client, _open_call, _respond, _Accumulator)
+    for method in ("create", "parse"):  # .stream() goes through create
+        wrap_create(completions, client, _open_call, _respond, _Accumulator, method)
     return client
 
 
@@ -83,7 +85,7 @@ def _tool_calls(calls: Any) -> list[dict[str, Any]] | None:
     return [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments} for c in calls]
 
 
-def _respond(call: LlmCall, response: Any) -> None:
+def _respond(call: LlmCall, response: Any, *, ttft_ms: float | None = None) -> None:
     choice = response.choices[0] if response.choices else None
     message = choice.message if choice is not None else None
     tokens_in, tokens_out, cached = _usage(response.usage)
@@ -96,6 +98,7 @@ def _respond(call: LlmCall, response: Any) -> None:
         tool_calls=_tool_calls(getattr(message, "tool_calls", None)),
         raw=response.model_dump(),
         model_version=response.model,
+        ttft_ms=ttft_ms,
     )
 
 

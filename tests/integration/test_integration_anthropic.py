@@ -189,3 +189,62 @@ def test_a_kill_mid_run_refuses_the_async_clients_next_request(
     store(stack, rec)
     run = cli(stack, "runs", "--task-type", "an-kill")["runs"][0]
     assert run["outcome"] == "killed" and run["steps"] == 1
+
+
+def test_the_stream_helper_is_recorded_however_the_stream_is_read(
+    env: tuple[LocalStack, FakeAnthropic, Path],
+) -> None:
+    stack, fake, tmp = env
+    sync_client = instrument(anthropic.Anthropic(base_url=fake.url, api_key="sk-test"))
+    async_client = instrument(anthropic.AsyncAnthropic(base_url=fake.url, api_key="sk-test"))
+    rec = Recorder(bootstrap=stack.bootstrap, tenant="an", agent="an", spool_dir=tmp / "s5")
+    sent_before = len(fake.requests)
+    user = [{"role": "user", "content": USER}]
+
+    async def tool_step() -> Any:
+        async with async_client.messages.stream(
+            model="claude-test",
+            max_tokens=100,
+            messages=user,
+            tools=TOOLS,  # type: ignore[arg-type]
+        ) as stream:
+            return await stream.get_final_message()
+
+    with pytest.raises(TaskStopped):
+        with rec.task("an-helper", task_id="an-helper-1", limits=Limits(max_steps=2)):
+            final = asyncio.run(tool_step())
+            hello = [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]
+            with sync_client.messages.stream(
+                model="claude-test",
+                max_tokens=100,
+                messages=hello,  # type: ignore[arg-type]
+            ) as stream:
+                text = "".join(stream.text_stream)
+            with sync_client.messages.stream(model="claude-test", max_tokens=9, messages=hello):  # type: ignore[arg-type]
+                raise AssertionError("a stopped task's stream was opened")
+    store(stack, rec)
+    assert len(fake.requests) - sent_before == 2  # the third request never left
+    (use,) = [b for b in final.content if b.type == "tool_use"]
+    step1 = cli(stack, "replay", "an-helper-1", "--step", "1")["calls"][0]
+    assert json.loads(step1["tool_calls_json"])[0]["id"] == use.id
+    assert step1["finish_reason"] == "tool_use" and step1["ttft_ms"] is not None
+    assert step1["input_tokens"] == 10 + 4 and step1["output_tokens"] == 7
+    step2 = cli(stack, "replay", "an-helper-1", "--step", "2")["calls"][0]
+    assert step2["response_text"] == text and text == f"answer {sent_before + 2}"
+    assert step2["ttft_ms"] is not None and step2["finish_reason"] == "end_turn"
+    run = cli(stack, "runs", "--task-type", "an-helper")["runs"][0]
+    assert run["outcome"] == "limit_exceeded" and run["steps"] == 2
+
+
+def test_parse_is_recorded(env: tuple[LocalStack, FakeAnthropic, Path]) -> None:
+    stack, fake, tmp = env
+    client = instrument(anthropic.Anthropic(base_url=fake.url, api_key="sk-test"))
+    rec = Recorder(bootstrap=stack.bootstrap, tenant="an", agent="an", spool_dir=tmp / "s6")
+    with rec.task("an-parse", task_id="an-parse-1"):
+        reply = client.messages.parse(
+            model="claude-test", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    store(stack, rec)
+    step = cli(stack, "replay", "an-parse-1", "--step", "1")["calls"][0]
+    assert step["response_text"] == reply.content[0].text  # type: ignore[union-attr]
+    assert step["input_tokens"] == 10 + 4 and step["finish_reason"] == "end_turn"

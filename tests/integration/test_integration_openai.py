@@ -241,3 +241,26 @@ def test_a_kill_mid_run_refuses_the_clients_next_request(env: Env) -> None:
         r for r in env.cli("runs", "--task-type", "oa-kill")["runs"] if r["task_id"] == "oa-kill-1"
     )
     assert run["outcome"] == "killed" and run["steps"] == 1
+
+
+def test_the_parse_and_stream_helpers_are_recorded_once_each(env: Env) -> None:
+    client = instrument(openai.OpenAI(base_url=env.fake.url, api_key="sk-test"))
+    rec = env.recorder()
+    sent_before = len(env.fake.requests)
+    with rec.task("oa-helpers", task_id="oa-helpers-1"):
+        parsed = client.chat.completions.parse(model="gpt-test", messages=messages())  # type: ignore[arg-type]
+        with client.chat.completions.stream(
+            model="gpt-test",
+            messages=messages(),
+            stream_options={"include_usage": True},  # type: ignore[arg-type]
+        ) as stream:
+            final = stream.get_final_completion()
+    env.store(rec)
+    assert len(env.fake.requests) - sent_before == 2
+    run = env.cli("runs", "--task-type", "oa-helpers")["runs"][0]
+    assert run["outcome"] == "succeeded" and run["steps"] == 2  # one call each, not two
+    step1 = env.cli("replay", "oa-helpers-1", "--step", "1")["calls"][0]
+    assert step1["response_text"] == parsed.choices[0].message.content
+    step2 = env.cli("replay", "oa-helpers-1", "--step", "2")["calls"][0]
+    assert step2["response_text"] == final.choices[0].message.content
+    assert step2["ttft_ms"] is not None and step2["output_tokens"] == 7
