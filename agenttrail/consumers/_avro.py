@@ -79,26 +79,26 @@ class AvroBlock:
     Attributes:
         insert_data: container read with the real types, for ``INSERT … FORMAT Avro``.
         check_data: the same rows read with plain types, for :attr:`check_sql`.
-        check_sql: query over ``{data}`` returning (rows, rows failing a check).
-        copies_sql: query over ``{data}`` and ``{table}`` (the family's table) returning
-            how many rows are copies of stored events or of earlier rows of the block.
+        check_sql: query over ``{data}`` and ``{table}`` (the family's table) returning
+            (rows, rows failing a check, rows that are copies of stored events or of
+            earlier rows of the block).
         rows: number of events in the block.
     """
 
     insert_data: bytes
     check_data: bytes
     check_sql: str
-    copies_sql: str
     rows: int
 
 
 # Resent copies (see _copies): (tenant, task_id, seq, event_id) already in the table, or
-# repeated in the block. Read from the same plain-typed bytes as the check.
-_COPIES_SQL = (
-    "SELECT (SELECT count() FROM {data} WHERE (tenant, task_id, seq, event_id) IN "
+# repeated in the block. Read from the same plain-typed bytes as the check, in the same
+# query (one statement and one scan of the block per group).
+_COPIES = (
+    "countIf((tenant, task_id, seq, event_id) IN "
     "(SELECT tenant, task_id, seq, toString(event_id) FROM {table} "
     "WHERE (tenant, task_id) IN (SELECT tenant, task_id FROM {data}))) "
-    "+ (SELECT count() - uniqExact(tenant, task_id, seq, event_id) FROM {data})"
+    "+ count() - uniqExact(tenant, task_id, seq, event_id)"
 )
 
 
@@ -131,21 +131,20 @@ class AvroBlockEncoder:
     def block(self, partition: int, offsets: Sequence[int], values: Sequence[bytes]) -> AvroBlock:
         """Wrap framed messages (header already checked) of one partition into a block."""
         p = zigzag(partition)
-        parts: list[bytes | memoryview] = []
-        size = 0
+        rows = bytearray()
         for offset, value in zip(offsets, values, strict=True):
             o = zigzag(offset)
-            body = memoryview(value)[5:]
-            parts += (p + o, body, o)
-            size += len(p) + 2 * len(o) + len(body)
+            rows += p
+            rows += o
+            rows += memoryview(value)[5:]
+            rows += o
         count = len(offsets)
-        data = b"".join([zigzag(count), zigzag(size), *parts, self._sync])
+        data = b"".join([zigzag(count), zigzag(len(rows)), rows, self._sync])
         check = " AND ".join([f"kafka_partition = {int(partition)}", *self._conditions])
         return AvroBlock(
             insert_data=self._insert_header + data,
             check_data=self._check_header + data,
-            check_sql=f"SELECT count(), countIf(NOT ({check})) FROM {{data}}",
-            copies_sql=_COPIES_SQL,
+            check_sql=f"SELECT count(), countIf(NOT ({check})), {_COPIES} FROM {{data}}",
             rows=count,
         )
 

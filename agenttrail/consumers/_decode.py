@@ -163,7 +163,8 @@ class BatchDecoder:
     def settle(self, prepared: PreparedBatch, store: Store) -> None:
         """Check the store-decoded groups in the store; decode failing ones here instead.
 
-        Idempotent; a no-op when nothing is unchecked. Blocks on one query per group.
+        Idempotent; a no-op when nothing is unchecked. Blocks on one query per group
+        (the checks and the copy lookup together).
         A group whose check query fails for any reason is decoded by the codec, so a
         store error here never loses or misroutes an event.
         """
@@ -177,14 +178,11 @@ class BatchDecoder:
             # decoded here entirely, so that it has one insert.
             if store.can_query_files and group.family not in prepared.decoded:
                 try:
-                    ((rows, bad),) = store.query_file(group.block.check_sql, group.block.check_data)
-                    ok = rows == group.block.rows and bad == 0
-                    if ok:
-                        # A group with resent copies is decoded here, where they are dropped.
-                        table = f"{store.database}.{group.table}"
-                        sql = group.block.copies_sql.replace("{table}", table)
-                        ((copies,),) = store.query_file(sql, group.block.check_data)
-                        ok = copies == 0
+                    table = f"{store.database}.{group.table}"
+                    sql = group.block.check_sql.replace("{table}", table)
+                    ((rows, bad, copies),) = store.query_file(sql, group.block.check_data)
+                    # A group with resent copies is decoded here, where they are dropped.
+                    ok = rows == group.block.rows and bad == 0 and copies == 0
                 except StoreError:
                     ok = False
             if ok:
