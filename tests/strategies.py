@@ -132,6 +132,7 @@ _MODEL_CONSTRAINTS: dict[str, Any] = {
     "result_size": _NON_NEGATIVE,
     "direction": st.sampled_from(["sent", "received"]),
     "payload_size": _NON_NEGATIVE,
+    "interval_s": _NON_NEGATIVE_FLOAT,
 }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from agenttrail.cli._common import open_or_exit, since_option, store_failure, store_options
+from agenttrail.events import PublicKeys
 from agenttrail.store import StoreError
 from agenttrail.verify import VerifyReport, verify_store
 
@@ -23,11 +24,20 @@ from agenttrail.verify import VerifyReport, verify_store
     help="Only tasks with events since: a duration (30m, 24h, 7d) or an ISO date/time "
     "(UTC). Each selected task is checked from its first event.",
 )
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    metavar="BASE64",
+    help="Ed25519 public key (base64) of the key recorders sign checkpoints with "
+    "(AGENTTRAIL_CHECKPOINT_KEY_FILE); every checkpoint must be signed by one. Repeatable.",
+)
 @store_options
 def command(
     task_id: str | None,
     tenant: str | None,
     since: str | None,
+    public_keys: tuple[str, ...],
     data: Path | None,
     clickhouse: str | None,
     as_json: bool,
@@ -35,23 +45,34 @@ def command(
     """Recompute every hash chain and reconcile each producer's sequence.
 
     Per task: events whose fields no longer match their hash (altered or forged),
-    broken links, gaps and duplicates in seq, reordering. Per producer: the
-    producer_seq values below its highest stored one that are neither stored nor
-    dead-lettered (a whole deleted task shows here). Hashes are recomputed inside
-    the engine. Exit 0 when everything holds, 1 when anything is wrong, 2 on a usage
-    or connection error.
+    broken links, gaps and duplicates in seq, reordering. Per producer, against its
+    checkpoints: produced, stored, dead-lettered, and the missing producer_seq
+    ranges; every chain head a checkpoint names must still be stored (a deleted tail
+    or a deleted task is named). With --public-key every checkpoint must carry a valid
+    signature, so forged or rewritten checkpoints are found too. Hashes are
+    recomputed inside the engine. Exit 0 when everything holds, 1 when anything is
+    wrong, 2 on a usage or connection error.
 
     \b
     Example:
       agenttrail verify --data ./trail
       agenttrail verify --task inv-00195 --json
       agenttrail verify --since 7d
+      agenttrail verify --public-key "$(cat checkpoint-key.pub)"
     """
     when = since_option(since)
+    if public_keys:
+        try:
+            PublicKeys(public_keys)
+        except (ValueError, RuntimeError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--public-key") from None
     store = open_or_exit(data, clickhouse, as_json)
     with store:
         try:
-            report = verify_store(store, tenant=tenant, task_id=task_id, since=when)
+            report = verify_store(
+                store, tenant=tenant, task_id=task_id, since=when,
+                public_keys=public_keys or None,
+            )  # fmt: skip
         except StoreError as exc:
             store_failure(as_json, exc)
     if as_json:
@@ -71,7 +92,8 @@ def render(report: VerifyReport) -> str:
         lines.append(
             f"producer {p.producer_id}: produced {p.produced}, stored {p.stored}, "
             f"dead-lettered {p.dead_lettered}, missing {missing} "
-            f"({p.checkpoints} checkpoints, {p.signed} signed)"
+            f"({p.checkpoints} checkpoints, {p.signed} signed"
+            f"{', closed' if p.closed else ', still open' if p.checkpoints else ''})"
         )
     families = ", ".join(f"{n} {f}" for f, n in sorted(report.per_family.items()))
     verdict = "OK: every chain holds" if report.ok else f"FAILED: {len(report.findings)} findings"

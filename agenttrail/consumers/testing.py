@@ -102,6 +102,13 @@ def sample_record(
             observed_value=20480.0, action=None, decision="stop", decided_by="limits",
             detail=filler[:60], original_hash=None,
         )  # fmt: skip
+    elif event_type == EventType.CHECKPOINT:
+        r.update(
+            task_type="checkpoint", final=False, interval_s=5.0, head_tenants=[tenant],
+            head_task_ids=["tsk_other"], head_task_types=["invoice_generation"],
+            head_seqs=[seq], head_hashes=[hashlib.sha256(filler.encode()).hexdigest()],
+            head_ts=[1_768_472_564_000_000], head_closed=[False], key_id=None, signature=None,
+        )  # fmt: skip
     else:
         raise ValueError(f"No sample for event type {event_type!r}.")
     return r

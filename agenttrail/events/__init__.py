@@ -4,6 +4,15 @@ Everything another language or a consumer needs to read agenttrail events lives 
 """
 
 from agenttrail.events._backoff import Backoff
+from agenttrail.events._checkpoint import (
+    CHECKPOINT_PROTOCOL,
+    CHECKPOINT_TASK_PREFIX,
+    CHECKPOINT_TASK_TYPE,
+    ChainHead,
+    checkpoint_statement,
+    checkpoint_task_id,
+    heads_of,
+)
 from agenttrail.events._codec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     HEADER_SIZE,
@@ -37,6 +46,7 @@ from agenttrail.events._errors import (
 from agenttrail.events._ids import new_span_id, new_trace_id, uuid7
 from agenttrail.events._models import (
     AgentMessage,
+    Checkpoint,
     Envelope,
     Event,
     GuardEvent,
@@ -70,9 +80,13 @@ from agenttrail.events._prices import (
     shipped_prices,
 )
 from agenttrail.events._registry import SchemaEntry, SchemaRegistry, default_registry
+from agenttrail.events._signing import PublicKeys, SigningKey, new_signing_key
 from agenttrail.events._sql_names import name_mismatches
 
 __all__ = [
+    "CHECKPOINT_PROTOCOL",
+    "CHECKPOINT_TASK_PREFIX",
+    "CHECKPOINT_TASK_TYPE",
     "CONTROL_TOPIC",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "EVENTS_TOPIC",
@@ -84,6 +98,8 @@ __all__ = [
     "AgentMessage",
     "Backoff",
     "BadMagicByte",
+    "ChainHead",
+    "Checkpoint",
     "DecodeError",
     "EncodeError",
     "Envelope",
@@ -101,10 +117,12 @@ __all__ = [
     "OversizePayload",
     "PriceTable",
     "PriceTableError",
+    "PublicKeys",
     "RegistryError",
     "SchemaEntry",
     "SchemaRegistry",
     "SideEffect",
+    "SigningKey",
     "StateTransition",
     "TaskBoundary",
     "TaskState",
@@ -113,14 +131,18 @@ __all__ = [
     "TruncatedPayload",
     "UnknownSchemaId",
     "canonical_hash",
+    "checkpoint_statement",
+    "checkpoint_task_id",
     "column_mismatches",
     "default_registry",
     "encode_body",
     "expected_columns",
     "frame",
+    "heads_of",
     "load_price_table",
     "model_mismatches",
     "name_mismatches",
+    "new_signing_key",
     "new_span_id",
     "new_trace_id",
     "parse_event",

@@ -183,8 +183,28 @@ class GuardEvent(Envelope):
     original_hash: str | None = None
 
 
+class Checkpoint(Envelope):
+    """How far one producer got: its sealed count and the chain heads that moved.
+
+    The ``head_*`` lists are parallel, one entry per task.
+    """
+
+    event_type: Literal["checkpoint"] = "checkpoint"
+    final: bool
+    interval_s: float = Field(ge=0)
+    head_tenants: list[str] = Field(default_factory=list)
+    head_task_ids: list[str] = Field(default_factory=list)
+    head_task_types: list[str] = Field(default_factory=list)
+    head_seqs: list[int] = Field(default_factory=list)
+    head_hashes: list[str] = Field(default_factory=list)
+    head_ts: list[int] = Field(default_factory=list)
+    head_closed: list[bool] = Field(default_factory=list)
+    key_id: str | None = None
+    signature: str | None = None
+
+
 Event = Annotated[
-    LlmCall | ToolSpan | StateTransition | AgentMessage | GuardEvent,
+    LlmCall | ToolSpan | StateTransition | AgentMessage | GuardEvent | Checkpoint,
     Field(discriminator="event_type"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -24,6 +24,8 @@ class EventType(StrEnum):
     STATE_TRANSITION = "state_transition"
     AGENT_MESSAGE = "agent_message"
     GUARD_EVENT = "guard_event"
+    CHECKPOINT = "checkpoint"
+    """How far one producer got (its count and chain heads); see ``schemas/checkpoint``."""
 
 
 class TaskState(StrEnum):

@@ -16,6 +16,8 @@ from annotated_types import Ge, Gt
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
+from agenttrail.events import SigningKey
+
 ENV_PREFIX = "AGENTTRAIL_"
 
 
@@ -132,6 +134,17 @@ class RecorderSettings(BaseModel):
         description="How long the first task waits for the commands already on the control "
         "topic (a killed scope is refused from the first task on).",
     )
+    checkpoint_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds between checkpoints (the producer's count and chain heads, "
+        "for `agenttrail verify`) while events flow; 0: only the final one at close.",
+    )
+    checkpoint_key_file: Path | None = Field(
+        default=None,
+        description="An Ed25519 private key (PEM, e.g. from `agenttrail kill --new-key`) "
+        "that signs every checkpoint; verify with `agenttrail verify --public-key`.",
+    )
     result_summary_chars: int = Field(
         default=1024, ge=0, description="Tool results are summarised to this many characters."
     )
@@ -194,6 +207,26 @@ def load_settings(given: Mapping[str, Any]) -> RecorderSettings:
             allowed = describe_allowed(field) if field is not None else err["msg"]
             lines.append(f"{source} is not allowed: {allowed}.")
         raise RecorderConfigError(" ".join(lines)) from None
+
+
+def load_checkpoint_key(settings: RecorderSettings) -> SigningKey | None:
+    """The key that signs checkpoints (``checkpoint_key_file``), or None when unset.
+
+    Raises:
+        RecorderConfigError: the file cannot be read or holds no Ed25519 private key;
+            the message names the file and how to make a key.
+    """
+    path = settings.checkpoint_key_file
+    if path is None:
+        return None
+    try:
+        return SigningKey(Path(path).expanduser().read_bytes())
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise RecorderConfigError(
+            f"checkpoint_key_file={str(path)!r} (AGENTTRAIL_CHECKPOINT_KEY_FILE) cannot sign "
+            f"checkpoints: {exc}. Make a key with `agenttrail kill --new-key FILE` "
+            "(pip install 'agenttrail[signing]') and point the setting at FILE."
+        ) from None
 
 
 def describe_allowed(field: FieldInfo) -> str:

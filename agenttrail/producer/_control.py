@@ -31,17 +31,28 @@ operator, and the authoritative record of a stop is the task's own guard events.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agenttrail.events import uuid7
+from agenttrail.events import PublicKeys, SigningKey, new_signing_key, uuid7
 
 PROTOCOL = b"agenttrail.control.v1\n"
 SCOPE_FIELDS: tuple[str, ...] = ("task_id", "task_type", "agent", "tenant")
+
+__all__ = [
+    "CommandVerifier",
+    "ControlMessage",
+    "ControlMessageError",
+    "KillState",
+    "Scope",
+    "new_command",
+    "new_signing_key",
+    "sign",
+    "signed_bytes",
+]
 
 MessageType = Literal["kill", "lift", "receipt", "ack"]
 
@@ -204,33 +215,7 @@ def signed_bytes(message: ControlMessage) -> bytes:
     return PROTOCOL + body.encode()
 
 
-# -- Ed25519 (the `cryptography` package, imported only when keys are used) ------------
-
-
-def _crypto() -> Any:
-    try:
-        from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ImportError:  # pragma: no cover - depends on the install
-        raise RuntimeError(
-            "Signed kill commands need the cryptography package: pip install 'agenttrail[signing]'."
-        ) from None
-    return ed25519
-
-
-def new_signing_key() -> tuple[bytes, str]:
-    """A fresh Ed25519 key: (private key as PEM, public key as base64 of its 32 bytes)."""
-    from cryptography.hazmat.primitives import serialization
-
-    key = _crypto().Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    return pem, base64.b64encode(public).decode()
+# -- Ed25519 (agenttrail.events._signing, shared with signed checkpoints) ---------------
 
 
 def sign(message: ControlMessage, private_pem: bytes) -> ControlMessage:
@@ -239,15 +224,8 @@ def sign(message: ControlMessage, private_pem: bytes) -> ControlMessage:
     Raises:
         ValueError: ``private_pem`` is not an Ed25519 private key in PEM.
     """
-    from cryptography.hazmat.primitives import serialization
-
-    key = serialization.load_pem_private_key(private_pem, password=None)
-    if not isinstance(key, _crypto().Ed25519PrivateKey):
-        raise ValueError(
-            "the signing key must be an Ed25519 private key (agenttrail kill --new-key)"
-        )
-    signature = key.sign(signed_bytes(message))
-    return ControlMessage(**{**message.__dict__, "signature": base64.b64encode(signature).decode()})
+    signature = SigningKey(private_pem).sign(signed_bytes(message))
+    return ControlMessage(**{**message.__dict__, "signature": signature})
 
 
 class CommandVerifier:
@@ -261,18 +239,10 @@ class CommandVerifier:
     """
 
     def __init__(self, public_keys: Iterable[str] = ()):
-        self._keys: list[Any] = []
-        for text in public_keys:
-            try:
-                raw = base64.b64decode(text.strip(), validate=True)
-            except ValueError:
-                raw = b""
-            if len(raw) != 32:
-                raise ValueError(
-                    f"control public key {text[:12]!r}… is not 32 bytes of base64; use the "
-                    "value `agenttrail kill --new-key` printed."
-                )
-            self._keys.append(_crypto().Ed25519PublicKey.from_public_bytes(raw))
+        try:
+            self._keys = PublicKeys(public_keys)
+        except ValueError as exc:
+            raise ValueError(f"control {exc}") from None
 
     @property
     def requires_signature(self) -> bool:
@@ -282,22 +252,7 @@ class CommandVerifier:
         """True when ``message`` may be acted on."""
         if not self._keys:
             return True
-        if not message.signature:
-            return False
-        try:
-            signature = base64.b64decode(message.signature, validate=True)
-        except ValueError:
-            return False
-        data = signed_bytes(message)
-        from cryptography.exceptions import InvalidSignature
-
-        for key in self._keys:
-            try:
-                key.verify(signature, data)
-                return True
-            except InvalidSignature:
-                continue
-        return False
+        return self._keys.verifies(signed_bytes(message), message.signature)
 
 
 class KillState:

@@ -14,6 +14,10 @@ exporters the same way):
 When the queue is full, ``on_full="spool"`` seals the backlog and writes it to the
 spool on the caller's thread; ``"block"`` first waits up to ``block_timeout_s`` for
 room. Nothing is dropped silently.
+
+Checkpoints (proof of no loss) are sealed by the worker thread, never on the agent's:
+every ``checkpoint_interval_s`` while events were sealed since the last one, and once,
+``final``, at close. Each goes through the spool and exporter like any event.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from agenttrail.events import DEFAULT_MAX_PAYLOAD_BYTES, SchemaRegistry
+from agenttrail.events import DEFAULT_MAX_PAYLOAD_BYTES, SchemaRegistry, SigningKey
 from agenttrail.producer._exporter import Exporter, OutRecord
 from agenttrail.producer._sealer import Sealer
 from agenttrail.producer._spool import FsyncPolicy
@@ -81,6 +85,10 @@ class Pipeline:
         on_full: see the module docstring.
         registry: the schemas to write with.
         max_payload_bytes: larger events are not sent but kept in ``rejected.jsonl``.
+        identity: ``tenant``, ``agent_name``, ``agent_version`` of the checkpoints.
+        checkpoint_interval_s: seconds between checkpoints while events flow (0: only
+            the final one at close).
+        signing_key: signs every checkpoint when given.
     """
 
     def __init__(
@@ -97,6 +105,9 @@ class Pipeline:
         retry_backoff_s: float = 0.5,
         registry: SchemaRegistry | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        identity: dict[str, str] | None = None,
+        checkpoint_interval_s: float = 10.0,
+        signing_key: SigningKey | None = None,
     ):
         self.producer_id = producer_id
         self.queue_size = queue_size
@@ -108,7 +119,12 @@ class Pipeline:
             rejected_path=None if spool_root is None else spool_root / "rejected.jsonl",
             registry=registry,
             max_payload_bytes=max_payload_bytes,
+            identity=identity,
+            checkpoint_interval_s=checkpoint_interval_s,
+            signing_key=signing_key,
         )
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self._last_checkpoint = time.monotonic()
         self.exporter = SpoolingExporter(
             exporter,
             spool_root=spool_root,
@@ -181,6 +197,19 @@ class Pipeline:
             self._processed += len(events)
             self._cond.notify_all()
 
+    def _checkpoint(self, *, final: bool) -> None:
+        """Seal and export checkpoints of everything sealed so far. Caller holds ``_work``."""
+        self._last_checkpoint = time.monotonic()
+        self.exporter.export(self.sealer.checkpoint(final=final), _ignore)
+
+    def _checkpoint_due(self) -> bool:
+        interval = self.checkpoint_interval_s
+        return (
+            interval > 0
+            and self.sealer.checkpoint_pending
+            and time.monotonic() - self._last_checkpoint >= interval
+        )
+
     def _run(self) -> None:
         while True:
             self._wake.wait(0.05)
@@ -189,6 +218,9 @@ class Pipeline:
                 while self._queue:
                     with self._work:
                         self._process(self.batch_size)
+                if self._checkpoint_due():
+                    with self._work:
+                        self._checkpoint(final=False)
             except Exception:  # the worker must outlive any single bad batch
                 log.exception("agenttrail pipeline batch failed; retrying")
                 time.sleep(0.1)
@@ -236,6 +268,9 @@ class Pipeline:
         self._closed = True
         with self._work:
             self._process(len(self._queue))
+            if self.sealer.producer_seq:
+                # The final checkpoint: how far this producer got, nothing follows.
+                self._checkpoint(final=True)
         left = self.exporter.close(max(0.0, deadline - time.monotonic()))
         report = CloseReport(
             delivered=left.delivered,

@@ -14,6 +14,7 @@ from agenttrail.producer._config import (
     RecorderSettings,
     discover_local_registry,
     discover_local_stack,
+    load_checkpoint_key,
     load_settings,
 )
 from agenttrail.producer._confirm import ConfirmationPolicy
@@ -108,6 +109,7 @@ class Recorder:
             if v is not None
         }
         self.settings: RecorderSettings = load_settings({**given, **settings})
+        checkpoint_key = load_checkpoint_key(self.settings)
         self.producer_id = uuid7()
         self.on_stop = on_stop
         self._close_lock = threading.Lock()
@@ -145,6 +147,13 @@ class Recorder:
                 on_full=self.settings.on_full,
                 block_timeout_s=self.settings.block_timeout_s,
                 retry_backoff_s=self.settings.retry_backoff_s,
+                identity={
+                    "tenant": self.settings.tenant,
+                    "agent_name": self.settings.agent,
+                    "agent_version": self.settings.agent_version,
+                },
+                checkpoint_interval_s=self.settings.checkpoint_interval_s,
+                signing_key=checkpoint_key,
             )
             self.pipeline_submit = self._pipeline.submit
             # A recorder the program forgot to close still delivers or spools what it

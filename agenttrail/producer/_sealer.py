@@ -9,6 +9,10 @@ An event that cannot be encoded, or is larger than the payload limit, is never s
 it is appended whole to ``rejected.jsonl`` beside the spool and logged as an error;
 the chain continues as if it never was, so its ``seq`` stays a visible gap.
 
+It also seals the producer's checkpoints (:meth:`Sealer.checkpoint`): how many events
+it sealed so far and the chain head of every task that moved since the previous one,
+signed when a key is given. Recording a head costs one tuple per event.
+
 Not thread-safe: the batch processor calls it under its own lock.
 """
 
@@ -16,23 +20,36 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
 from agenttrail.events import (
+    CHECKPOINT_TASK_TYPE,
     DEFAULT_MAX_PAYLOAD_BYTES,
     TERMINAL_STATES,
     EncodeError,
+    EventType,
     SchemaEntry,
     SchemaRegistry,
+    SigningKey,
+    checkpoint_statement,
+    checkpoint_task_id,
     default_registry,
+    new_span_id,
+    new_trace_id,
     seal,
     uuid7,
 )
 from agenttrail.producer._exporter import OutRecord
 
 log = logging.getLogger("agenttrail.producer")
+
+MAX_HEADS_PER_CHECKPOINT = 2000
+"""More moved tasks than this are split over several checkpoints (each well under 1 MB)."""
+
+_Head = tuple[str, str, str, int, str, int, bool]
 
 
 class Sealer:
@@ -43,6 +60,9 @@ class Sealer:
         rejected_path: where unencodable events are kept (``None``: only logged).
         registry: the schemas to write with (the newest version of each family).
         max_payload_bytes: larger encoded events are rejected.
+        identity: ``tenant``, ``agent_name`` and ``agent_version`` written into checkpoints.
+        checkpoint_interval_s: the period checkpoints are sealed at (recorded in each).
+        signing_key: signs every checkpoint when given.
     """
 
     def __init__(
@@ -52,6 +72,9 @@ class Sealer:
         rejected_path: Path | None,
         registry: SchemaRegistry | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        identity: dict[str, str] | None = None,
+        checkpoint_interval_s: float = 0.0,
+        signing_key: SigningKey | None = None,
     ):
         self.producer_id = producer_id
         self.rejected_path = rejected_path
@@ -63,11 +86,23 @@ class Sealer:
         self._chains: dict[str, str] = {}
         self.producer_seq = 0
         self.rejected = 0
+        self.identity = identity or {
+            "tenant": "default",
+            "agent_name": "agent",
+            "agent_version": "0",
+        }
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.signing_key = signing_key
+        self.checkpoints = 0
+        self._checkpoint_task = checkpoint_task_id(producer_id)
+        self._moved: dict[str, _Head] = {}  # task → its head since the last checkpoint
+        self._sealed_since_checkpoint = 0
 
     def seal(self, events: list[dict[str, Any]]) -> list[OutRecord]:
         """Seal ``events`` in order; rejected ones are left out (and kept on disk)."""
         out: list[OutRecord] = []
         chains = self._chains
+        moved = self._moved
         for event in events:
             entry = self._writers.get(event["event_type"])
             if entry is None:
@@ -94,12 +129,91 @@ class Sealer:
                 )
                 continue
             self.producer_seq += 1
-            if event["event_type"] == "state_transition" and event["to_state"] in TERMINAL_STATES:
+            closed = (
+                event["event_type"] == "state_transition" and event["to_state"] in TERMINAL_STATES
+            )
+            if closed:
                 chains.pop(task_id, None)
             else:
                 chains[task_id] = event["hash"]
+            moved[task_id] = (
+                event["tenant"], event["task_type"], task_id, event["seq"], event["hash"],
+                event["ts"], closed,
+            )  # fmt: skip
             out.append(OutRecord(task_id.encode(), framed))
+        self._sealed_since_checkpoint += len(out)
         return out
+
+    @property
+    def checkpoint_pending(self) -> bool:
+        """True when events were sealed since the last checkpoint."""
+        return self._sealed_since_checkpoint > 0
+
+    def checkpoint(self, *, final: bool = False) -> list[OutRecord]:
+        """Seal checkpoints covering everything sealed so far (one per 2,000 moved tasks).
+
+        Each takes the next ``producer_seq`` and the next checkpoint number, links to the
+        previous checkpoint (``prev_hash``) and is signed when a key is configured. A
+        checkpoint that cannot be encoded is rejected like any event (kept on disk).
+        """
+        heads = list(self._moved.values())
+        self._moved = {}
+        self._sealed_since_checkpoint = 0
+        chunks = [
+            heads[i : i + MAX_HEADS_PER_CHECKPOINT]
+            for i in range(0, len(heads), MAX_HEADS_PER_CHECKPOINT)
+        ] or [[]]
+        out: list[OutRecord] = []
+        for n, chunk in enumerate(chunks):
+            record = self._checkpoint_record(chunk, final=final and n == len(chunks) - 1)
+            if record is not None:
+                out.append(record)
+        return out
+
+    def _checkpoint_record(self, heads: list[_Head], *, final: bool) -> OutRecord | None:
+        entry = self._writers[EventType.CHECKPOINT]
+        ts = time.time_ns() // 1000
+        task_id = self._checkpoint_task
+        event: dict[str, Any] = {
+            "event_id": uuid7(ts // 1000),
+            "event_type": EventType.CHECKPOINT.value,
+            "schema_version": entry.version,
+            **self.identity,
+            "task_id": task_id,
+            "task_type": CHECKPOINT_TASK_TYPE,
+            "trace_id": new_trace_id(),
+            "span_id": new_span_id(),
+            "parent_span_id": None,
+            "step": 0,
+            "seq": self.checkpoints,
+            "ts": ts,
+            "producer_id": self.producer_id,
+            "producer_seq": self.producer_seq,
+            "final": final,
+            "interval_s": float(self.checkpoint_interval_s),
+            "head_tenants": [h[0] for h in heads],
+            "head_task_types": [h[1] for h in heads],
+            "head_task_ids": [h[2] for h in heads],
+            "head_seqs": [h[3] for h in heads],
+            "head_hashes": [h[4] for h in heads],
+            "head_ts": [h[5] for h in heads],
+            "head_closed": [h[6] for h in heads],
+            "key_id": None,
+            "signature": None,
+            "prev_hash": self._chains.get(task_id, ""),
+        }
+        if self.signing_key is not None:
+            event["key_id"] = self.signing_key.public_key
+            event["signature"] = self.signing_key.sign(checkpoint_statement(event))
+        try:
+            framed = seal(entry, event, event["prev_hash"])
+        except EncodeError as exc:
+            self._reject(event, str(exc))
+            return None
+        self.producer_seq += 1
+        self.checkpoints += 1
+        self._chains[task_id] = event["hash"]
+        return OutRecord(task_id.encode(), framed)
 
     def _reject(self, event: dict[str, Any], reason: str) -> None:
         self.rejected += 1

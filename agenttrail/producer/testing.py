@@ -61,11 +61,22 @@ class InMemoryExporter:
     def shutdown(self) -> None:
         return None
 
-    def events(self) -> list[dict[str, Any]]:
-        """Every exported event, decoded, in export order."""
+    def events(self, *, checkpoints: bool = False) -> list[dict[str, Any]]:
+        """Every exported event, decoded, in export order.
+
+        The recorder's own checkpoints (``event_type`` ``checkpoint``) are left out
+        unless ``checkpoints`` is true; :meth:`checkpoints` gives only them.
+        """
         with self._lock:
             records = list(self.records)
-        return [self._codec.decode(r.value) for r in records]
+        decoded = [self._codec.decode(r.value) for r in records]
+        if checkpoints:
+            return decoded
+        return [e for e in decoded if e["event_type"] != "checkpoint"]
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """The recorder's checkpoints, decoded, in export order."""
+        return [e for e in self.events(checkpoints=True) if e["event_type"] == "checkpoint"]
 
     def events_of(self, task_id: str) -> list[dict[str, Any]]:
         """The events of one task, in export order."""

@@ -72,6 +72,11 @@ class RetentionConfig(BaseSettings):
     agent_messages_days: int = Field(
         default=DEFAULT_OTHER_DAYS, description="AGENTTRAIL_RETENTION_AGENT_MESSAGES_DAYS."
     )
+    checkpoints_days: int = Field(
+        default=DEFAULT_OTHER_DAYS,
+        description="AGENTTRAIL_RETENTION_CHECKPOINTS_DAYS: keep at least as long as the events "
+        "they vouch for, or verify reports the gap an expired checkpoint leaves.",
+    )
 
     @field_validator("*")
     @classmethod

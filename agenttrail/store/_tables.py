@@ -19,6 +19,7 @@ FAMILY_TABLES: MappingProxyType[str, str] = MappingProxyType(
         EventType.STATE_TRANSITION: "state_transitions",
         EventType.AGENT_MESSAGE: "agent_messages",
         EventType.GUARD_EVENT: "guard_events",
+        EventType.CHECKPOINT: "checkpoints",
     }
 )
 """Event family (``EventType`` value) → table holding its events."""

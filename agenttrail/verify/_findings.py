@@ -87,7 +87,10 @@ class ProducerReconciliation:
         stored: of those, how many are in the store (or the export).
         dead_lettered: of those, how many are in ``dead_letters``.
         missing: ``[first, last]`` ``producer_seq`` ranges neither stored nor dead-lettered.
-        checkpoints: checkpoints seen; ``signed``: how many carry a valid signature.
+        checkpoints: checkpoints seen; ``signed``: how many carry a valid signature
+            (counted only when a public key is given).
+        closed: its newest checkpoint is the final one a producer seals at close; while
+            False, events it sealed after its newest checkpoint are vouched for by nothing.
     """
 
     producer_id: str
@@ -97,6 +100,7 @@ class ProducerReconciliation:
     missing: list[list[int]] = field(default_factory=list)
     checkpoints: int = 0
     signed: int = 0
+    closed: bool = False
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready form."""

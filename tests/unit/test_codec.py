@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from agenttrail.events import (
     AgentMessage,
     BadMagicByte,
+    Checkpoint,
     DecodeError,
     EncodeError,
     EventCodec,
@@ -62,6 +63,7 @@ MODELS = {
     "state_transition": StateTransition,
     "agent_message": AgentMessage,
     "guard_event": GuardEvent,
+    "checkpoint": Checkpoint,
 }
 # Few examples per family keep the unit suite at a few seconds.
 FEW = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

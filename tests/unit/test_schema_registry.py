@@ -41,6 +41,7 @@ FAMILIES = {
     "state_transition": "StateTransition",
     "agent_message": "AgentMessage",
     "guard_event": "GuardEvent",
+    "checkpoint": "Checkpoint",
 }
 
 
@@ -82,7 +83,7 @@ def _schemas_with_tool_span_v2(tmp_path: Path) -> Path:
     (root / "tool_span/v2.avsc").write_text(json.dumps(v2, indent=2))
     doc = json.loads((root / "registry.json").read_text())
     doc["schemas"].append(
-        {"id": 6, "event_type": "tool_span", "version": 2, "path": "tool_span/v2.avsc"}
+        {"id": 7, "event_type": "tool_span", "version": 2, "path": "tool_span/v2.avsc"}
     )
     (root / "registry.json").write_text(json.dumps(doc, indent=2))
     return root
@@ -102,12 +103,12 @@ def test_register_creates_one_subject_per_record_with_backward_transitive(
         assert stored == json.loads((ROOT / f"schemas/{family}/v1.avsc").read_text())
     # The registry chose ids after the five foreign ones; none of ours is 1-5.
     ours = {state.subjects[_subject(f)][0] for f in FAMILIES}
-    assert ours == {6, 7, 8, 9, 10}
+    assert ours == {6, 7, 8, 9, 10, 11}
     assert {s for s in state.subjects if s.startswith(EVENTS_TOPIC)} == {
         _subject(f) for f in FAMILIES
     }
-    assert sum(c.action == "registered" for c in changes) == 5
-    assert sum(c.action == "compatibility" for c in changes) == 5
+    assert sum(c.action == "registered" for c in changes) == 6
+    assert sum(c.action == "compatibility" for c in changes) == 6
     # Foreign subjects untouched.
     for subject in FOREIGN_SCHEMAS:
         assert len(state.subjects[subject]) == 1 and subject not in state.config
@@ -121,7 +122,7 @@ def test_register_twice_changes_nothing(registry: tuple[str, RegistryState]) -> 
     again = register_schemas(client)
     writes_after = [r for r in state.requests if r[0] in ("PUT",) or r[1].endswith("/versions")]
     assert writes_after == writes_before, "a second run sent no write"
-    assert all(c.action == "unchanged" for c in again) and len(again) == 5
+    assert all(c.action == "unchanged" for c in again) and len(again) == 6
 
 
 def test_cli_register_says_what_changed_then_nothing(
@@ -132,7 +133,7 @@ def test_cli_register_says_what_changed_then_nothing(
     first = runner.invoke(main, ["schemas", "register", "--registry", url, "--json"])
     assert first.exit_code == 0, first.output
     doc = json.loads(first.output)
-    assert doc["changed"] == 10
+    assert doc["changed"] == 12
     ids = {c["subject"]: c["id"] for c in doc["changes"] if c["action"] == "registered"}
     assert ids == {_subject(f): state.subjects[_subject(f)][0] for f in FAMILIES}
     second = runner.invoke(main, ["schemas", "register", "--registry", url])
@@ -142,11 +143,11 @@ def test_cli_register_says_what_changed_then_nothing(
     root = _schemas_with_tool_span_v2(tmp_path)
     third = runner.invoke(main, ["schemas", "register", "--registry", url, "--dir", str(root)])
     assert third.exit_code == 0, third.output
-    assert "+ agenttrail.events-agenttrail.events.ToolSpan: tool_span v2 registered as id 11" in (
+    assert "+ agenttrail.events-agenttrail.events.ToolSpan: tool_span v2 registered as id 12" in (
         third.output
     )
     assert "1 change(s)" in third.output
-    assert state.subjects[_subject("tool_span")] == [ids[_subject("tool_span")], 11]
+    assert state.subjects[_subject("tool_span")] == [ids[_subject("tool_span")], 12]
 
 
 def test_an_incompatible_version_is_refused_by_the_registry_and_exits_1(
@@ -236,7 +237,7 @@ def test_a_v2_registered_later_decodes_as_do_v1_events(
     register_schemas(client, upgraded)
     v2 = upgraded.latest("tool_span")
     v2_id = RegistryIds(client, upgraded).id_for(v2)
-    assert v2_id == 11 and state.subjects[_subject("tool_span")][-1] == 11
+    assert v2_id == 12 and state.subjects[_subject("tool_span")][-1] == 12
     span: dict[str, Any] = next(
         r for r in map(EventCodec().decode, _recorded_payloads()) if r["event_type"] == "tool_span"
     )
@@ -328,7 +329,9 @@ def test_the_sdk_spools_while_the_registry_is_away_then_sends_with_registry_ids(
         "state_transition",
         "tool_span",
         "state_transition",
+        "checkpoint",  # sealed at close
     ]
+    events = events[:-1]
     assert [e["seq"] for e in events] == [0, 1, 2]
 
 

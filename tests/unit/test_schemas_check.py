@@ -24,7 +24,14 @@ from agenttrail.events._compat import ENVELOPE_FIELDS, CheckReport, Problem, che
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 INCOMPATIBLE = FIXTURES / "schemas_incompatible"
 REUSED_ID = FIXTURES / "schemas_reused_id"
-FAMILIES = ["agent_message", "guard_event", "llm_call", "state_transition", "tool_span"]
+FAMILIES = [
+    "agent_message",
+    "checkpoint",
+    "guard_event",
+    "llm_call",
+    "state_transition",
+    "tool_span",
+]
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -113,7 +120,7 @@ def test_shipped_schemas_satisfy_the_contract() -> None:
     report = check_registry(schemas_dir())
     assert report.problems == []
     assert report.ok
-    assert report.entries == 5
+    assert report.entries == 6
     assert report.families == {family: [1] for family in FAMILIES}
 
 
@@ -161,7 +168,7 @@ def test_compatible_v2_passes_and_fastavro_reads_v1_data_with_v2(tmp_path: Path)
         root,
         "tool_span",
         2,
-        6,
+        7,
         insert_before_prev_hash(
             {"name": "cache_hit", "type": ["null", "boolean"], "default": None}
         ),
@@ -231,12 +238,12 @@ def test_backward_transitive_checks_every_earlier_version(tmp_path: Path) -> Non
     # writes region) but not v1: only a transitive check notices.
     root = copy_shipped(tmp_path)
     region = {"name": "region", "type": "string", "default": "eu"}
-    add_version(root, "guard_event", 2, 6, insert_before_prev_hash(region))
+    add_version(root, "guard_event", 2, 7, insert_before_prev_hash(region))
     add_version(
         root,
         "guard_event",
         3,
-        7,
+        8,
         lambda fields: fields[-3].pop("default"),
         base_version=2,
     )
@@ -258,7 +265,7 @@ def test_nested_record_field_is_named_by_its_path(tmp_path: Path) -> None:
             if inner["name"] == "max_steps":
                 inner["type"] = ["null", "string"]
 
-    add_version(root, "state_transition", 2, 6, change)
+    add_version(root, "state_transition", 2, 7, change)
 
     problem = only(check_registry(root), "MISSING_UNION_BRANCH")
     assert problem.field == "boundary.max_steps"
@@ -268,7 +275,7 @@ def test_nested_record_field_is_named_by_its_path(tmp_path: Path) -> None:
 
 def test_type_promotion_int_to_long_is_compatible(tmp_path: Path) -> None:
     root = copy_shipped(tmp_path)
-    add_version(root, "tool_span", 2, 6, set_type("attempt", "long"))
+    add_version(root, "tool_span", 2, 7, set_type("attempt", "long"))
     assert check_registry(root).problems == []
 
 
@@ -279,10 +286,10 @@ def test_bytes_to_string_promotion_is_refused_by_the_fastavro_round_trip(tmp_pat
         root,
         "guard_event",
         2,
-        6,
+        7,
         insert_before_prev_hash({"name": "blob", "type": ["null", "bytes"], "default": None}),
     )
-    add_version(root, "guard_event", 3, 7, set_type("blob", ["null", "string"]), base_version=2)
+    add_version(root, "guard_event", 3, 8, set_type("blob", ["null", "string"]), base_version=2)
 
     report = check_registry(root)
 
@@ -292,7 +299,7 @@ def test_bytes_to_string_promotion_is_refused_by_the_fastavro_round_trip(tmp_pat
 
 def test_renamed_record_is_a_name_mismatch(tmp_path: Path) -> None:
     root = copy_shipped(tmp_path)
-    add_version(root, "agent_message", 2, 6, lambda fields: None)
+    add_version(root, "agent_message", 2, 7, lambda fields: None)
     schema = read_json(root / "agent_message" / "v2.avsc")
     schema["name"] = "AgentMail"
     write_json(root / "agent_message" / "v2.avsc", schema)
@@ -333,7 +340,7 @@ def _text_id(reg: dict[str, Any]) -> None:
 
 def _missing_file(reg: dict[str, Any]) -> None:
     reg["schemas"].append(
-        {"id": 6, "event_type": "tool_span", "version": 2, "path": "tool_span/v2.avsc"}
+        {"id": 7, "event_type": "tool_span", "version": 2, "path": "tool_span/v2.avsc"}
     )
 
 
@@ -377,7 +384,7 @@ def test_version_gap_names_the_missing_version(tmp_path: Path) -> None:
     edit_registry(
         root,
         lambda reg: reg["schemas"].append(
-            {"id": 6, "event_type": "llm_call", "version": 3, "path": "llm_call/v3.avsc"}
+            {"id": 7, "event_type": "llm_call", "version": 3, "path": "llm_call/v3.avsc"}
         ),
     )
     problem = only(check_registry(root), "VERSION_GAP")
@@ -469,12 +476,12 @@ def _git(root: Path, *args: str) -> None:
 
 @pytest.fixture
 def committed(tmp_path: Path) -> Path:
-    """A copy of the shipped schemas with tool_span v2 (id 6), committed in a fresh repo."""
+    """A copy of the shipped schemas with tool_span v2 (id 7), committed in a fresh repo."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     root = copy_shipped(tmp_path)
     optional = {"name": "cache_hit", "type": ["null", "boolean"], "default": None}
-    add_version(root, "tool_span", 2, 6, insert_before_prev_hash(optional))
+    add_version(root, "tool_span", 2, 7, insert_before_prev_hash(optional))
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", ".")
     _git(tmp_path, "commit", "-q", "-m", "schemas")
@@ -494,13 +501,13 @@ def test_outside_git_the_history_check_is_skipped(tmp_path: Path) -> None:
 
 
 def test_id_that_names_another_schema_than_at_head_is_a_reuse(committed: Path) -> None:
-    # tool_span v2 withdrawn, its id 6 handed to guard_event v2.
+    # tool_span v2 withdrawn, its id 7 handed to guard_event v2.
     (committed / "tool_span" / "v2.avsc").unlink()
     shutil.copy(committed / "guard_event" / "v1.avsc", committed / "guard_event" / "v2.avsc")
 
     def hand_over(reg: dict[str, Any]) -> None:
         reg["schemas"][-1] = {
-            "id": 6,
+            "id": 7,
             "event_type": "guard_event",
             "version": 2,
             "path": "guard_event/v2.avsc",
@@ -509,21 +516,21 @@ def test_id_that_names_another_schema_than_at_head_is_a_reuse(committed: Path) -
     edit_registry(committed, hand_over)
 
     problem = only(check_registry(committed), "ID_REUSED")
-    assert problem.message == "id 6 named tool_span v2 at HEAD and now names guard_event v2."
-    assert problem.hint.endswith("The next free id is 7.")
+    assert problem.message == "id 7 named tool_span v2 at HEAD and now names guard_event v2."
+    assert problem.hint.endswith("The next free id is 8.")
 
 
 def test_id_removed_without_retiring_is_reported(committed: Path) -> None:
     edit_registry(committed, lambda reg: reg["schemas"].pop())
     problem = only(check_registry(committed), "ID_DROPPED")
-    assert problem.schema_id == 6
+    assert problem.schema_id == 7
     assert "tool_span v2 at HEAD" in problem.message
 
 
 def test_id_removed_and_retired_passes(committed: Path) -> None:
     def retire(reg: dict[str, Any]) -> None:
         reg["schemas"].pop()
-        reg["retired_ids"].append(6)
+        reg["retired_ids"].append(7)
 
     edit_registry(committed, retire)
     assert check_registry(committed).problems == []
@@ -531,12 +538,12 @@ def test_id_removed_and_retired_passes(committed: Path) -> None:
 
 def test_renumbered_version_is_reported(committed: Path) -> None:
     def renumber(reg: dict[str, Any]) -> None:
-        reg["schemas"][-1]["id"] = 7
-        reg["retired_ids"].append(6)
+        reg["schemas"][-1]["id"] = 8
+        reg["retired_ids"].append(7)
 
     edit_registry(committed, renumber)
     problem = only(check_registry(committed), "ID_RENUMBERED")
-    assert problem.message == "tool_span v2 had id 6 at HEAD and now has id 7."
+    assert problem.message == "tool_span v2 had id 7 at HEAD and now has id 8."
 
 
 # --- the command line ---------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_outage_spools_then_delivers_everything_in_order(tmp_path: Path) -> None
     assert rec.stats["spool_pending"] == 36 and exporter.records == []
     exporter.available = True
     report = rec.close(timeout=10)
-    assert report.complete and report.delivered == 36
+    assert report.complete and report.delivered == 36 + 1  # and the final checkpoint
     events = exporter.events()
     assert [e["producer_seq"] for e in events] == list(range(36)), "delivery keeps emit order"
     check_chain(events)
@@ -60,7 +60,7 @@ def test_events_spooled_at_close_are_delivered_by_the_next_recorder(tmp_path: Pa
     first = Recorder(exporter=down, spool_dir=tmp_path)
     _emit(first, tasks=2, spans=5)
     report = first.close(timeout=2)
-    assert (report.spooled, report.delivered) == (14, 0)
+    assert (report.spooled, report.delivered) == (14 + 1, 0)  # the final checkpoint too
     assert report.spool_dir is not None and report.spool_dir.parent == tmp_path
 
     up = InMemoryExporter()
@@ -155,7 +155,7 @@ def test_a_spool_bound_elsewhere_is_left_for_its_own_destination(tmp_path: Path)
     down.available = False
     first = Recorder(exporter=down, spool_dir=tmp_path)
     _emit(first, tasks=1, spans=3)
-    assert first.close(timeout=2).spooled == 5
+    assert first.close(timeout=2).spooled == 5 + 1  # and the final checkpoint
 
     class Elsewhere(InMemoryExporter):
         destination = "kafka://other-cluster:9092/agenttrail.events"
@@ -181,7 +181,7 @@ def test_an_oversize_event_is_kept_on_disk_not_sent(tmp_path: Path) -> None:
         with task.llm_call(model="m", messages=[{"role": "user", "content": "y" * 100_000}]):
             pass
     report = rec.close()
-    assert (report.rejected, report.delivered) == (1, 3)
+    assert (report.rejected, report.delivered) == (1, 3 + 1)  # and the final checkpoint
     events = exporter.events()
     assert [e["seq"] for e in events] == [0, 1, 3], "the rejected event leaves a visible gap"
     check_chain(events)

@@ -24,6 +24,7 @@ import agenttrail.events._codec as codec_module
 from agenttrail._contracts import queries_dir, schemas_dir
 from agenttrail.events import (
     AgentMessage,
+    Checkpoint,
     EventType,
     GuardEvent,
     GuardKind,
@@ -52,6 +53,7 @@ MODELS: dict[str, type[BaseModel]] = {
     EventType.STATE_TRANSITION: StateTransition,
     EventType.AGENT_MESSAGE: AgentMessage,
     EventType.GUARD_EVENT: GuardEvent,
+    EventType.CHECKPOINT: Checkpoint,
 }
 FAMILIES = [str(e) for e in EventType]
 
