@@ -32,12 +32,19 @@ from agenttrail.verify import VerifyReport, verify_store
     help="Ed25519 public key (base64) of the key recorders sign checkpoints with "
     "(AGENTTRAIL_CHECKPOINT_KEY_FILE); every checkpoint must be signed by one. Repeatable.",
 )
+@click.option(
+    "--require-closed",
+    is_flag=True,
+    help="Every producer must have sealed its final checkpoint (an archive of finished "
+    "runs): a stream cut off at its end, final checkpoint included, is reported too.",
+)
 @store_options
 def command(
     task_id: str | None,
     tenant: str | None,
     since: str | None,
     public_keys: tuple[str, ...],
+    require_closed: bool,
     data: Path | None,
     clickhouse: str | None,
     as_json: bool,
@@ -71,7 +78,7 @@ def command(
         try:
             report = verify_store(
                 store, tenant=tenant, task_id=task_id, since=when,
-                public_keys=public_keys or None,
+                public_keys=public_keys or None, require_closed=require_closed,
             )  # fmt: skip
         except StoreError as exc:
             store_failure(as_json, exc)

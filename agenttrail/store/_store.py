@@ -93,7 +93,12 @@ class Store:
         with self._lock:
             self._check_open()
             try:
-                result = self._client.query(sql, parameters=dict(parameters or {}))
+                # verify's generated SQL (every family's seal, every version) outgrows
+                # the engine's 256 KiB default; allow it room rather than fail.
+                settings = {"max_query_size": 4 * len(sql)} if len(sql) > _LONG_QUERY else {}
+                result = self._client.query(
+                    sql, parameters=dict(parameters or {}), settings=settings
+                )
             except (ClickHouseError, OSError) as exc:
                 raise self._failure("query", exc) from exc
             return [tuple(row) for row in result.result_rows]
@@ -471,6 +476,10 @@ def _ready(store: Store) -> Store:
     if exists:
         store.use_database()
     return store
+
+
+_LONG_QUERY = 128 * 1024
+"""Queries longer than this get a larger ``max_query_size`` than the engine's default."""
 
 
 def _dedup_settings(token: str) -> dict[str, Any]:

@@ -128,10 +128,20 @@ class _Renderer:
         )
 
     def array(self, items: Any, expr: str) -> str:
-        item = _Renderer(None).value(items, "x")
+        # Integers and string lengths are zig-zagged in a pass of their own, so that the
+        # varint bytes refer to a lambda argument instead of repeating the expression.
+        if items in ("long", "int"):
+            zigzags = f"arrayMap(x -> {_zigzag('toInt64(x)')}, {expr})"
+            mapped = f"arrayMap(x -> {_varint_of('x')}, {zigzags})"
+        elif items in ("string", "bytes"):
+            texts = f"arrayMap(x -> toString(x), {expr})"
+            lengths = f"arrayMap(x -> {_zigzag('toInt64(length(x))')}, {texts})"
+            mapped = f"arrayMap((x, z) -> concat({_varint_of('z')}, x), {texts}, {lengths})"
+        else:
+            mapped = f"arrayMap(x -> {_Renderer(None).value(items, 'x')}, {expr})"
         return (
             f"if(empty({expr}), char(0), concat({self.long(f'length({expr})')}, "
-            f"arrayStringConcat(arrayMap(x -> {item}, {expr})), char(0)))"
+            f"arrayStringConcat({mapped}), char(0)))"
         )
 
 

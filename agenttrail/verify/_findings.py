@@ -32,6 +32,10 @@ class FindingKind(StrEnum):
     """A checkpoint's signature does not verify with the configured public key."""
     UNSIGNED_CHECKPOINT = "unsigned_checkpoint"
     """A public key was given but a checkpoint carries no signature by it."""
+    STREAM_OPEN = "stream_open"
+    """(``--require-closed``) A producer's newest checkpoint is not its final one: what
+    it sealed after that checkpoint, or after its last stored event, is vouched for by
+    nothing — it crashed, is still running, or its stream's end was deleted."""
     FILE_CHANGED = "file_changed"
     """An exported file's SHA-256 or row count differs from the manifest."""
 

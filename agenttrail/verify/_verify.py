@@ -22,6 +22,7 @@ def verify_store(
     registry: SchemaRegistry | None = None,
     max_findings: int = DEFAULT_MAX_FINDINGS,
     public_keys: Iterable[str] | None = None,
+    require_closed: bool = False,
 ) -> VerifyReport:
     """Check the chains of the selected tasks, reconcile every producer against its
     checkpoints, and check that every chain head a checkpoint names is still stored.
@@ -29,8 +30,10 @@ def verify_store(
     The producer reconciliation covers the tenant (or the whole store); with ``task_id``
     only that task's chains and heads are checked. With ``public_keys`` (base64 Ed25519
     keys) every checkpoint must carry a valid signature by one of them, and every
-    producer with stored events at least one checkpoint. Read-only; blocks for a few
-    scans.
+    producer with stored events at least one checkpoint. With ``require_closed`` (an
+    archive of finished runs) every producer's newest checkpoint must be its final one:
+    a stream whose end was cut off, final checkpoint included, is then reported too.
+    Read-only; blocks for a few scans.
 
     Raises:
         StoreUnavailable: the store failed a query (e.g. it is not migrated).
@@ -54,6 +57,17 @@ def verify_store(
     report.findings.extend(findings)
     for rec in producers:
         cp = checkpoints.get(rec.producer_id)
+        if require_closed and (cp is None or not cp.closed):
+            newest = "no checkpoint" if cp is None else f"checkpoint {cp.newest} is not final"
+            report.findings.append(
+                Finding(
+                    kind=FindingKind.STREAM_OPEN, tenant="", task_id="",
+                    producer_id=rec.producer_id, seq=rec.produced,
+                    detail=f"{newest}: the producer never closed, or its stream was cut; "
+                    f"whatever it sealed from producer_seq {rec.produced} on is unaccounted "
+                    "for",
+                )
+            )  # fmt: skip
         if cp is None:
             if keys:
                 report.findings.append(

@@ -8,6 +8,7 @@ in-memory exporter received, never what the checkpoint code computed.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def test_periodic_checkpoints_name_only_tasks_that_moved_and_chain(tmp_path: Pat
     rec.close(timeout=30)
     cps = exporter.checkpoints()
     assert [c["seq"] for c in cps] == list(range(len(cps)))
-    for before, after in zip(cps, cps[1:], strict=False):
+    for before, after in itertools.pairwise(cps):
         assert after["prev_hash"] == before["hash"]
     named = [h for c in cps for h in heads_of(c)]
     events = exporter.events()
@@ -109,7 +110,7 @@ def test_signed_checkpoints_verify_with_the_public_key_only(tmp_path: Path) -> N
 def test_a_bad_checkpoint_key_file_is_refused_naming_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "not-a-key.pem"
     bad.write_text("hello")
-    with pytest.raises(RecorderConfigError, match="not-a-key.pem.*agenttrail kill --new-key"):
+    with pytest.raises(RecorderConfigError, match=r"not-a-key\.pem.*agenttrail kill --new-key"):
         Recorder(exporter=InMemoryExporter(), spool_dir=tmp_path, checkpoint_key_file=bad)
 
 
