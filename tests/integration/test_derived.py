@@ -69,11 +69,13 @@ class CopyingExporter:
     def shutdown(self) -> None:
         self.inner.shutdown()
 
-    def events(self) -> list[dict[str, Any]]:
+    def events(self, *, checkpoints: bool = False) -> list[dict[str, Any]]:
+        """The acknowledged events, decoded; the recorder's checkpoints only if asked."""
         codec = EventCodec()
         with self._lock:
             values = list(self._acked)
-        return [codec.decode(v) for v in values]
+        events = [codec.decode(v) for v in values]
+        return events if checkpoints else [e for e in events if e["event_type"] != "checkpoint"]
 
 
 @dataclass

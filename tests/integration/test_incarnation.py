@@ -172,6 +172,7 @@ def test_the_readme_path_through_a_restarted_stack_stores_every_acked_event(
         )
         total = store.query(
             "SELECT (SELECT count() FROM tool_spans) + (SELECT count() FROM state_transitions)"
+            " + (SELECT count() FROM checkpoints)"  # each recorder's final checkpoint
         )[0][0]
     assert len(rows) == 15 and {n for _, n in rows} == {4}
     assert total == delivered

@@ -61,7 +61,7 @@ def _agent(bootstrap: str, tmp_path: Path, name: str, tasks: int = 5) -> list[st
                 span.result({"invoice_id": f"inv_{t}"})
     report = rec.close(timeout=60)
     assert report.complete, report
-    ids = [str(e["event_id"]) for e in exporter.events()]
+    ids = [str(e["event_id"]) for e in exporter.events(checkpoints=True)]
     assert len(ids) == report.delivered
     return ids
 

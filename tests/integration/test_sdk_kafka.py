@@ -46,10 +46,14 @@ def read_topic(
     expected: int,
     timeout: float = 60.0,
     skip: Callable[[bytes], bool] | None = None,
+    *,
+    checkpoints: bool = False,
 ) -> list[Any]:
-    """Every message of ``topic``, decoded, in per-partition order; waits for ``expected``.
+    """Every event on ``topic``, decoded, in per-partition order; waits for ``expected``.
 
     Messages whose value ``skip`` accepts (another producer's, not events) are left out.
+    The recorders' own checkpoints are not counted, and are left out unless
+    ``checkpoints`` (they take producer_seq values like any event).
     """
     codec = EventCodec()
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
@@ -65,7 +69,8 @@ def read_topic(
 
         def fetched_all() -> bool:
             take(500)
-            return len(messages) >= expected
+            decoded = (codec.decode(m.value)["event_type"] for m in messages)
+            return sum(t != "checkpoint" for t in decoded) >= expected
 
         wait_until(fetched_all, timeout=timeout, what=f"{expected} messages on {topic}")
         take(300)  # give stragglers a moment: more than expected is a failure too
@@ -74,7 +79,8 @@ def read_topic(
     for m in messages:
         event = codec.decode(m.value)
         assert m.key == event["task_id"].encode(), "messages are keyed by task id"
-    return [codec.decode(m.value) for m in messages]
+    events = [codec.decode(m.value) for m in messages]
+    return events if checkpoints else [e for e in events if e["event_type"] != "checkpoint"]
 
 
 class TestKafka(RecorderBehaviour):
@@ -84,6 +90,7 @@ class TestKafka(RecorderBehaviour):
 
     def make_recorder(self, tmp_path: Path, **settings: Any) -> Recorder:
         self.topic = make_topic(self.broker.bootstrap)
+        settings.setdefault("checkpoint_interval_s", 0)  # only the final checkpoint
         return Recorder(
             bootstrap=self.broker.bootstrap,
             topic=self.topic,
@@ -94,8 +101,9 @@ class TestKafka(RecorderBehaviour):
     def read_events(self, recorder: Recorder, expected: int) -> list[dict[str, Any]]:
         report = recorder.close(timeout=30)
         assert report.complete, report
-        assert report.delivered == expected
-        events = read_topic(self.broker.bootstrap, self.topic, expected)
+        everything = read_topic(self.broker.bootstrap, self.topic, expected, checkpoints=True)
+        assert report.delivered == len(everything)
+        events = [e for e in everything if e["event_type"] != "checkpoint"]
         assert len(events) == expected
         return events
 
@@ -111,14 +119,15 @@ def _emit(rec: Recorder, tasks: int, spans: int, prefix: str) -> None:
 def test_broker_absent_at_start_then_started_gets_every_event_in_order(tmp_path: Path) -> None:
     port = restartable_port()
     rec = Recorder(
-        bootstrap=f"127.0.0.1:{port}", spool_dir=tmp_path / "spool", retry_backoff_s=0.05
-    )
+        bootstrap=f"127.0.0.1:{port}", spool_dir=tmp_path / "spool", retry_backoff_s=0.05,
+        checkpoint_interval_s=0,
+    )  # fmt: skip
     _emit(rec, tasks=4, spans=25, prefix="absent")
     assert rec.flush(30)
     wait_until(lambda: rec.stats["spool_pending"] == 108, timeout=30, what="108 spooled events")
     with EmbeddedBroker(port=port, partitions=PARTITIONS).start() as late_broker:
         report = rec.close(timeout=60)
-        assert report.complete and report.delivered == 108, report
+        assert report.complete and report.delivered == 108 + 1, report  # + final checkpoint
         events = read_topic(late_broker.bootstrap, "agenttrail.events", 108)
     assert len({e["event_id"] for e in events}) == 108
     for t in range(4):
@@ -132,7 +141,9 @@ AGENT_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from agenttrail.producer import Recorder
-    rec = Recorder(bootstrap=sys.argv[1], spool_dir=sys.argv[2], retry_backoff_s=60)
+    rec = Recorder(
+        bootstrap=sys.argv[1], spool_dir=sys.argv[2], retry_backoff_s=60, checkpoint_interval_s=0
+    )
     for t in range(3):
         with rec.task("crash", task_id=f"crash-{t}") as task:
             for i in range(10):

@@ -105,7 +105,7 @@ def test_up_is_found_by_agents_and_stores_everything_before_stopping(
                     with task.tool("probe", args={"i": i}) as span:
                         span.result(i)
         report = rec.close(timeout=30)
-        assert report.complete and report.delivered == 100
+        assert report.complete and report.delivered == 100 + 1  # and the final checkpoint
     out, err = up.communicate(timeout=120)
     assert up.returncode == 0, err
     lines = [json.loads(line) for line in out.strip().splitlines()]
