@@ -96,10 +96,21 @@ def command(
 
 @command.command("verify")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    metavar="BASE64",
+    help="Ed25519 public key (base64) the recorders signed checkpoints with; every "
+    "checkpoint in the manifest must be signed by one. Repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def verify_command(directory: Path, as_json: bool) -> None:
+def verify_command(directory: Path, public_keys: tuple[str, ...], as_json: bool) -> None:
     """Re-check an export from its files alone: SHA-256 and row count of every file,
-    then every event's hash and every chain, recomputed from the exported rows.
+    then every event's hash and every chain, recomputed from the exported rows, then
+    the checkpoints the manifest carries: their chain, every head they name inside the
+    export's selection (a removed task tail or task is named), and with --public-key
+    their signatures.
 
     Needs no database. Exit 0 when everything holds, 1 when anything is wrong (the
     file, task and event are named), 2 when DIR is not an export.
@@ -107,13 +118,14 @@ def verify_command(directory: Path, as_json: bool) -> None:
     \b
     Example:
       agenttrail export verify ./audit-2026-q4 --json
+      agenttrail export verify ./audit-2026-q4 --public-key "$(cat checkpoint-key.pub)"
     """
     from agenttrail.cli._verify import render
     from agenttrail.export import ExportError, check_export
 
     try:
-        report = check_export(directory)
-    except ExportError as exc:
+        report = check_export(directory, public_keys=public_keys or None)
+    except (ExportError, ValueError) as exc:
         fail(as_json, str(exc))
     if as_json:
         click.echo(json.dumps(report.to_dict()))

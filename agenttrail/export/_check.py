@@ -4,21 +4,30 @@ For every file of the manifest: present, same size, same SHA-256, same row count
 every row is read back, its seal recomputed with the sealing code, and every chain
 checked with the rules ``verify`` applies in the engine. The files are sorted by
 tenant, task, emitter and seq, so the families are merged in one streaming pass and
-only one task's events are in memory at a time.
+only one task's events are in memory at a time. Last, the manifest's checkpoints
+(:mod:`agenttrail.export._proof`): their chain, their signatures when public keys are
+given, and every chain head they name inside the export's selection.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agenttrail.events import TERMINAL_STATES, SchemaRegistry, default_registry
+from agenttrail.events import TERMINAL_STATES, PublicKeys, SchemaRegistry, default_registry
 from agenttrail.export._export import MANIFEST, ExportError, file_sha256
 from agenttrail.export._formats import read_rows
-from agenttrail.verify import Finding, FindingKind, VerifyReport, expected_hash
+from agenttrail.export._proof import check_checkpoints
+from agenttrail.verify import (
+    Finding,
+    FindingKind,
+    ProducerReconciliation,
+    VerifyReport,
+    expected_hash,
+)
 from agenttrail.verify._chains import ChainRow, check_group, grouped
 
 
@@ -93,16 +102,26 @@ def _chain_row(family: str, row: dict[str, Any], registry: SchemaRegistry) -> Ch
     )
 
 
-def check_export(directory: Path, registry: SchemaRegistry | None = None) -> VerifyReport:
-    """Re-check every file and every chain of the export in ``directory``.
+def check_export(
+    directory: Path,
+    registry: SchemaRegistry | None = None,
+    public_keys: Iterable[str] | None = None,
+) -> VerifyReport:
+    """Re-check every file and every chain of the export in ``directory``, and its
+    checkpoints: with ``public_keys`` each must carry a valid signature by one of them.
 
     Blocks for one read of every file. Never writes.
 
     Raises:
         ExportError: the directory holds no readable manifest.
+        ValueError: a public key is not 32 bytes of base64.
     """
     registry = registry or default_registry()
+    keys = PublicKeys(public_keys) if public_keys is not None else None
     manifest = load_manifest(directory)
+    checkpoints, cp_findings, heads = check_checkpoints(
+        manifest.get("checkpoints", []), manifest.get("filters", {}), registry, keys
+    )
     fmt = str(manifest["format"])
     report = VerifyReport()
     readable: list[dict[str, Any]] = []
@@ -128,13 +147,42 @@ def check_export(directory: Path, registry: SchemaRegistry | None = None) -> Ver
     streams = [_chain_rows(directory, fmt, e, registry, counted, broken) for e in readable]
     merged = heapq.merge(*streams, key=lambda r: (r.tenant, r.task_id, r.producer_id, r.seq))
     tasks: set[tuple[str, str]] = set()
+    per_producer: dict[str, int] = {}
     for group in grouped(merged):
+        heads.see(group)
+        per_producer[group[0].producer_id] = per_producer.get(group[0].producer_id, 0) + len(group)
         report.events += len(group)
         tasks.add((group[0].tenant, group[0].task_id))
         for r in group:
             report.per_family[r.family] = report.per_family.get(r.family, 0) + 1
         report.findings.extend(check_group(group))
     report.findings.extend(broken)
+    report.findings.extend(cp_findings)
+    report.findings.extend(heads.findings())
+    if keys:
+        report.findings.extend(
+            Finding(
+                kind=FindingKind.UNSIGNED_CHECKPOINT,
+                tenant="",
+                task_id="",
+                producer_id=name,
+                detail=f"{count} events exported, but the manifest holds no checkpoint of "
+                "this producer: nothing signed vouches for them",
+            )
+            for name, count in sorted(per_producer.items())
+            if name not in checkpoints
+        )
+    report.producers = [
+        ProducerReconciliation(
+            producer_id=name,
+            produced=cp.produced,
+            stored=per_producer.get(name, 0),
+            checkpoints=cp.checkpoints,
+            signed=cp.signed,
+            closed=cp.closed,
+        )
+        for name, cp in sorted(checkpoints.items())
+    ]
     report.tasks = len(tasks)
     for entry in readable:
         got = counted.get(str(entry["file"]))

@@ -5,24 +5,30 @@ and seq; memory is bounded by one engine block per file being written. The manif
 records the filters, row counts, SHA-256 and size of every file, the schema versions
 present, every column's type, the verification of the same tasks in the store at
 export time, the export time and the tool version — everything ``export verify``
-needs to re-check the export without the database.
+needs to re-check the export without the database. The producers' checkpoints are not a
+file but part of the manifest (``checkpoints``): every checkpoint of every producer
+whose events are exported, so the export's verifier can check their signatures and
+that every chain head they name inside the export's selection is in it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agenttrail import __version__
+from agenttrail.events import EventType
 from agenttrail.export._formats import FORMATS, open_writer
 from agenttrail.store import FAMILY_TABLES, Store
 from agenttrail.verify import verify_store
 from agenttrail.verify._engine import filters
+
+_CHECKPOINTS = FAMILY_TABLES[EventType.CHECKPOINT]
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -103,7 +109,11 @@ def export_store(
     where, params = filters(
         selection.tenant, selection.task_id, selection.since, selection.until, selection.task_type
     )
-    tables = {family: table for family, table in FAMILY_TABLES.items() if _columns(store, table)}
+    tables = {
+        family: table
+        for family, table in FAMILY_TABLES.items()
+        if table != _CHECKPOINTS and _columns(store, table)
+    }
     counts = {
         table: int(store.query(f"SELECT count() FROM {table}{where}", params)[0][0])
         for table in tables.values()
@@ -158,9 +168,41 @@ def export_store(
         "files": files,
         "rows": sum(f["rows"] for f in files),
         "verification": report.to_dict(),
+        "checkpoints": _checkpoints(store, tables.values(), where, params),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)  # UUID
+
+
+def _checkpoints(
+    store: Store, tables: Iterable[str], where: str, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Every checkpoint (all schema columns) of the producers of the exported events."""
+    columns = [n for n, _ in _columns(store, _CHECKPOINTS)]
+    if not columns:
+        return []
+    names = [n for n in columns if n not in ("kafka_partition", "kafka_offset", "ingested_at")]
+    producers = " UNION DISTINCT ".join(
+        f"SELECT DISTINCT producer_id FROM {t}{where}" for t in tables
+    )
+    sql = (
+        f"SELECT {', '.join(f'`{n}`' for n in names)} FROM {_CHECKPOINTS} "
+        f"WHERE producer_id IN ({producers}) ORDER BY producer_id, seq, producer_seq"
+    )
+    return [
+        {n: _json_value(v) for n, v in zip(names, row, strict=True)}
+        for row in store.query(sql, params)
+    ]
 
 
 __all__ = ["MANIFEST", "ExportError", "ExportFilters", "export_store", "file_sha256"]

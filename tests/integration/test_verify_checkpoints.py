@@ -296,3 +296,74 @@ def test_a_replayed_checkpoint_restamped_as_the_newest_fails_its_signature(
     (bad,) = [f for f in report.findings if f.kind == FindingKind.BAD_SIGNATURE]
     assert bad.seq == final["seq"]
     assert _producer(report, run).missing == ranges(e["producer_seq"] for e in tail)
+
+
+# -- exports: the manifest carries the checkpoints ------------------------------------------
+
+
+def _cut_from_export(out: Path, drop: Any) -> None:
+    """Remove rows from the exported jsonl files and rewrite the manifest to match, as an
+    attacker without the signing key can: sizes, SHA-256 and row counts all agree."""
+    from agenttrail.export._export import file_sha256
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        path = out / entry["file"]
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if not drop(json.loads(line))]
+        path.write_text("".join(kept))
+        entry.update(rows=len(kept), bytes=path.stat().st_size, sha256=file_sha256(path))
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_an_export_carries_the_signed_checkpoints_and_export_verify_checks_them(
+    store: Store, tmp_path: Path, signed_run: Run
+) -> None:
+    from agenttrail.export import check_export, export_store
+
+    run = signed_run
+    assert run.public_key is not None
+    store_events(store, run.sealed)
+    out = tmp_path / "audit"
+    manifest = export_store(store, out, fmt="jsonl")
+    assert [c["event_id"] for c in manifest["checkpoints"]] == [
+        str(c["event_id"]) for c in run.checkpoints
+    ]
+    assert manifest["rows"] == len(run.sealed) - len(run.checkpoints)
+    report = check_export(out, public_keys=[run.public_key])
+    assert report.findings == []
+    (p,) = report.producers
+    assert (p.signed, p.checkpoints, p.closed) == (len(run.checkpoints),) * 2 + (True,)
+
+    tail_seqs = {e["seq"] for e in run.of("a")[-2:]}
+    _cut_from_export(
+        out, lambda r: r["task_id"] == "b" or (r["task_id"] == "a" and r["seq"] in tail_seqs)
+    )
+    cut = check_export(out, public_keys=[run.public_key])
+    assert {(f.kind, f.task_id) for f in cut.findings} == {
+        (FindingKind.TASK_DELETED, "b"),
+        (FindingKind.TAIL_DELETED, "a"),
+    }
+    result = CliRunner().invoke(
+        main, ["export", "verify", str(out), "--public-key", run.public_key, "--json"]
+    )
+    assert result.exit_code == 1, result.output
+
+
+def test_a_checkpoint_altered_in_an_export_manifest_fails_its_signature(
+    store: Store, tmp_path: Path, signed_run: Run
+) -> None:
+    from agenttrail.export import check_export, export_store
+
+    run = signed_run
+    assert run.public_key is not None
+    store_events(store, run.sealed)
+    out = tmp_path / "audit"
+    export_store(store, out, fmt="jsonl")
+    manifest = json.loads((out / "manifest.json").read_text())
+    victim = manifest["checkpoints"][-1]
+    victim["head_seqs"] = [s + 5 for s in victim["head_seqs"]]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    report = check_export(out, public_keys=[run.public_key])
+    kinds = {f.kind for f in report.findings if f.event_id == victim["event_id"]}
+    assert FindingKind.BAD_SIGNATURE in kinds and FindingKind.MODIFIED in kinds
