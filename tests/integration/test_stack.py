@@ -116,5 +116,5 @@ def test_up_is_found_by_agents_and_stores_everything_before_stopping(
     assert final["events_total"] == 100 + 1, final  # and the recorder's final checkpoint
     # The drain on Ctrl-C shows its progress (issue 7 item 7).
     draining = [line for line in lines if line["status"] == "draining"]
-    assert draining and draining[-1]["stored"] == 100, lines[-5:]
+    assert draining and draining[-1]["stored"] == 100 + 1, lines[-5:]
     assert not (data / "up.json").exists()
