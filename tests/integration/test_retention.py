@@ -85,7 +85,7 @@ def test_defaults_and_settings_are_in_force_after_migrate(store: Store) -> None:
     days = {p.table: p.days for p in policy_in_force(store)}
     assert days == {
         "llm_calls": 184, "guard_events": 184, "tool_spans": 400,
-        "state_transitions": 400, "agent_messages": 400,
+        "state_transitions": 400, "agent_messages": 400, "checkpoints": 400,
     }  # fmt: skip
     changed = apply_retention(store, RetentionConfig(tool_spans_days=90))
     assert changed == ["tool_spans"]
