@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,8 +27,10 @@ from agenttrail.integrations.langchain import (
     AgenttrailCallbackHandler,
     AsyncAgenttrailCallbackHandler,
 )
-from agenttrail.producer import Limits, Recorder, TaskStopped
+from agenttrail.producer import Limits, Recorder, Task, TaskKilled, TaskStopped
+from tests.deadline import wait_until
 from tests.delivered import close_and_store as store
+from tests.operator_kill import OperatorKill
 
 
 @tool
@@ -136,3 +139,51 @@ def test_async_agent_with_parallel_tool_calls_is_stopped_by_its_step_limit(
     assert len(run["tool_calls"]) == 4 and all(t["success"] for t in run["tool_calls"])
     timeline = cli(stack, "replay", "lc-async-1")["events"]
     assert [e["seq"] for e in timeline] == list(range(len(timeline)))
+
+
+def test_a_kill_mid_run_stops_the_async_agent_before_its_next_model_call(
+    stack: LocalStack, tmp_path: Any
+) -> None:
+    model = GenericFakeChatModel(messages=iter([tool_round(n) for n in range(1, 10)]))
+    rec = Recorder(bootstrap=stack.bootstrap, tenant="lc", agent="lc", spool_dir=tmp_path)
+    first_round, go_on = threading.Event(), threading.Event()
+    running: list[Task] = []
+    model_calls = 0
+
+    async def agent() -> None:
+        nonlocal model_calls
+        with rec.task("lc-kill", task_id="lc-kill-1") as task:
+            running.append(task)
+            config: Any = {"callbacks": [AsyncAgenttrailCallbackHandler(task)]}
+            history = list(PROMPT)
+            while True:
+                ai = await model.ainvoke(history, config=config)
+                model_calls += 1
+                history.append(ai)
+                history += await asyncio.gather(
+                    *(TOOLS[c["name"]].ainvoke(c, config=config) for c in ai.tool_calls)
+                )
+                first_round.set()
+                await asyncio.to_thread(go_on.wait, 120)
+
+    outcome: list[str] = []
+
+    def run_agent() -> None:
+        try:
+            asyncio.run(agent())
+        except TaskKilled:
+            outcome.append("killed")
+
+    thread = threading.Thread(target=run_agent)
+    thread.start()
+    assert first_round.wait(120), "the first round did not finish"
+    operator = OperatorKill(stack.bootstrap, "--task", "lc-kill-1", "--reason", "test")
+    wait_until(lambda: running[0].stopped is not None, timeout=60, what="the kill to be heard")
+    go_on.set()
+    thread.join(120)
+    code, answer = operator.result()
+    assert outcome == ["killed"] and model_calls == 1  # the second model call never ran
+    assert code == 0 and [s["task_id"] for s in answer["stopped"]] == ["lc-kill-1"]
+    store(stack, rec)
+    run = cli(stack, "runs", "--task-type", "lc-kill")["runs"][0]
+    assert run["outcome"] == "killed" and run["steps"] == 1 and len(run["tool_calls"]) == 2
