@@ -156,6 +156,8 @@ class Sealer:
         previous checkpoint (``prev_hash``) and is signed when a key is configured. A
         checkpoint that cannot be encoded is rejected like any event (kept on disk).
         """
+        if EventType.CHECKPOINT not in self._writers:
+            return []  # a registry without the checkpoint family (an older schemas/ dir)
         heads = list(self._moved.values())
         self._moved = {}
         self._sealed_since_checkpoint = 0

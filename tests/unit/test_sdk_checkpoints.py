@@ -118,3 +118,34 @@ def test_a_recorder_that_sealed_nothing_seals_no_checkpoint(tmp_path: Path) -> N
     exporter = InMemoryExporter()
     Recorder(exporter=exporter, spool_dir=tmp_path).close(timeout=30)
     assert exporter.records == []
+
+
+def test_a_registry_without_the_checkpoint_family_records_events_without_checkpoints(
+    tmp_path: Path,
+) -> None:
+    import json
+    import shutil
+
+    from agenttrail._contracts import schemas_dir
+    from agenttrail.consumers.testing import sample_record
+    from agenttrail.events import SchemaRegistry, to_micros
+    from agenttrail.producer._pipeline import Pipeline
+
+    root = tmp_path / "schemas"
+    shutil.copytree(schemas_dir(), root)
+    shutil.rmtree(root / "checkpoint")
+    doc = json.loads((root / "registry.json").read_text())
+    doc["schemas"] = [s for s in doc["schemas"] if s["event_type"] != "checkpoint"]
+    (root / "registry.json").write_text(json.dumps(doc))
+    exporter = InMemoryExporter()
+    pipeline = Pipeline(
+        exporter, "p-old", spool_root=None, registry=SchemaRegistry.load(root),
+        checkpoint_interval_s=0.01,
+    )  # fmt: skip
+    for seq, family in enumerate(["state_transition", "tool_span", "guard_event"]):
+        record = sample_record(family, task_id="t", seq=seq)
+        record["ts"] = to_micros(record["ts"])
+        pipeline.submit(record)
+    report = pipeline.close(timeout=30)
+    assert report.complete and report.delivered == 3
+    assert exporter.checkpoints() == [] and len(exporter.events()) == 3
