@@ -368,3 +368,30 @@ def test_a_checkpoint_altered_in_an_export_manifest_fails_its_signature(
     report = check_export(out, public_keys=[run.public_key])
     kinds = {f.kind for f in report.findings if f.event_id == victim["event_id"]}
     assert FindingKind.BAD_SIGNATURE in kinds and FindingKind.MODIFIED in kinds
+
+
+def test_through_kafka_and_the_consumer_signed_checkpoints_verify(tmp_path: Path) -> None:
+    from agenttrail.embedded import LocalStack
+    from agenttrail.producer._exporter import KafkaExporter
+
+    pem, public = new_signing_key()
+    (tmp_path / "key.pem").write_bytes(pem)
+    with LocalStack(tmp_path / "data", partitions=2) as stack:
+        rec = Recorder(
+            exporter=KafkaExporter(stack.bootstrap), tenant="acme", spool_dir=tmp_path / "sp",
+            checkpoint_key_file=tmp_path / "key.pem", checkpoint_interval_s=0.05,
+        )  # fmt: skip
+        for t in range(4):
+            with rec.task("proof", task_id=f"k{t}") as task:
+                _tools(task, 3)
+        report = rec.close(timeout=60)
+        assert report.complete, report
+        stack.wait_stored(report.delivered, timeout=120)
+        assert stack.store is not None
+        verified = verify_store(stack.store, public_keys=[public], require_closed=True)
+    assert verified.findings == []
+    (p,) = verified.producers
+    assert (p.produced, p.stored, p.missing, p.closed) == (
+        report.delivered, report.delivered, [], True,
+    )  # fmt: skip
+    assert p.signed == p.checkpoints >= 1
