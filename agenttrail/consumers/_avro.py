@@ -1,7 +1,7 @@
 """Let the store decode Avro: a batch's events of one family become one Avro container.
 
 The producer's Avro bodies are copied, not decoded: each is wrapped as
-``zigzag(partition) · zigzag(offset) · body · zigzag(offset)``, which is exactly the
+``zigzag(partition) · zigzag(offset) · body · zigzag(nonce + offset)``, exactly the
 binary encoding of a record with fields ``kafka_partition``, ``kafka_offset``, the
 family's fields and a trailing ``agenttrail_check``. ClickHouse reads the container
 in C++ (``FORMAT Avro``), far faster than decoding in Python.
@@ -9,7 +9,9 @@ in C++ (``FORMAT Avro``), far faster than decoding in Python.
 Because ClickHouse is lenient where the codec is strict, a block is first checked by
 a query over the same bytes (read with plain types, every ``int`` as ``long``): the row
 count, the trailing check value of every row (a body with trailing or missing bytes
-shifts every field after it), every integer within its column's range (``_ranges``),
+shifts every field after it; the nonce is drawn per block, so no trailing bytes a
+producer wrote can spell it — with the bare offset, a last message ending in the
+byte ``zigzag(offset)`` read as checked), every integer within its column's range (``_ranges``),
 every rule of :mod:`agenttrail.consumers._validate` and valid UTF-8 in every string. A
 block that fails any check is decoded by the codec instead, which names the bad
 messages exactly. Known leniency: an out-of-range union index reads as NULL in
@@ -131,16 +133,20 @@ class AvroBlockEncoder:
     def block(self, partition: int, offsets: Sequence[int], values: Sequence[bytes]) -> AvroBlock:
         """Wrap framed messages (header already checked) of one partition into a block."""
         p = zigzag(partition)
+        nonce = int.from_bytes(os.urandom(7), "big")
         rows = bytearray()
         for offset, value in zip(offsets, values, strict=True):
-            o = zigzag(offset)
             rows += p
-            rows += o
+            rows += zigzag(offset)
             rows += memoryview(value)[5:]
-            rows += o
+            rows += zigzag(nonce + offset)
         count = len(offsets)
         data = b"".join([zigzag(count), zigzag(len(rows)), rows, self._sync])
-        check = " AND ".join([f"kafka_partition = {int(partition)}", *self._conditions])
+        check = " AND ".join([
+            f"kafka_partition = {int(partition)}",
+            f"agenttrail_check = kafka_offset + {nonce}",
+            *self._conditions,
+        ])  # fmt: skip
         return AvroBlock(
             insert_data=self._insert_header + data,
             check_data=self._check_header + data,
@@ -151,7 +157,6 @@ class AvroBlockEncoder:
     def _build_conditions(self) -> list[str]:
         entry = self.entry
         conds = [
-            "agenttrail_check = kafka_offset",
             f"event_type = '{entry.event_type}'",
             f"schema_version = {entry.version}",
             f"ts BETWEEN {to_micros(TS_MIN)} AND {to_micros(TS_MAX)}",

@@ -30,7 +30,10 @@ def test_block_is_a_container_of_wrapped_records_equal_to_the_decoded_events() -
     for data in (block.insert_data, block.check_data):
         rows = list(fastavro.reader(io.BytesIO(data)))
         assert [r["kafka_offset"] for r in rows] == offsets
-        assert [r["agenttrail_check"] for r in rows] == offsets
+        nonces = {r["agenttrail_check"] - r["kafka_offset"] for r in rows}
+        assert len(nonces) == 1 and f"agenttrail_check = kafka_offset + {nonces.pop()}" in (
+            block.check_sql
+        )
         assert {r["kafka_partition"] for r in rows} == {2}
         for row, payload in zip(rows, payloads, strict=True):
             expected = codec.decode(payload)
