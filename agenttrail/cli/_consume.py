@@ -15,7 +15,13 @@ import click
 from kafka.errors import KafkaError
 
 from agenttrail.cli._common import store_location_options
-from agenttrail.consumers import ConsumerConfig, IngestSnapshot, IngestStats, run_consumer
+from agenttrail.consumers import (
+    ConsumerConfig,
+    ConsumerError,
+    IngestSnapshot,
+    IngestStats,
+    run_consumer,
+)
 from agenttrail.events._schema_registry import SchemaRegistryError
 from agenttrail.store import MigrationError, StoreError, open_store
 
@@ -135,7 +141,7 @@ def command(
         error = failure[0]
         if isinstance(error, MigrationError):
             _fail(as_json, error, 1)
-        if isinstance(error, StoreError | KafkaError | SchemaRegistryError):
+        if isinstance(error, StoreError | ConsumerError | KafkaError | SchemaRegistryError):
             _fail(as_json, error, 2)
         raise error
     final = stats.snapshot()

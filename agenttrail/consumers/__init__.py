@@ -18,7 +18,8 @@ from agenttrail.consumers._batch import Batch, PartitionBuffer
 from agenttrail.consumers._columns import DEAD_LETTER_COLUMNS, DeadLetter, TableLayout, layout_for
 from agenttrail.consumers._config import ConsumerConfig
 from agenttrail.consumers._decode import BatchDecoder, PreparedBatch, TableInsert
-from agenttrail.consumers._ledger import LedgerEntry, OffsetLedger
+from agenttrail.consumers._errors import BrokerUnavailable, ConsumerError
+from agenttrail.consumers._ledger import LedgerEntry, OffsetLedger, PartitionFenced
 from agenttrail.consumers._pipeline import IngestPipeline
 from agenttrail.consumers._run import prepare_store, run_consumer
 from agenttrail.consumers._stats import IngestSnapshot, IngestStats
@@ -31,7 +32,9 @@ __all__ = [
     "Batch",
     "BatchDecoder",
     "BatchWriter",
+    "BrokerUnavailable",
     "ConsumerConfig",
+    "ConsumerError",
     "DeadLetter",
     "IngestPipeline",
     "IngestSnapshot",
@@ -40,6 +43,7 @@ __all__ = [
     "LedgerEntry",
     "OffsetLedger",
     "PartitionBuffer",
+    "PartitionFenced",
     "PreparedBatch",
     "TableInsert",
     "TableLayout",

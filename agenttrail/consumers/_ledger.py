@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from agenttrail.consumers._errors import ConsumerError
 from agenttrail.consumers._incarnation import LEGACY_INCARNATION
 from agenttrail.store import LEDGER_TABLE, Store
 
@@ -44,7 +45,7 @@ _COLUMNS = (
 )
 
 
-class PartitionFenced(Exception):
+class PartitionFenced(ConsumerError):
     """Another consumer claimed the partition after this one did: this one must not
     write it again (it lost the partition in a rebalance, or was frozen past its
     session timeout). Nothing of the batch was inserted."""

@@ -38,6 +38,7 @@ from agenttrail.consumers._backoff import Backoff
 from agenttrail.consumers._batch import PartitionBuffer
 from agenttrail.consumers._config import ConsumerConfig
 from agenttrail.consumers._decode import BatchDecoder, PreparedBatch
+from agenttrail.consumers._errors import BrokerUnavailable
 from agenttrail.consumers._incarnation import LEGACY_INCARNATION, IncarnationProbe
 from agenttrail.consumers._ledger import OffsetLedger, PartitionFenced
 from agenttrail.consumers._stats import IngestStats
@@ -164,11 +165,20 @@ class IngestPipeline:
         by the next consumer of their partitions.
 
         Raises:
-            kafka.errors.KafkaError: the consumer could not be created (bad bootstrap).
+            BrokerUnavailable: the Kafka consumer could not be created or subscribed (the
+                broker is unreachable, or refused it); the original error is its cause.
         """
-        consumer = KafkaConsumer(**self.kafka_settings())
+        try:
+            consumer = KafkaConsumer(**self.kafka_settings())
+            consumer.subscribe([self.config.topic], listener=_Listener(self._events))
+        except KafkaError as exc:
+            raise BrokerUnavailable(
+                f"Cannot consume {self.config.topic} from the Kafka broker at "
+                f"{self.config.bootstrap}: {type(exc).__name__}: {exc}. Check --bootstrap "
+                "(AGENTTRAIL_BOOTSTRAP) and that the broker is running.",
+                self.config.bootstrap,
+            ) from exc
         self._consumer = consumer
-        consumer.subscribe([self.config.topic], listener=_Listener(self._events))
         log.info("consuming %s as group %s into %s", self.config.topic, self.config.group,
                  self.store.location)  # fmt: skip
         self._background = BackgroundWriter(self.writer)

@@ -53,7 +53,7 @@ def run_consumer(
     Raises:
         StoreConfigError, StoreLocked, StoreUnavailable: the store cannot be opened.
         MigrationError: the store's schema is not (and may not be made) current.
-        kafka.errors.KafkaError: the Kafka consumer could not be created.
+        BrokerUnavailable: the Kafka consumer could not be created.
         SchemaRegistryError: with ``config.schema_registry``, the registry refused a
             lookup or did not answer (at start, or for 60 s about an unknown id).
     """

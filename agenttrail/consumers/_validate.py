@@ -20,6 +20,7 @@ from typing import Any
 import annotated_types
 from pydantic import BaseModel
 
+from agenttrail.consumers._errors import ConsumerError
 from agenttrail.events import (
     AgentMessage,
     GuardEvent,
@@ -42,7 +43,7 @@ TS_MIN = datetime(1900, 1, 1, tzinfo=UTC)
 TS_MAX = datetime(2299, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
-class InvalidRecord(Exception):
+class InvalidRecord(ConsumerError):
     """A record decoded but breaks the contract. ``reason`` goes to ``dead_letters.reason``."""
 
     reason = "invalid_record"
