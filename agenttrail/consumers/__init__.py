@@ -17,7 +17,14 @@ from agenttrail.consumers._backoff import Backoff
 from agenttrail.consumers._batch import Batch, PartitionBuffer
 from agenttrail.consumers._columns import DEAD_LETTER_COLUMNS, DeadLetter, TableLayout, layout_for
 from agenttrail.consumers._config import ConsumerConfig
-from agenttrail.consumers._decode import BatchDecoder, PreparedBatch, TableInsert
+from agenttrail.consumers._decode import (
+    BatchDecoder,
+    Decoder,
+    PreparedBatch,
+    PythonDecoder,
+    StoreDecoder,
+    TableInsert,
+)
 from agenttrail.consumers._errors import BrokerUnavailable, ConsumerError
 from agenttrail.consumers._ledger import LedgerEntry, OffsetLedger, PartitionFenced
 from agenttrail.consumers._pipeline import IngestPipeline
@@ -36,6 +43,7 @@ __all__ = [
     "ConsumerConfig",
     "ConsumerError",
     "DeadLetter",
+    "Decoder",
     "IngestPipeline",
     "IngestSnapshot",
     "IngestStats",
@@ -45,6 +53,8 @@ __all__ = [
     "PartitionBuffer",
     "PartitionFenced",
     "PreparedBatch",
+    "PythonDecoder",
+    "StoreDecoder",
     "TableInsert",
     "TableLayout",
     "layout_for",

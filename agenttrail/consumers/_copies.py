@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agenttrail.consumers._decode import BatchDecoder, PreparedBatch, TableInsert
+from agenttrail.consumers._decode import Decoder, PreparedBatch, TableInsert
 from agenttrail.store import FAMILY_TABLES, Store
 
 _KEY = ("tenant", "task_id", "seq", "event_id")
@@ -46,7 +46,7 @@ class CopyFilter:
         decoder: decodes a store-decoded group here when it holds copies.
     """
 
-    def __init__(self, store: Store, decoder: BatchDecoder):
+    def __init__(self, store: Store, decoder: Decoder):
         self.store = store
         self.decoder = decoder
 

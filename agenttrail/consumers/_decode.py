@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from agenttrail.consumers._avro import AvroBlock, AvroBlockEncoder, supports
 from agenttrail.consumers._batch import Batch
@@ -80,6 +80,34 @@ class PreparedBatch:
     letters: list[DeadLetter] = field(default_factory=list)
     attempted: bool = False
     decoded: dict[str, list[tuple[dict[str, Any], Any]]] = field(default_factory=dict, repr=False)
+
+
+class Decoder(Protocol):
+    """Turns raw batches into inserts. Two implementations pass one conformance suite
+    (``tests/integration/test_decoder_conformance.py``): the same rows and the same
+    dead-letter reasons for the same messages.
+
+    * :class:`PythonDecoder` decodes every event with the codec; it works with any
+      store and is what a ClickHouse server gets.
+    * :class:`StoreDecoder` hands flat families to the in-process engine as Avro,
+      checked there first; anything failing a check is decoded by the codec.
+    """
+
+    def layout(self, family: str) -> TableLayout:
+        """The table layout of a family."""
+        ...
+
+    def prepare(self, batch: Batch) -> PreparedBatch:
+        """Decode (or frame) ``batch``. Pure computation; never raises for bad input."""
+        ...
+
+    def settle(self, prepared: PreparedBatch, store: Store) -> None:
+        """Finish what :meth:`prepare` left to the store. Idempotent; may query the store."""
+        ...
+
+    def columns_insert(self, prepared: PreparedBatch, family: str, token: str) -> TableInsert:
+        """One family's rows of ``prepared`` as columns (to isolate refused rows)."""
+        ...
 
 
 class BatchDecoder:
@@ -283,6 +311,39 @@ class BatchDecoder:
         prepared.dead_letters = len(letters)
 
 
+class PythonDecoder(BatchDecoder):
+    """The :class:`Decoder` for any store: every event decoded by the codec in Python.
+
+    Args:
+        codec: the event codec (the packaged registry by default).
+        column_types: table → column → ClickHouse type (see :class:`BatchDecoder`).
+    """
+
+    def __init__(
+        self,
+        codec: EventCodec | None = None,
+        column_types: Mapping[str, Mapping[str, str]] | None = None,
+    ):
+        super().__init__(codec, store_decodes=False, column_types=column_types)
+
+
+class StoreDecoder(BatchDecoder):
+    """The :class:`Decoder` for the in-process engine: flat families framed as Avro for
+    the engine to decode, each block checked by a query first (see ``_avro``).
+
+    Args:
+        codec: the event codec (the packaged registry by default).
+        column_types: table → column → ClickHouse type (see :class:`BatchDecoder`).
+    """
+
+    def __init__(
+        self,
+        codec: EventCodec | None = None,
+        column_types: Mapping[str, Mapping[str, str]] | None = None,
+    ):
+        super().__init__(codec, store_decodes=True, column_types=column_types)
+
+
 def _letter(message: Any, raw: bytes, reason: str, exc: Exception) -> DeadLetter:
     timestamp = getattr(message, "timestamp", None)
     return DeadLetter(
@@ -295,4 +356,12 @@ def _letter(message: Any, raw: bytes, reason: str, exc: Exception) -> DeadLetter
     )
 
 
-__all__ = ["BatchDecoder", "PreparedBatch", "SchemaEntry", "TableInsert"]
+__all__ = [
+    "BatchDecoder",
+    "Decoder",
+    "PreparedBatch",
+    "PythonDecoder",
+    "SchemaEntry",
+    "StoreDecoder",
+    "TableInsert",
+]

@@ -37,7 +37,7 @@ from agenttrail.consumers._background import BackgroundWriter
 from agenttrail.consumers._backoff import Backoff
 from agenttrail.consumers._batch import PartitionBuffer
 from agenttrail.consumers._config import ConsumerConfig
-from agenttrail.consumers._decode import BatchDecoder, PreparedBatch
+from agenttrail.consumers._decode import Decoder, PreparedBatch, PythonDecoder, StoreDecoder
 from agenttrail.consumers._errors import BrokerUnavailable
 from agenttrail.consumers._incarnation import LEGACY_INCARNATION, IncarnationProbe
 from agenttrail.consumers._ledger import OffsetLedger, PartitionFenced
@@ -113,9 +113,10 @@ class IngestPipeline:
         self.store = store
         self.stats = stats or IngestStats()
         self.consumer_name = f"{socket.gethostname()}:{os.getpid()}"
-        self.decoder = BatchDecoder(
+        # The engine decodes only where it can read the framed blocks (in-process).
+        kind = StoreDecoder if config.store_decodes and store.can_query_files else PythonDecoder
+        self.decoder: Decoder = kind(
             codec or EventCodec(max_payload_bytes=config.max_payload_bytes),
-            store_decodes=config.store_decodes and store.can_query_files,
             column_types={t: store.table_columns(t) for t in FAMILY_TABLES.values()},
         )
         self.ledger = OffsetLedger(store, config.group, self.consumer_name)

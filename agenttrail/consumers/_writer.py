@@ -20,7 +20,7 @@ from typing import Any
 
 from agenttrail.consumers._columns import DEAD_LETTER_COLUMNS, DeadLetter, dead_letter_columns
 from agenttrail.consumers._copies import CopyFilter
-from agenttrail.consumers._decode import BatchDecoder, PreparedBatch, TableInsert
+from agenttrail.consumers._decode import Decoder, PreparedBatch, PythonDecoder, TableInsert
 from agenttrail.consumers._ledger import NO_CLAIM, OffsetLedger, PartitionFenced, State
 from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES, Store, StoreRejected
 
@@ -33,10 +33,10 @@ class BatchWriter:
         ledger: the offset ledger of the consumer group.
     """
 
-    def __init__(self, store: Store, ledger: OffsetLedger, decoder: BatchDecoder | None = None):
+    def __init__(self, store: Store, ledger: OffsetLedger, decoder: Decoder | None = None):
         self.store = store
         self.ledger = ledger
-        self.decoder = decoder or BatchDecoder()
+        self.decoder = decoder or PythonDecoder()
         self.copies = CopyFilter(store, self.decoder)
 
     def write_many(self, batches: list[PreparedBatch]) -> list[PreparedBatch]:

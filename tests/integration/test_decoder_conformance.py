@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agenttrail.consumers import Batch, BatchDecoder
+from agenttrail.consumers import Batch, Decoder, PythonDecoder, StoreDecoder
 from agenttrail.consumers._decode import PreparedBatch
 from agenttrail.consumers.testing import sample_record, sealed
 from agenttrail.events import default_registry
@@ -95,12 +95,9 @@ def _letters(store: Store, partition: int) -> list[tuple[Any, ...]]:
     )
 
 
-def _decoders(store: Store) -> tuple[BatchDecoder, BatchDecoder]:
+def _decoders(store: Store) -> tuple[Decoder, Decoder]:
     types = {t: store.table_columns(t) for t in FAMILY_TABLES.values()}
-    return (
-        BatchDecoder(store_decodes=True, column_types=types),
-        BatchDecoder(store_decodes=False, column_types=types),
-    )
+    return StoreDecoder(column_types=types), PythonDecoder(column_types=types)
 
 
 def _both(store: Store, family: str, values: list[bytes]) -> tuple[PreparedBatch, PreparedBatch]:
