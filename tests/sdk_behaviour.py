@@ -324,6 +324,30 @@ class ExecutionStyles:
         }
         assert e.parent_span_id == d.span_id
 
+    def test_tool_spans_record_the_tool_call_id_the_model_gave(self, tmp_path: Path) -> None:
+        rec = self.make_recorder(tmp_path)
+        asked = [{"id": "call_1", "name": "a"}, {"id": "toolu_2", "name": "b"}]
+        with rec.task("calls") as task:
+            with task.llm_call(model="m", messages=[]) as call:
+                call.respond(None, tool_calls=asked)
+            late = task.start_tool("b", tool_call_id="toolu_2", parent=call)
+            with task.tool("a", tool_call_id="call_1"):
+                pass
+            late.end("ok")  # ended after a later span, from the start/end form
+            with task.tool("c"):
+                pass
+        events = self.read_events(rec, expected=6)
+        spans = {e["tool"]: e for e in events if e["event_type"] == "tool_span"}
+        assert {t: e["tool_call_id"] for t, e in spans.items()} == {
+            "a": "call_1",
+            "b": "toolu_2",
+            "c": None,
+        }
+        assert spans["b"]["parent_span_id"] == call.span_id
+        (llm,) = (e for e in events if e["event_type"] == "llm_call")
+        asked_ids = [c["id"] for c in json.loads(llm["tool_calls_json"])]
+        assert asked_ids == [spans["a"]["tool_call_id"], spans["b"]["tool_call_id"]]
+
     def test_a_task_joins_a_w3c_trace(self, tmp_path: Path) -> None:
         rec = self.make_recorder(tmp_path)
         header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

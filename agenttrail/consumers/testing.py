@@ -1,7 +1,7 @@
 """Sample events for tests and benchmarks of the ingest pipeline.
 
-Builds complete, valid v1 records of every family and seals them into framed bytes
-exactly as an agenttrail producer would, without needing the SDK.
+Builds complete, valid records of every family's newest schema version and seals them
+into framed bytes exactly as an agenttrail producer would, without needing the SDK.
 """
 
 from __future__ import annotations
@@ -111,6 +111,12 @@ def sample_record(
         )  # fmt: skip
     else:
         raise ValueError(f"No sample for event type {event_type!r}.")
+    newest = default_registry().latest(event_type)
+    r["schema_version"] = newest.version
+    for f in newest.schema["fields"]:  # fields later versions added
+        r.setdefault(f["name"], f.get("default"))
+    if r.get("tool_call_id", "absent") is None:
+        r["tool_call_id"] = f"call_{seq}"
     return r
 
 

@@ -123,6 +123,7 @@ class ToolSpan(Envelope):
     error_type: str | None = None
     error_detail: str | None = None
     redactions: list[str] = Field(default_factory=list)
+    tool_call_id: str | None = None
 
 
 class TaskBoundary(BaseModel):

@@ -464,7 +464,7 @@ def record_shape(entry: SchemaEntry) -> RecordShape:
 
 def complete(shape: RecordShape, record: dict[str, Any]) -> None:
     """Give ``record`` exactly the schema's fields: missing ones their default (or null),
-    ones the schema does not have (e.g. ``tool_call_id`` before tool_span has it) dropped."""
+    ones the schema does not have (e.g. ``tool_call_id`` when writing tool_span v1) dropped."""
     names, fills = shape
     if len(record) == len(names) and names.issuperset(record):
         return

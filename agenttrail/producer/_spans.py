@@ -287,6 +287,7 @@ class ToolSpan(Span):
             "error_type": self.error_type,
             "error_detail": None if self.error_detail is None else self._redacted_error(),
             "redactions": self.redactions,
+            "tool_call_id": self.tool_call_id,
         }
 
     def _recorded(self) -> None:

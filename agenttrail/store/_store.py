@@ -93,9 +93,10 @@ class Store:
         with self._lock:
             self._check_open()
             try:
-                # verify's generated SQL (every family's seal, every version) outgrows
-                # the engine's 256 KiB default; allow it room rather than fail.
-                settings = {"max_query_size": 4 * len(sql)} if len(sql) > _LONG_QUERY else {}
+                # verify's generated SQL (every family's seal, every schema version)
+                # outgrows the engine's default query size and AST limits; allow it room
+                # rather than fail.
+                settings = _long_query_settings(len(sql)) if len(sql) > _LONG_QUERY else {}
                 result = self._client.query(
                     sql, parameters=dict(parameters or {}), settings=settings
                 )
@@ -478,8 +479,16 @@ def _ready(store: Store) -> Store:
     return store
 
 
-_LONG_QUERY = 128 * 1024
-"""Queries longer than this get a larger ``max_query_size`` than the engine's default."""
+_LONG_QUERY = 32 * 1024
+"""Queries longer than this get larger size and AST limits than the engine's defaults."""
+
+
+def _long_query_settings(length: int) -> dict[str, Any]:
+    return {
+        "max_query_size": max(262_144, 4 * length),
+        "max_ast_elements": max(50_000, 10 * length),
+        "max_expanded_ast_elements": max(500_000, 50 * length),
+    }
 
 
 def _dedup_settings(token: str) -> dict[str, Any]:

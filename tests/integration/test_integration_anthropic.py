@@ -83,6 +83,9 @@ def test_sync_calls_and_tool_use_are_recorded_with_ids(
     assert json.loads(step1["tool_calls_json"])[0]["id"] == use.id
     assert step1["finish_reason"] == "tool_use"
     assert step1["model_version"] == "claude-test-20250101"
+    timeline = cli(stack, "replay", "an-sync-1")["events"]
+    tool = next(e for e in timeline if e["family"] == "tool_span")
+    assert f"[{use.id}]" in tool["summary"], "the span carries the tool_use block's id"
 
 
 def test_async_streaming_and_a_limit_that_stops_the_agent(

@@ -97,6 +97,7 @@ def test_sync_calls_and_tool_calls_are_recorded_with_their_ids(env: Env) -> None
     timeline = env.cli("replay", "oa-sync-1")["events"]
     tool = next(e for e in timeline if e["family"] == "tool_span")
     assert tool["summary"].startswith("get_order(")
+    assert f"[{call.id}]" in tool["summary"], "the span carries the id the model gave the call"
 
 
 def test_async_streaming_records_text_and_time_to_first_token(env: Env) -> None:

@@ -169,6 +169,7 @@ def test_an_instrumented_app_becomes_a_task_with_its_calls_and_tool(
     assert families.count("llm_call") == 2 and families.count("tool_span") == 1
     assert [e["seq"] for e in timeline] == list(range(len(timeline)))
     tool = next(e for e in timeline if e["family"] == "tool_span")
+    assert "[call_" in tool["summary"], "the tool span keeps the id the model gave the call"
     full = cli(otlp_stack, "replay", run["task_id"], "--seq", str(tool["seq"]))
     assert "7294" in json.dumps(full)
     # The receiver seals like the SDK: the task's hash chain and sequence verify.

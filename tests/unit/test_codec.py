@@ -133,6 +133,7 @@ def test_encode_decode_round_trips_every_family(family: str, data: st.DataObject
         ("latency_ms", -1.7976931348623157e308),
         ("tool", "ツール 🛠️ \u0000 \U0010fffd"),
         ("parent_span_id", None),
+        ("tool_call_id", "toolu_01A09q90qw90lq917835lq9 ツ"),
     ],
 )
 def test_extreme_values_round_trip(field: str, value: Any) -> None:
@@ -143,11 +144,25 @@ def test_extreme_values_round_trip(field: str, value: Any) -> None:
     assert repr(decoded[field]) == repr(as_decoded(record)[field])  # -0.0 keeps its sign
 
 
+TOOL_SPAN = REGISTRY.latest("tool_span")
+"""The newest tool_span version: what the SDK writes and the codec reads with."""
+NEWEST = f"tool_span v{TOOL_SPAN.version}"
+
+
 def _tool_span_record() -> dict[str, Any]:
+    """A tool span of the newest version: the fields every version has, and the fields
+    later versions added at their defaults."""
+    record = _tool_span_fields()
+    for f in TOOL_SPAN.schema["fields"]:
+        record.setdefault(f["name"], f.get("default"))
+    return record
+
+
+def _tool_span_fields() -> dict[str, Any]:
     return {
         "event_id": "0190a3b4-0000-7000-8000-000000000001",
         "event_type": "tool_span",
-        "schema_version": 1,
+        "schema_version": TOOL_SPAN.version,
         "tenant": "acme",
         "task_id": "task-1",
         "task_type": "refund",
@@ -312,7 +327,7 @@ def test_unregistered_schema_id_is_unknown_schema_id(payload: bytes) -> None:
 
 
 def test_body_cut_short_is_truncated(payload: bytes) -> None:
-    with pytest.raises(TruncatedPayload, match="tool_span v1 body ends early"):
+    with pytest.raises(TruncatedPayload, match=f"{NEWEST} body ends early"):
         CODEC.decode(payload[:-1])
 
 
@@ -352,7 +367,7 @@ def test_invalid_union_index_is_malformed() -> None:
     at = next(i for i, (a, b) in enumerate(zip(as_null, as_text, strict=False)) if a != b)
     assert (as_null[at], as_text[at]) == (0x00, 0x02)
     broken = frame(entry.schema_id, as_null[:at] + b"\x04" + as_null[at + 1 :])
-    with pytest.raises(MalformedBody, match="tool_span v1 body is not a valid record"):
+    with pytest.raises(MalformedBody, match=f"{NEWEST} body is not a valid record"):
         CODEC.decode(broken)
 
 
@@ -366,7 +381,7 @@ def test_decode_error_reasons_are_distinct() -> None:
 def test_encoding_a_record_missing_a_field_is_an_encode_error() -> None:
     record = _tool_span_record()
     del record["tool"]
-    with pytest.raises(EncodeError, match="tool_span v1"):
+    with pytest.raises(EncodeError, match=NEWEST):
         CODEC.encode(record)
 
 

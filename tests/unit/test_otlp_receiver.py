@@ -210,6 +210,7 @@ def test_a_trace_becomes_one_task_with_its_calls_tool_and_kept_span(
     tool = events[3]
     assert tool["tool"] == "get_order" and tool["args_json"] == '{"order_id":"7294"}'
     assert tool["result_summary"] == '{"status":"confirmed"}'
+    assert tool["tool_call_id"] == "call_9", "gen_ai.tool.call.id joins the span to the call"
     kept = json.loads(events[4]["payload_json"])
     assert kept["name"] == "GET /orders" and kept["attributes"] == {
         "http.method": "GET",

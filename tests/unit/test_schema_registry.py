@@ -43,6 +43,13 @@ FAMILIES = {
     "guard_event": "GuardEvent",
     "checkpoint": "Checkpoint",
 }
+SHIPPED: list[dict[str, Any]] = json.loads((ROOT / "schemas/registry.json").read_text())["schemas"]
+"""The packaged registry: every version of every family, each registered as a version of
+its family's subject."""
+
+
+def _versions(family: str) -> list[int]:
+    return sorted(e["version"] for e in SHIPPED if e["event_type"] == family)
 
 
 @pytest.fixture
@@ -53,6 +60,11 @@ def registry() -> Iterator[tuple[str, RegistryState]]:
 
 def _subject(family: str) -> str:
     return f"{EVENTS_TOPIC}-agenttrail.events.{FAMILIES[family]}"
+
+
+def _newest_id(state: RegistryState, family: str) -> int:
+    """The registry's id of the family's newest version (the one the SDK writes)."""
+    return state.subjects[_subject(family)][-1]
 
 
 def _recorded_payloads() -> list[bytes]:
@@ -69,24 +81,28 @@ def _recorded_payloads() -> list[bytes]:
     return [r.value for r in exporter.records]
 
 
-def _schemas_with_tool_span_v2(tmp_path: Path) -> Path:
-    """A copy of schemas/ with a tool_span v2 that adds an optional field (compatible)."""
+def _schemas_with_a_newer_tool_span(tmp_path: Path) -> tuple[Path, int]:
+    """A copy of schemas/ with the next tool_span version, which adds an optional field
+    to the newest one (compatible); returns the copy and that version's number."""
     root = tmp_path / "schemas"
     shutil.copytree(ROOT / "schemas", root)
-    v1 = json.loads((root / "tool_span/v1.avsc").read_text())
-    v2 = dict(v1)
-    fields = list(v1["fields"])
+    newest = _versions("tool_span")[-1]
+    schema = json.loads((root / f"tool_span/v{newest}.avsc").read_text())
+    fields = list(schema["fields"])
     fields.insert(
         len(fields) - 2, {"name": "review_note", "type": ["null", "string"], "default": None}
     )
-    v2["fields"] = fields
-    (root / "tool_span/v2.avsc").write_text(json.dumps(v2, indent=2))
+    schema["fields"] = fields
+    version = newest + 1
+    (root / f"tool_span/v{version}.avsc").write_text(json.dumps(schema, indent=2))
     doc = json.loads((root / "registry.json").read_text())
+    file_id = 1 + max([e["id"] for e in doc["schemas"]] + doc["retired_ids"])
     doc["schemas"].append(
-        {"id": 7, "event_type": "tool_span", "version": 2, "path": "tool_span/v2.avsc"}
-    )
+        {"id": file_id, "event_type": "tool_span", "version": version,
+         "path": f"tool_span/v{version}.avsc"}
+    )  # fmt: skip
     (root / "registry.json").write_text(json.dumps(doc, indent=2))
-    return root
+    return root, version
 
 
 def test_register_creates_one_subject_per_record_with_backward_transitive(
@@ -98,17 +114,19 @@ def test_register_creates_one_subject_per_record_with_backward_transitive(
     for family in FAMILIES:
         subject = _subject(family)
         assert state.config[subject] == "BACKWARD_TRANSITIVE"
-        assert len(state.subjects[subject]) == 1
-        stored = json.loads(state.schemas[state.subjects[subject][0]])
-        assert stored == json.loads((ROOT / f"schemas/{family}/v1.avsc").read_text())
+        stored = [json.loads(state.schemas[i]) for i in state.subjects[subject]]
+        assert stored == [
+            json.loads((ROOT / f"schemas/{family}/v{v}.avsc").read_text())
+            for v in _versions(family)
+        ], "every version, oldest first"
     # The registry chose ids after the five foreign ones; none of ours is 1-5.
-    ours = {state.subjects[_subject(f)][0] for f in FAMILIES}
-    assert ours == {6, 7, 8, 9, 10, 11}
+    ours = {i for f in FAMILIES for i in state.subjects[_subject(f)]}
+    assert ours == set(range(6, 6 + len(SHIPPED)))
     assert {s for s in state.subjects if s.startswith(EVENTS_TOPIC)} == {
         _subject(f) for f in FAMILIES
     }
-    assert sum(c.action == "registered" for c in changes) == 6
-    assert sum(c.action == "compatibility" for c in changes) == 6
+    assert sum(c.action == "registered" for c in changes) == len(SHIPPED)
+    assert sum(c.action == "compatibility" for c in changes) == len(FAMILIES)
     # Foreign subjects untouched.
     for subject in FOREIGN_SCHEMAS:
         assert len(state.subjects[subject]) == 1 and subject not in state.config
@@ -122,7 +140,7 @@ def test_register_twice_changes_nothing(registry: tuple[str, RegistryState]) -> 
     again = register_schemas(client)
     writes_after = [r for r in state.requests if r[0] in ("PUT",) or r[1].endswith("/versions")]
     assert writes_after == writes_before, "a second run sent no write"
-    assert all(c.action == "unchanged" for c in again) and len(again) == 6
+    assert all(c.action == "unchanged" for c in again) and len(again) == len(SHIPPED)
 
 
 def test_cli_register_says_what_changed_then_nothing(
@@ -133,21 +151,24 @@ def test_cli_register_says_what_changed_then_nothing(
     first = runner.invoke(main, ["schemas", "register", "--registry", url, "--json"])
     assert first.exit_code == 0, first.output
     doc = json.loads(first.output)
-    assert doc["changed"] == 12
+    assert doc["changed"] == len(SHIPPED) + len(FAMILIES)
     ids = {c["subject"]: c["id"] for c in doc["changes"] if c["action"] == "registered"}
-    assert ids == {_subject(f): state.subjects[_subject(f)][0] for f in FAMILIES}
+    assert ids == {_subject(f): _newest_id(state, f) for f in FAMILIES}  # the last of each
     second = runner.invoke(main, ["schemas", "register", "--registry", url])
     assert second.exit_code == 0, second.output
     assert "nothing to change" in second.output
-    # A v2 in a newer checkout: only it is registered.
-    root = _schemas_with_tool_span_v2(tmp_path)
+    # A newer version in a newer checkout: only it is registered.
+    before = list(state.subjects[_subject("tool_span")])
+    root, version = _schemas_with_a_newer_tool_span(tmp_path)
     third = runner.invoke(main, ["schemas", "register", "--registry", url, "--dir", str(root)])
     assert third.exit_code == 0, third.output
-    assert "+ agenttrail.events-agenttrail.events.ToolSpan: tool_span v2 registered as id 12" in (
-        third.output
-    )
+    new_id = 6 + len(SHIPPED)
+    assert (
+        f"+ agenttrail.events-agenttrail.events.ToolSpan: tool_span v{version} registered as "
+        f"id {new_id}"
+    ) in third.output
     assert "1 change(s)" in third.output
-    assert state.subjects[_subject("tool_span")] == [ids[_subject("tool_span")], 12]
+    assert state.subjects[_subject("tool_span")] == [*before, new_id]
 
 
 def test_an_incompatible_version_is_refused_by_the_registry_and_exits_1(
@@ -156,13 +177,13 @@ def test_an_incompatible_version_is_refused_by_the_registry_and_exits_1(
     url, state = registry
     runner = CliRunner()
     assert runner.invoke(main, ["schemas", "register", "--registry", url]).exit_code == 0
-    root = _schemas_with_tool_span_v2(tmp_path)
-    v2 = json.loads((root / "tool_span/v2.avsc").read_text())
-    for f in v2["fields"]:
+    root, version = _schemas_with_a_newer_tool_span(tmp_path)
+    newer = json.loads((root / f"tool_span/v{version}.avsc").read_text())
+    for f in newer["fields"]:
         if f["name"] == "review_note":
-            f["type"] = "string"  # required, no default: v1 data cannot be read
+            f["type"] = "string"  # required, no default: earlier data cannot be read
             del f["default"]
-    (root / "tool_span/v2.avsc").write_text(json.dumps(v2))
+    (root / f"tool_span/v{version}.avsc").write_text(json.dumps(newer))
     before = dict(state.subjects)
     result = runner.invoke(main, ["schemas", "register", "--registry", url, "--dir", str(root)])
     assert result.exit_code == 1, result.output
@@ -200,7 +221,7 @@ def test_sdk_events_reframed_with_registry_ids_decode_through_the_registry(
     framed = [ids.reframe(p) for p in payloads]
     for original, sent in zip(payloads, framed, strict=True):
         family = local.decode(original)["event_type"]
-        assert read_header(sent) == state.subjects[_subject(family)][0]
+        assert read_header(sent) == _newest_id(state, family)
         assert sent[5:] == original[5:], "body (and hash) unchanged"
     lookups = [r for r in state.requests[registered:] if r[0] == "POST"]
     assert len(lookups) == len({local.decode(p)["event_type"] for p in payloads}), "one per schema"
@@ -225,35 +246,35 @@ def test_a_file_id_is_never_read_as_our_schema_when_a_registry_is_used(
         consumer.decode(frame(999, payload[5:]))
 
 
-def test_a_v2_registered_later_decodes_as_do_v1_events(
+def test_a_version_registered_later_decodes_as_do_earlier_events(
     registry: tuple[str, RegistryState], tmp_path: Path
 ) -> None:
     url, state = registry
     client = SchemaRegistryClient(url)
     register_schemas(client)
-    v1_payloads = [RegistryIds(client).reframe(p) for p in _recorded_payloads()]
-    root = _schemas_with_tool_span_v2(tmp_path)
+    earlier_payloads = [RegistryIds(client).reframe(p) for p in _recorded_payloads()]
+    root, version = _schemas_with_a_newer_tool_span(tmp_path)
     upgraded = SchemaRegistry.load(root)
     register_schemas(client, upgraded)
-    v2 = upgraded.latest("tool_span")
-    v2_id = RegistryIds(client, upgraded).id_for(v2)
-    assert v2_id == 12 and state.subjects[_subject("tool_span")][-1] == 12
+    newer = upgraded.latest("tool_span")
+    newer_id = RegistryIds(client, upgraded).id_for(newer)
+    assert newer_id == 6 + len(SHIPPED) == _newest_id(state, "tool_span")
     span: dict[str, Any] = next(
         r for r in map(EventCodec().decode, _recorded_payloads()) if r["event_type"] == "tool_span"
     )
-    v2_record = {**span, "schema_version": 2, "review_note": "checked by finance"}
-    v2_payload = frame(v2_id, encode_body(v2, v2_record))
+    newer_record = {**span, "schema_version": version, "review_note": "checked by finance"}
+    newer_payload = frame(newer_id, encode_body(newer, newer_record))
 
     new_consumer = EventCodec(RegistryResolvedSchemas(SchemaRegistryClient(url), upgraded))
-    assert new_consumer.decode(v2_payload)["review_note"] == "checked by finance"
-    old_rows = [new_consumer.decode(p) for p in v1_payloads]
+    assert new_consumer.decode(newer_payload)["review_note"] == "checked by finance"
+    old_rows = [new_consumer.decode(p) for p in earlier_payloads]
     assert [r["review_note"] for r in old_rows if r["event_type"] == "tool_span"] == [None]
-    writer, _ = new_consumer.decode_entry(v2_payload)
-    assert (writer.event_type, writer.version) == ("tool_span", 2)
+    writer, _ = new_consumer.decode_entry(newer_payload)
+    assert (writer.event_type, writer.version) == ("tool_span", version)
 
-    # A consumer not yet upgraded reads the v2 event with its v1 reader schema.
+    # A consumer not yet upgraded reads the newer event with its own newest reader schema.
     old_consumer = EventCodec(RegistryResolvedSchemas(SchemaRegistryClient(url)))
-    assert old_consumer.decode(v2_payload)["tool"] == span["tool"]
+    assert old_consumer.decode(newer_payload)["tool"] == span["tool"]
 
 
 def test_registry_away_is_unavailable_not_bad_input(registry: tuple[str, RegistryState]) -> None:
@@ -280,7 +301,7 @@ def test_resolved_newest_versions_carry_registry_ids_and_take_the_fast_path(
     register_schemas(SchemaRegistryClient(url))
     schemas = RegistryResolvedSchemas(SchemaRegistryClient(url))
     resolved = schemas.resolve_latest()
-    assert resolved == {f: state.subjects[_subject(f)][0] for f in FAMILIES}
+    assert resolved == {f: _newest_id(state, f) for f in FAMILIES}
     for family, schema_id in resolved.items():
         assert schemas.latest(family).schema_id == schema_id
         assert schemas.by_id(schema_id) is schemas.latest(family)
@@ -321,8 +342,8 @@ def test_the_sdk_spools_while_the_registry_is_away_then_sends_with_registry_ids(
     wait_until(lambda: len(memory.records) == 3, timeout=60, what="spooled events delivered")
     report = rec.close()
     assert report.spooled == 0, report
-    ours = {state.subjects[_subject(f)][0] for f in FAMILIES}
-    assert memory.records and all(read_header(r.value) in ours for r in memory.records)
+    newest = {_newest_id(state, f) for f in FAMILIES}
+    assert memory.records and all(read_header(r.value) in newest for r in memory.records)
     consumer = EventCodec(RegistryResolvedSchemas(SchemaRegistryClient(url)))
     events = [consumer.decode(r.value) for r in memory.records]
     assert [e["event_type"] for e in events] == [
@@ -346,8 +367,8 @@ def test_agenttrail_schema_registry_in_the_environment_frames_with_registry_ids(
     with rec.task("triage"):
         pass
     assert rec.close().spooled == 0
-    ours = {state.subjects[_subject(f)][0] for f in FAMILIES}
-    assert memory.records and {read_header(r.value) for r in memory.records} <= ours
+    newest = {_newest_id(state, f) for f in FAMILIES}
+    assert memory.records and {read_header(r.value) for r in memory.records} <= newest
 
 
 def test_a_bad_registry_url_is_a_config_error_naming_the_variable(tmp_path: Path) -> None:
@@ -385,7 +406,7 @@ def test_an_unknown_id_waits_for_a_registry_that_comes_back_and_a_stop_ends_the_
 
     url, state = registry
     register_schemas(SchemaRegistryClient(url))
-    ours = state.subjects[_subject("tool_span")][0]
+    ours = _newest_id(state, "tool_span")
     state.down = True
     schemas = RegistryResolvedSchemas(SchemaRegistryClient(url), unavailable_wait_s=120)
 
@@ -410,7 +431,7 @@ def test_an_unknown_id_waits_for_a_registry_that_comes_back_and_a_stop_ends_the_
     )
     stopper.start()
     with pytest.raises(SchemaRegistryUnavailable):
-        waiting.by_id(state.subjects[_subject("llm_call")][0])
+        waiting.by_id(_newest_id(state, "llm_call"))
     stopper.join(timeout=60)
 
 
