@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from agenttrail.cli import main
+from agenttrail.events import default_registry
 from agenttrail.export import ExportError, ExportFilters, check_export, export_store
 from agenttrail.store import Store
 from tests.integration.test_verify import make_task, store_events
@@ -50,7 +51,9 @@ def test_an_export_round_trips_through_export_verify(
         per_family[e["event_type"]] = per_family.get(e["event_type"], 0) + 1
     assert {f["family"]: f["rows"] for f in manifest["files"] if f["rows"]} == per_family
     assert manifest["verification"]["ok"] is True
-    assert all(f["schema_versions"] == [1] for f in manifest["files"] if f["rows"])
+    newest = {f: default_registry().latest(f).version for f in per_family}
+    written = [f for f in manifest["files"] if f["rows"]]
+    assert all(f["schema_versions"] == [newest[f["family"]]] for f in written)
     report = check_export(out)
     assert report.findings == []
     assert report.events == len(truth) and report.tasks == 7

@@ -1,6 +1,6 @@
 """SDK → Kafka → consumer with a Schema Registry of the test's own (holding other teams'
 records under ids 1-5): the SDK frames with the registry's ids, the consumer resolves
-them and stores every event once; a v2 registered later decodes; a message framed with
+them and stores every event once; a version registered later decodes; a message framed with
 a packaged file id (another team's record in this registry) is a dead letter."""
 
 from __future__ import annotations
@@ -80,20 +80,25 @@ def _stored_ids(store: Store) -> Counter[str]:
     return ids
 
 
-def _tool_span_v2(tmp_path: Path) -> SchemaRegistry:
+def _a_newer_tool_span(tmp_path: Path) -> SchemaRegistry:
+    """The shipped schemas plus the next tool_span version (the newest one with an
+    optional ``review_note``): what a newer producer would ship."""
     root = tmp_path / "schemas"
     shutil.copytree(ROOT / "schemas", root)
-    v2 = json.loads((root / "tool_span/v1.avsc").read_text())
-    v2["fields"].insert(
-        len(v2["fields"]) - 2,
+    newest = SchemaRegistry.load(root).latest("tool_span").version
+    schema = json.loads((root / f"tool_span/v{newest}.avsc").read_text())
+    schema["fields"].insert(
+        len(schema["fields"]) - 2,
         {"name": "review_note", "type": ["null", "string"], "default": None},
     )
-    (root / "tool_span/v2.avsc").write_text(json.dumps(v2))
+    version = newest + 1
+    (root / f"tool_span/v{version}.avsc").write_text(json.dumps(schema))
     doc = json.loads((root / "registry.json").read_text())
-    next_id = max(s["id"] for s in doc["schemas"]) + 1
+    next_id = max([s["id"] for s in doc["schemas"]] + doc["retired_ids"]) + 1
     doc["schemas"].append(
-        {"id": next_id, "event_type": "tool_span", "version": 2, "path": "tool_span/v2.avsc"}
-    )
+        {"id": next_id, "event_type": "tool_span", "version": version,
+         "path": f"tool_span/v{version}.avsc"}
+    )  # fmt: skip
     (root / "registry.json").write_text(json.dumps(doc))
     return SchemaRegistry.load(root)
 
@@ -124,19 +129,19 @@ def test_events_framed_with_registry_ids_are_stored_once_and_foreign_ids_dead_le
     assert copy.acked and {read_header(v) for v in copy.acked} <= ours
     assert not ours & {1, 2, 3, 4, 5}, "the registry gave our schemas ids of its own"
 
-    # A newer producer registers tool_span v2 and writes one event with it.
-    upgraded = _tool_span_v2(tmp_path)
+    # A newer producer registers the next tool_span version and writes one event with it.
+    upgraded = _a_newer_tool_span(tmp_path)
     register_schemas(SchemaRegistryClient(url), upgraded, topic=topic)
-    v2 = upgraded.latest("tool_span")
-    v2_id = RegistryIds(SchemaRegistryClient(url), upgraded, topic=topic).id_for(v2)
+    newer = upgraded.latest("tool_span")
+    newer_id = RegistryIds(SchemaRegistryClient(url), upgraded, topic=topic).id_for(newer)
     decoder = EventCodec(RegistryResolvedSchemas(SchemaRegistryClient(url), topic=topic))
     span = next(r for r in map(decoder.decode, copy.acked) if r["event_type"] == "tool_span")
-    v2_record = {**span, "event_id": uuid7(), "task_id": "inv-v2", "seq": 0}
-    v2_record.update(schema_version=2, review_note="checked")
+    newer_record = {**span, "event_id": uuid7(), "task_id": "inv-v2", "seq": 0}
+    newer_record.update(schema_version=newer.version, review_note="checked")
     foreign = copy.acked[0][5:]  # a real body framed with file id 3: the registry's crm Lead
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     try:
-        producer.send(topic, key=b"inv-v2", value=frame(v2_id, encode_body(v2, v2_record)))
+        producer.send(topic, key=b"inv-v2", value=frame(newer_id, encode_body(newer, newer_record)))
         producer.send(topic, key=b"foreign", value=frame(3, foreign)).get(timeout=30)
     finally:
         producer.close()
@@ -179,7 +184,7 @@ def test_events_framed_with_registry_ids_are_stored_once_and_foreign_ids_dead_le
         thread.join(timeout=60)
     assert not errors, errors
     truth = Counter(str(decoder.decode(v)["event_id"]) for v in copy.acked)
-    truth[str(v2_record["event_id"])] += 1
+    truth[str(newer_record["event_id"])] += 1
     assert _stored_ids(store) == truth, "every event stored exactly once"
     note: list[Any] = store.query("SELECT task_id FROM tool_spans WHERE task_id = 'inv-v2'")
     assert note == [("inv-v2",)]
