@@ -11,27 +11,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-REDACTED = "[redacted]"
+from agenttrail.producer._scrub import DEFAULT_SENSITIVE_KEYS
 
-DEFAULT_SENSITIVE_KEYS: frozenset[str] = frozenset(
-    {
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "access_token",
-        "refresh_token",
-        "api_key",
-        "apikey",
-        "authorization",
-        "cookie",
-        "ssn",
-        "credit_card",
-        "card_number",
-        "cvv",
-        "iban",
-    }
-)
+REDACTED = "[redacted]"
 
 _CONTAINERS = (dict, list, tuple)
 _NO_PATHS: list[str] = []

@@ -1,8 +1,9 @@
 """The safety methods of a Task: confirmations, escalation, injection flags, redaction,
 entry validation, kills and the wall-clock watchdog.
 
-A mixin of :class:`agenttrail.producer.Task`, kept apart so that the task's recording
-logic and its guards each stay small. Every guard decision is recorded as a
+One of the parts :class:`agenttrail.producer.Task` is made of (over the recording core
+and the stops of :mod:`._task_events` and :mod:`._task_stops`), kept apart so that the
+task's recording logic and its guards each stay small. Every guard decision is recorded as a
 ``guard_event`` of the task; none depends on the recorder being able to record.
 """
 
@@ -32,10 +33,9 @@ from agenttrail.producer._injection import InjectionBlocked, InjectionFlag, Inje
 from agenttrail.producer._json import to_json
 from agenttrail.producer._killswitch import TaskKilled
 from agenttrail.producer._scrub import Redaction
+from agenttrail.producer._task_stops import TaskStops
 
 if TYPE_CHECKING:
-    from agenttrail.producer._limits import Limits, TaskStopped
-    from agenttrail.producer._recorder import Recorder
     from agenttrail.producer._safety import SafetyPlane
     from agenttrail.producer._task import Task
 
@@ -59,53 +59,8 @@ class InputRejected(ValueError):
         )
 
 
-class TaskSafety:
-    """Guards of a task (see the module docstring). Mixed into Task."""
-
-    if TYPE_CHECKING:  # provided by Task
-        recorder: Recorder
-        task_id: str
-        task_type: str
-        entry: Any
-        state: str | None
-        escalation_path: str | None
-        base: dict[str, Any]
-        stopped: TaskStopped | None
-        stop_recorded: threading.Event
-        limits: Limits | None
-        _started_at: float
-
-        def guard(
-            self,
-            kind: str,
-            *,
-            limit_name: str | None = None,
-            limit_value: float | None = None,
-            observed_value: float | None = None,
-            action: str | None = None,
-            decision: str | None = None,
-            decided_by: str | None = None,
-            detail: str | None = None,
-            original_hash: str | None = None,
-        ) -> None: ...
-
-        def check_open(self, new_step: bool = False) -> None: ...
-
-        def stop(
-            self,
-            error: TaskStopped,
-            *,
-            guard_kind: str,
-            reason: str,
-            decided_by: str,
-            **guard_fields: Any,
-        ) -> bool: ...
-
-        def _breach(self, limit: str, value: float, observed: float) -> None: ...
-
-        def _transition(self, to_state: str, **fields: Any) -> None: ...
-
-        def _finish(self, state: str, **fields: Any) -> None: ...
+class TaskSafety(TaskStops):
+    """Guards of a task (see the module docstring); a part of Task."""
 
     safety: SafetyPlane
     entry_model: Any
