@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from agenttrail.store import _lock
 from agenttrail.store._classify import Failure, classify
 from agenttrail.store._config import StoreConfig, StoreTarget
+from agenttrail.store._dedup_logs import drop_orphan_records
 from agenttrail.store._errors import (
     SchemaMissing,
     StoreError,
@@ -434,12 +435,20 @@ def _connect_reason(exc: BaseException) -> str:
     return _short(exc)
 
 
+_ENGINE_OPENED: set[Path] = set()
+"""Store directories the engine opened in this process (it keeps them loaded)."""
+
+
 def _open_embedded(target: StoreTarget) -> Store:
     path = target.path
     assert path is not None
     _lock.acquire(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
+        if path not in _ENGINE_OPENED:
+            # Before the engine reads the logs; never under an engine that has them.
+            drop_orphan_records(path)
+            _ENGINE_OPENED.add(path)
         client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
     except Exception as exc:
         _lock.release(path)
