@@ -59,6 +59,7 @@ class Row:
     must_arrive_ranges: dict[str, Any] = field(default_factory=dict)
     spool_error: str | None = None
     rss_kb: dict[str, int] = field(default_factory=dict)
+    version_pair: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         if _UNDRAINED:
@@ -534,43 +535,54 @@ def to_json(rows: list[Row]) -> str:
 
 # -- schema evolution ------------------------------------------------------------------------------
 
-V2_FIELD = "carbon_grams"
+NEXT_FIELD = "carbon_grams"
 
 
-def contracts_with_tool_span_v2(root: Path) -> Path:
-    """A copy of the contracts with tool_span v2 (one new optional field) and the
-    migration adding its column; point AGENTTRAIL_CONTRACTS_DIR at the result."""
+@dataclass
+class NextToolSpan:
+    """Contracts with one tool_span version past the shipped newest (see below)."""
+
+    root: Path
+    shipped: int
+    next: int
+
+
+def contracts_with_next_tool_span(root: Path) -> NextToolSpan:
+    """A copy of the contracts with a tool_span version one past the shipped newest (one
+    new optional field) and the migration adding its column; point
+    AGENTTRAIL_CONTRACTS_DIR at ``root`` to emit or read it."""
     from agenttrail._contracts import contracts_root
 
     src = contracts_root()
     shutil.copytree(src / "schemas", root / "schemas")
     shutil.copytree(src / "queries", root / "queries")
-    v1 = json.loads((root / "schemas" / "tool_span" / "v1.avsc").read_text())
-    v2 = copy.deepcopy(v1)
-    at = [f["name"] for f in v2["fields"]].index("prev_hash")
-    doc = "Estimated emissions of the call (reliability fixture)."
-    v2["fields"].insert(at, {"name": V2_FIELD, "type": ["null", "double"], "default": None,
-                             "doc": doc})  # fmt: skip
-    (root / "schemas" / "tool_span" / "v2.avsc").write_text(json.dumps(v2, indent=2))
     registry = json.loads((root / "schemas" / "registry.json").read_text())
+    shipped = max(e["version"] for e in registry["schemas"] if e["event_type"] == "tool_span")
+    folder = root / "schemas" / "tool_span"
+    newer = copy.deepcopy(json.loads((folder / f"v{shipped}.avsc").read_text()))
+    at = [f["name"] for f in newer["fields"]].index("prev_hash")
+    doc = "Estimated emissions of the call (reliability fixture)."
+    newer["fields"].insert(at, {"name": NEXT_FIELD, "type": ["null", "double"],
+                                "default": None, "doc": doc})  # fmt: skip
+    (folder / f"v{shipped + 1}.avsc").write_text(json.dumps(newer, indent=2))
     new_id = max(e["id"] for e in registry["schemas"]) + 1
-    registry["schemas"].append(
-        {"id": new_id, "event_type": "tool_span", "version": 2, "path": "tool_span/v2.avsc"}
-    )
+    entry = {"id": new_id, "event_type": "tool_span", "version": shipped + 1}
+    registry["schemas"].append({**entry, "path": f"tool_span/v{shipped + 1}.avsc"})
     (root / "schemas" / "registry.json").write_text(json.dumps(registry, indent=2))
-    (root / "queries" / "migrations" / "9999_reliability_tool_span_v2.sql").write_text(
-        f"ALTER TABLE tool_spans ADD COLUMN IF NOT EXISTS {V2_FIELD} Nullable(Float64);\n"
+    (root / "queries" / "migrations" / "9999_reliability_tool_span_next.sql").write_text(
+        f"ALTER TABLE tool_spans ADD COLUMN IF NOT EXISTS {NEXT_FIELD} Nullable(Float64);\n"
     )
-    return root
+    return NextToolSpan(root, shipped, shipped + 1)
 
 
 def mixed_traffic(workdir: Path, *, tasks: int, spans: int, bad: int,
                   kinds: tuple[str, ...] = (), partitions: int = 4,
                   drain_timeout: float = 240) -> Row:  # fmt: skip
-    """Emitters on tool_span v1 and v2 side by side, plus malformed messages, one consumer
-    reading with the newest (v2) schema."""
-    contracts = contracts_with_tool_span_v2(workdir / "contracts")
-    v2_env = {"AGENTTRAIL_CONTRACTS_DIR": str(contracts)}
+    """Emitters on the shipped newest tool_span version and on the next one (a new
+    optional field) side by side, plus malformed messages, one consumer reading with the
+    newer schema."""
+    contracts = contracts_with_next_tool_span(workdir / "contracts")
+    v2_env = {"AGENTTRAIL_CONTRACTS_DIR": str(contracts.root)}
     broker = Broker(workdir / "broker", partitions=partitions)
     store = workdir / "store"
     try:
@@ -597,12 +609,14 @@ def mixed_traffic(workdir: Path, *, tasks: int, spans: int, bad: int,
     sent: dict[str, int] = {}
     for _, _, k in messages:
         sent[k] = sent.get(k, 0) + 1
-    row = Row("tool_span v1 and v2 emitters side by side, plus bad messages: "
+    row = Row(f"tool_span v{contracts.shipped} and v{contracts.next} emitters side by side, "
+              "plus bad messages: "
               + ", ".join(sorted(sent)), len(messages),
               tally(store, produced, bad_sent=len(messages)), "",
               [f"tool_span rows by schema_version: {versions}",
                f"bad kinds sent: {sent}"])  # fmt: skip
     row.versions = {int(k): int(v) for k, v in versions.items()}
+    row.version_pair = (contracts.shipped, contracts.next)
     return row
 
 

@@ -52,12 +52,14 @@ def test_a_consumer_group_rebalancing_mid_stream_stores_everything_once(tmp_path
     assert_exact(row)
 
 
-def test_v1_and_v2_emitters_with_malformed_messages_all_good_stored_all_bad_dead_lettered(
+def test_two_tool_span_versions_and_malformed_messages_all_good_stored_all_bad_dead_lettered(
     tmp_path: Path,
 ) -> None:
     row = scenarios.mixed_traffic(tmp_path, tasks=20, spans=5, bad=48, kinds=GOOD_KINDS)
     assert row.injected == row.tally.bad_sent > 30
-    assert row.versions.get(1, 0) > 0 and row.versions.get(2, 0) > 0, row.notes
+    older, newer = row.version_pair
+    assert newer == older + 1 and older >= 1, row.version_pair
+    assert row.versions.get(older, 0) > 0 and row.versions.get(newer, 0) > 0, row.notes
     assert_exact(row)
 
 
