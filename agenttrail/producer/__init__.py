@@ -36,7 +36,6 @@ from agenttrail.producer._killswitch import TaskKilled
 from agenttrail.producer._limits import LimitExceeded, Limits, TaskStopped
 from agenttrail.producer._pipeline import CloseReport
 from agenttrail.producer._recorder import Recorder
-from agenttrail.producer._redact import Redactor
 from agenttrail.producer._scrub import Redaction, Scrubber, ToolRedaction
 from agenttrail.producer._spans import ABANDONED, LlmCall, Span, SpanAlreadyEnded, ToolSpan
 from agenttrail.producer._stop import cancel_on_stop
@@ -70,7 +69,6 @@ __all__ = [
     "RecorderConfigError",
     "RecorderSettings",
     "Redaction",
-    "Redactor",
     "RuleDetector",
     "RulePolicy",
     "Scrubber",

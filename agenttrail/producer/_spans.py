@@ -144,9 +144,6 @@ class Span:
         self.error_type, self.error_detail = ABANDONED, why
         self.task.submit(self._event(self._claim(), next(self.task.seqs)))
 
-    def _redacted_error(self) -> str | None:
-        return self.task.redact_error(self.error_detail)
-
     def _check_open(self, what: str) -> None:
         if self._ended:
             raise SpanAlreadyEnded(
@@ -285,7 +282,7 @@ class ToolSpan(Span):
             "latency_ms": latency_ms,
             "success": self.success,
             "error_type": self.error_type,
-            "error_detail": None if self.error_detail is None else self._redacted_error(),
+            "error_detail": self.task.redact_error(self.error_detail),
             "redactions": self.redactions,
             "tool_call_id": self.tool_call_id,
         }
@@ -495,7 +492,7 @@ class LlmCall(Span):
             "ttft_ms": self.ttft_ms,
             "success": self.success,
             "error_type": self.error_type,
-            "error_detail": None if self.error_detail is None else self._redacted_error(),
+            "error_detail": self.task.redact_error(self.error_detail),
             "redactions": self.redactions,
         }
 
