@@ -7,6 +7,7 @@ import signal
 import ssl
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -31,6 +32,19 @@ DEFAULT_STATE = Path.home() / ".local" / "state" / "agenttrail" / "otlp" / "stat
 _LOOPBACKS = ("127.0.0.1", "::1", "localhost")
 
 
+def _input_file(
+    flag: str, env: str, help: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """An option naming an existing file, also read from ``env`` (named in its help)."""
+    return click.option(
+        flag,
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        envvar=env,
+        default=None,
+        help=f"{help} [env {env}]",
+    )
+
+
 @click.command("otlp")
 @click.option(
     "--bootstrap",
@@ -47,43 +61,28 @@ _LOOPBACKS = ("127.0.0.1", "::1", "localhost")
     "without. [default: by auth]",
 )
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
-@click.option(
+@_input_file(
     "--tokens-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar="AGENTTRAIL_OTLP_TOKENS_FILE",
-    default=None,
-    help='JSON {"<token>": "<tenant>"}: bearer tokens and the tenant each writes into. '
-    "[env AGENTTRAIL_OTLP_TOKENS_FILE]",
+    "AGENTTRAIL_OTLP_TOKENS_FILE",
+    'JSON {"<token>": "<tenant>"}: bearer tokens and the tenant each writes into.',
 )
-@click.option(
+@_input_file(
     "--tls-cert",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar="AGENTTRAIL_OTLP_TLS_CERT",
-    default=None,
-    help="PEM certificate (chain) of the receiver: serve HTTPS. [env AGENTTRAIL_OTLP_TLS_CERT]",
+    "AGENTTRAIL_OTLP_TLS_CERT",
+    "PEM certificate (chain) of the receiver: serve HTTPS.",
 )
-@click.option(
-    "--tls-key",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar="AGENTTRAIL_OTLP_TLS_KEY",
-    default=None,
-    help="PEM private key of --tls-cert. [env AGENTTRAIL_OTLP_TLS_KEY]",
-)
-@click.option(
+@_input_file("--tls-key", "AGENTTRAIL_OTLP_TLS_KEY", "PEM private key of --tls-cert.")
+@_input_file(
     "--client-ca",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar="AGENTTRAIL_OTLP_CLIENT_CA",
-    default=None,
-    help="PEM CA bundle that signs client certificates (mutual TLS; needs --tls-cert and "
-    "--client-identities). [env AGENTTRAIL_OTLP_CLIENT_CA]",
+    "AGENTTRAIL_OTLP_CLIENT_CA",
+    "PEM CA bundle that signs client certificates (mutual TLS; needs --tls-cert and "
+    "--client-identities).",
 )
-@click.option(
+@_input_file(
     "--client-identities",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar="AGENTTRAIL_OTLP_CLIENT_IDENTITIES",
-    default=None,
-    help='JSON {"CN=<name>" or "DNS:<san>" / "URI:<san>": "<tenant>"}: the tenant each '
-    "client certificate writes into. [env AGENTTRAIL_OTLP_CLIENT_IDENTITIES]",
+    "AGENTTRAIL_OTLP_CLIENT_IDENTITIES",
+    'JSON {"CN=<name>" or "DNS:<san>" / "URI:<san>": "<tenant>"}: the tenant each '
+    "client certificate writes into.",
 )
 @click.option(
     "--no-auth",
