@@ -72,6 +72,9 @@ def test_a_client_certificate_trace_becomes_a_run_of_its_tenant(tmp_path: Path) 
 
             runs = wait_until(stored, timeout=120, what="the mTLS trace to be a stored run")
             assert [(r["tenant"], r["task_type"]) for r in runs] == [("acme", "invoicing")]
+            # The stack's counters are published a moment after the rows are visible.
+            wait_until(lambda: stack.snapshot().events_total >= 6, timeout=60,
+                       what="the stack to count the stored events")  # fmt: skip
             assert stack.snapshot().events_total == 6  # the refused requests wrote nothing
         finally:
             proc.send_signal(signal.SIGINT)
