@@ -23,14 +23,19 @@ CURSOR_EVERY_S = 0.25
 
 
 class Flight:
-    """One record handed to the destination; ``state`` is None, True (acked) or the error."""
+    """One record handed to the destination; ``state`` is None, True (acked) or the error.
 
-    __slots__ = ("out", "record", "state")
+    ``earlier`` marks a record an earlier process had acknowledged (found in the ack
+    log): it is passed over, not sent and not counted as delivered again.
+    """
+
+    __slots__ = ("earlier", "out", "record", "state")
 
     def __init__(self, record: SpooledRecord | None, out: OutRecord):
         self.record = record
         self.out = out
         self.state: bool | BaseException | None = None
+        self.earlier = False
 
 
 class SpoolReplayer:
@@ -48,7 +53,8 @@ class SpoolReplayer:
         self.read_pos: SpoolPosition = spool.cursor
         self.inflight: collections.deque[Flight] = collections.deque()
         self._tail: collections.deque[SpooledRecord] = collections.deque()
-        self._acked_ahead: set[SpoolPosition] = set()
+        self._acked_ahead: set[SpoolPosition] = set()  # acked here, then rewound
+        self._acked_earlier: set[SpoolPosition] = set(spool.acked_ahead)
         self._acked_to: SpoolPosition | None = None  # end of the acknowledged prefix
         self._acked_unwritten = 0  # acknowledged records the cursor does not pass yet
         self._cursor_moved_at = float("-inf")
@@ -82,9 +88,24 @@ class SpoolReplayer:
             if rec.position in self._acked_ahead:
                 self._acked_ahead.discard(rec.position)
                 flight.state = True
+            elif self._acked_earlier and rec.position in self._acked_earlier:
+                self._acked_earlier.discard(rec.position)
+                flight.state = True
+                flight.earlier = True
             self.inflight.append(flight)
             flights.append(flight)
         return flights
+
+    def acked(self, flight: Flight) -> None:
+        """The destination acknowledged ``flight`` (any thread): log it, then mark it.
+
+        Once this returns the record is never sent again, even by a process that
+        replays this spool after a SIGKILL.
+        """
+        record = flight.record
+        if record is not None:
+            self.spool.log_acked([record.position])
+        flight.state = True
 
     def unsend(self, flights: list[Flight]) -> None:
         """The destination did not take ``flights`` (the tail of the last batch)."""
@@ -97,23 +118,27 @@ class SpoolReplayer:
         self.read_pos = first.position
 
     def settle(self, *, final: bool = False) -> int:
-        """Take the acknowledged prefix out of flight; return how many that was.
+        """Take the acknowledged prefix out of flight; return how many this process
+        delivered (records an earlier process had acknowledged are passed, not counted).
 
         The spool's cursor (a file write, fsynced under the ``always`` policy) moves
         over them at most every :data:`CURSOR_EVERY_S` while records are still in
         flight, and at once when none is: a busy sender would otherwise write and
-        fsync the cursor on every cycle, holding the lock appends need. A crash loses
-        at most that much cursor progress, and the next process re-sends those
-        records; the consumer drops such resent copies (same task and ``seq``).
+        fsync the cursor on every cycle, holding the lock appends need. The cursor is
+        only a compaction point: what it has not passed yet is in the ack log, which a
+        crash does not take (see :meth:`Spool.log_acked`).
         """
         inflight = self.inflight
-        count = 0
+        count = passed = 0
         while inflight and inflight[0].state is True:
-            record = inflight.popleft().record
+            flight = inflight.popleft()
+            record = flight.record
             assert record is not None
             self._acked_to = record.next_position
-            count += 1
-        self._acked_unwritten += count
+            passed += 1
+            if not flight.earlier:
+                count += 1
+        self._acked_unwritten += passed
         if self._acked_unwritten and self._acked_to is not None:
             now = time.monotonic()
             if final or not inflight or now - self._cursor_moved_at >= CURSOR_EVERY_S:

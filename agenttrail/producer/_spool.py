@@ -5,6 +5,7 @@ Layout of a spool directory::
     .lock               flock held by the process that owns the directory
     00000000000000000000.seg   segments named by their number, in order
     cursor              "<segment> <byte offset>" of the first record not yet acked
+    acked               positions of records acknowledged past the cursor (the ack log)
     destination         where the events are bound (kafka://host:port/topic)
     <segment>.damaged   bytes from a damaged record on, kept for a person (never deleted)
 
@@ -21,6 +22,15 @@ same way). Guarantees:
   before the segment is cut; a directory holding a ``.damaged`` file is never removed.
 * Nothing is deleted before it is acknowledged: only segments wholly behind the cursor
   are removed.
+* An acknowledged record is never handed out again, also after the process was killed:
+  :meth:`Spool.log_acked` appends the record's position to the ack log (one unbuffered
+  write, so it is in the page cache, which a SIGKILL does not take) before the sender
+  counts the record as delivered; the next open skips every logged position past the
+  cursor. The cursor itself only moves now and then, as a compaction point. Each entry
+  carries a CRC, so the zero-filled tail a power cut can leave marks nothing acked. Under
+  the ``always`` fsync policy the ack log is fsynced with every cursor move (at most
+  every 250 ms), so a power cut can re-send at most that much acknowledged data; under
+  ``never`` whatever the OS had not written back (the consumer drops such copies).
 
 Not thread-safe by itself: the spooling exporter serialises access with its own lock.
 """
@@ -34,37 +44,43 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 log = logging.getLogger("agenttrail.producer.spool")
 
 _RECORD = struct.Struct(">II")
 _KEY = struct.Struct(">H")
+_ACK = struct.Struct(">IQ")  # segment, offset of an acknowledged record
+_ACK_ENTRY = _ACK.size + 4  # then the CRC-32 of those 12 bytes
+ACK_LOG_COMPACT_BYTES = 4 * 1024 * 1024
+"""An ack log past this is rewritten with only the entries past the cursor."""
 SEGMENT_BYTES = 64 * 1024 * 1024
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 """A length field above this is damage, not a torn tail (events are at most a few MiB)."""
 
 FsyncPolicy = Literal["always", "never"]
-_OWN_FILES = frozenset({".lock", "cursor", "cursor.tmp", "destination"})
+_OWN_FILES = frozenset({".lock", "cursor", "cursor.tmp", "destination", "acked", "acked.tmp"})
 
 
 class SpoolLocked(Exception):
     """Another process owns this spool directory."""
 
 
-@dataclass(frozen=True, order=True)
-class SpoolPosition:
-    """A byte position in the log: segment number and offset within it."""
+class SpoolPosition(NamedTuple):
+    """A byte position in the log: segment number and offset within it (ordered)."""
 
     segment: int
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class SpooledRecord:
-    """One record of the log, with where it starts and where the next one starts."""
+class SpooledRecord(NamedTuple):
+    """One record of the log, with where it starts and where the next one starts.
+
+    (Tuples, not dataclasses: one is made per event, and a frozen dataclass costs
+    several times as much to build and to compare.)
+    """
 
     key: bytes
     value: bytes
@@ -100,7 +116,14 @@ class Spool:
         self._segment = -1
         self._size = 0
         self.pending = 0
+        self._ack_lock = threading.Lock()  # the ack log: the acking thread vs compaction
+        self._ack_fd = -1
+        self._ack_size = 0
+        self._ack_error: str | None = None
+        self.acked_ahead: set[SpoolPosition] = self._read_ack_log()
+        """Positions past the cursor that an earlier process logged as acknowledged."""
         self._recover()
+        self._open_ack_log()
 
     # -- opening ---------------------------------------------------------------------
 
@@ -116,6 +139,30 @@ class Spool:
             return SpoolPosition(int(seg), int(off))
         except (OSError, ValueError):
             return SpoolPosition(0, 0)
+
+    def _read_ack_log(self) -> set[SpoolPosition]:
+        try:
+            data = (self.directory / "acked").read_bytes()
+        except OSError:
+            return set()
+        out: set[SpoolPosition] = set()
+        cursor = self.cursor
+        for at in range(0, len(data) - _ACK_ENTRY + 1, _ACK_ENTRY):
+            entry = data[at : at + _ACK.size]
+            if zlib.crc32(entry) != int.from_bytes(data[at + _ACK.size : at + _ACK_ENTRY]):
+                continue  # a torn or zero-filled entry (power cut): marks nothing
+            position = SpoolPosition(*_ACK.unpack(entry))
+            if position >= cursor:
+                out.add(position)
+        return out
+
+    def _open_ack_log(self) -> None:
+        path = self.directory / "acked"
+        self._ack_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._ack_size = os.fstat(self._ack_fd).st_size
+        if self._ack_size % _ACK_ENTRY:  # a torn entry: later ones must stay aligned
+            os.ftruncate(self._ack_fd, self._ack_size - self._ack_size % _ACK_ENTRY)
+            self._ack_size -= self._ack_size % _ACK_ENTRY
 
     def _recover(self) -> None:
         """Count pending records, cut torn tails, drop fully acked segments."""
@@ -310,13 +357,82 @@ class Spool:
         """Up to ``max_records`` unacked records from the cursor, oldest first."""
         return self.read_from(self.cursor, max_records)
 
+    def log_acked(self, positions: list[SpoolPosition]) -> None:
+        """Record that the records at ``positions`` were acknowledged; any thread.
+
+        One unbuffered append, so it survives a SIGKILL once this returns (a power cut
+        only after the next cursor move under the ``always`` policy). A failed write
+        (a full disk) is logged once and otherwise ignored: the records were delivered,
+        and a copy the next process might send is dropped by the consumer.
+        """
+        if not positions:
+            return
+        pack = _ACK.pack
+        crc32 = zlib.crc32
+        chunks = []
+        for position in positions:
+            entry = pack(position[0], position[1])
+            chunks.append(entry + crc32(entry).to_bytes(4))
+        data = b"".join(chunks)
+        with self._ack_lock:
+            if self._ack_fd < 0:
+                return
+            try:
+                written = os.write(self._ack_fd, data)
+                if written != len(data):  # nearly full disk: never leave half an entry
+                    os.ftruncate(self._ack_fd, self._ack_size)
+                    raise OSError(f"short write of the ack log ({written} of {len(data)})")
+            except OSError as exc:
+                if self._ack_error is None:
+                    log.error(
+                        "Spool %s: cannot log acknowledgements (%s); a crash now may send "
+                        "acknowledged events again (the consumer drops such copies).",
+                        self.directory,
+                        exc,
+                    )
+                self._ack_error = str(exc)
+                return
+            self._ack_error = None
+            self._ack_size += written
+
+    def _compact_ack_log(self, cursor: SpoolPosition) -> None:
+        """Keep only the entries past ``cursor``: truncate, or rewrite a large log."""
+        with self._ack_lock:
+            if self._ack_fd < 0 or self._ack_size == 0:
+                return
+            if self.pending == 0:
+                os.ftruncate(self._ack_fd, 0)  # every logged position is behind the cursor
+                self._ack_size = 0
+                return
+            if self._ack_size < ACK_LOG_COMPACT_BYTES:
+                return
+            path = self.directory / "acked"
+            data = path.read_bytes()
+            keep = bytearray()
+            for at in range(0, len(data) - _ACK_ENTRY + 1, _ACK_ENTRY):
+                if SpoolPosition(*_ACK.unpack_from(data, at)) >= cursor:
+                    keep += data[at : at + _ACK_ENTRY]
+            tmp = self.directory / "acked.tmp"
+            with open(tmp, "wb") as f:
+                f.write(keep)
+                if self.fsync == "always":
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+            os.close(self._ack_fd)
+            self._ack_fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            self._ack_size = len(keep)
+
     def ack_to(self, position: SpoolPosition, count: int) -> None:
         """Mark the ``count`` records before ``position`` delivered: the cursor moves there.
 
-        Segments wholly behind the cursor are deleted.
+        Segments wholly behind the cursor are deleted; the ack log is compacted.
         """
         if count <= 0 or position <= self.cursor:
             return
+        if self.fsync == "always" and self._ack_fd >= 0:
+            with self._ack_lock:
+                os.fsync(self._ack_fd)  # acks past the cursor survive a power cut from here
         tmp = self.directory / "cursor.tmp"
         with open(tmp, "w") as f:
             f.write(f"{position.segment} {position.offset}")
@@ -334,6 +450,7 @@ class Spool:
             # not keep an ever-growing acked prefix.
             self._open_segment(self._segment + 1)
             self._path(self._segment - 1).unlink(missing_ok=True)
+        self._compact_ack_log(position)
 
     def ack(self, records: list[SpooledRecord]) -> None:
         """Mark records (a prefix from the cursor) as delivered."""
@@ -364,6 +481,13 @@ class Spool:
                     os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
+        with self._ack_lock:
+            if self._ack_fd >= 0:
+                with contextlib.suppress(OSError):
+                    if self.fsync == "always":
+                        os.fsync(self._ack_fd)
+                os.close(self._ack_fd)
+                self._ack_fd = -1
         if remove_if_empty and self.pending == 0 and self.directory.is_dir():
             others = [
                 p

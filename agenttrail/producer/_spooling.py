@@ -14,7 +14,9 @@ Failures, and what happens:
   a fatal producer error such as an unknown producer id): the wrapped exporter is
   reset (a Kafka producer is rebuilt), and sending resumes from the first
   unacknowledged record after a backoff shared with the consumers. Records the
-  destination acknowledged are never re-sent by this process.
+  destination acknowledged are never re-sent, by this process or, after a crash
+  (SIGKILL), by the next one: each acknowledgement is in the spool's ack log before it
+  counts as delivered.
 * The disk refuses a write (ENOSPC, read-only): the failed write leaves nothing behind
   (see :class:`Spool`), the records are held in memory in order, ``spool_error`` says
   why, and the error is logged once per episode. Held records are written to the spool
@@ -246,18 +248,19 @@ class SpoolingExporter:
             if not flights:
                 return True
             to_send = [f for f in flights if f.state is None]
-            handed = self._hand_over(to_send)
+            handed = self._hand_over(to_send, replayer)
             if handed < len(to_send):
                 replayer.unsend(flights[flights.index(to_send[handed]) :])
                 return False
         return True
 
-    def _hand_over(self, flights: list[Flight]) -> int:
-        """Export ``flights``; returns how many the destination took."""
+    def _hand_over(self, flights: list[Flight], replayer: SpoolReplayer | None = None) -> int:
+        """Export ``flights`` (of ``replayer``'s spool, or held); returns how many the
+        destination took."""
         if not flights:
             return 0
         try:
-            self.inner.export([f.out for f in flights], _AckTo(self, flights))
+            self.inner.export([f.out for f in flights], _AckTo(self, flights, replayer))
         except PartialExport as exc:
             self._unavailable(exc)
             return exc.handed_over
@@ -270,10 +273,15 @@ class SpoolingExporter:
         wait = self.backoff.failed()
         log.info("agenttrail: destination not taking events (%s); retrying in %.1fs", exc, wait)
 
-    def acked(self, flight: Flight, error: BaseException | None) -> None:
-        """Ack callback (any thread): mark the flight, flag a failure."""
+    def acked(
+        self, flight: Flight, error: BaseException | None, replayer: SpoolReplayer | None
+    ) -> None:
+        """Ack callback (any thread): log and mark the flight, flag a failure."""
         if error is None:
-            flight.state = True
+            if replayer is not None:
+                replayer.acked(flight)  # in the spool's ack log before it counts
+            else:
+                flight.state = True
             if flight.record is None:
                 self._wake.set()
             self._on_done(flight.out, None)
@@ -393,13 +401,16 @@ class SpoolingExporter:
 class _AckTo:
     """The ack callback of one handed-over batch: maps each record back to its flight."""
 
-    __slots__ = ("_by_id", "_exporter")
+    __slots__ = ("_by_id", "_exporter", "_replayer")
 
-    def __init__(self, exporter: SpoolingExporter, flights: list[Flight]):
+    def __init__(
+        self, exporter: SpoolingExporter, flights: list[Flight], replayer: SpoolReplayer | None
+    ):
         self._exporter = exporter
+        self._replayer = replayer
         self._by_id = {id(f.out): f for f in flights}
 
     def __call__(self, record: OutRecord, error: BaseException | None) -> None:
         flight = self._by_id.get(id(record))
         if flight is not None:
-            self._exporter.acked(flight, error)
+            self._exporter.acked(flight, error, self._replayer)

@@ -196,13 +196,14 @@ def test_a_damaged_segment_is_kept_and_never_deleted(tmp_path: Path) -> None:
     assert len(damaged.read_bytes()) == len(data) - readable[-1].next_position.offset
 
 
-def test_the_cursor_trails_acks_by_at_most_its_interval_and_a_crash_resends_only_those(
+def test_an_acknowledged_record_is_never_handed_out_again_after_a_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While records are in flight the cursor is written at most every CURSOR_EVERY_S
     (here: never within the test), at once when nothing is in flight, and on close. A
-    crash in between re-sends exactly the acknowledged records the cursor did not pass
-    (the consumer drops such copies); no unacknowledged record is ever skipped."""
+    crash in between must not re-send the acknowledged records the cursor did not pass
+    yet, acknowledged in any order (partitions answer independently): the ack log holds
+    them. No unacknowledged record is ever skipped."""
     import threading
 
     from agenttrail.producer import _replay
@@ -215,26 +216,63 @@ def test_the_cursor_trails_acks_by_at_most_its_interval_and_a_crash_resends_only
     replayer = SpoolReplayer(spool, threading.Lock())
     flights = replayer.next_batch(10)
     for f in flights[:3]:
-        f.state = True
+        replayer.acked(f)
     assert replayer.settle() == 3  # the first move is written: nothing was written yet
-    for f in flights[3:6]:
-        f.state = True
+    for i in (3, 4, 5, 8):  # out of order: 6 and 7 are still unanswered
+        replayer.acked(flights[i])
     assert replayer.settle() == 3  # acknowledged, still in flight: the cursor waits
-    spool.close()
+    # SIGKILL: nothing runs any more; what was written is in the page cache.
+    os.close(spool._fd)
+    os.close(spool._ack_fd)
+    spool._lock_file.close()
 
     after_crash = Spool(tmp_path / "p")
-    resent = [r.value for r in after_crash.read(100)]
-    assert resent == values[3:]  # 3 acked copies again, then every unacked one
+    assert after_crash.pending == 7  # the cursor passed 3 records
+    replayer = SpoolReplayer(after_crash, threading.Lock())
+    flights = replayer.next_batch(100)
+    unsent = [f.out.value for f in flights if f.state is None]
+    assert unsent == [values[6], values[7], values[9]], "only the unacknowledged go out"
+    for f in flights:
+        if f.state is None:
+            replayer.acked(f)
+    assert replayer.settle() == 3, "records acked by the dead process are not counted again"
+    assert after_crash.pending == 0 and after_crash.read(100) == []
     after_crash.close()
 
     spool = Spool(tmp_path / "p")
+    assert spool.pending == 0 and not spool.acked_ahead
+    spool.append([(b"t", v) for v in values])
     replayer = SpoolReplayer(spool, threading.Lock())
     flights = replayer.next_batch(100)
     for f in flights[:2]:
-        f.state = True
+        replayer.acked(f)
     replayer.settle(final=True)  # close writes it whatever the interval
     for f in flights[2:]:
-        f.state = True
+        replayer.acked(f)
     replayer.settle()  # nothing in flight any more: written at once
     assert spool.pending == 0 and spool.read(100) == []
+    assert (tmp_path / "p" / "acked").stat().st_size == 0, "a drained spool's log is cut"
     spool.close()
+
+
+def test_a_torn_or_zeroed_ack_log_marks_nothing_acknowledged(tmp_path: Path) -> None:
+    """A power cut can leave a half entry or a zero-filled tail in the ack log: neither
+    may make a record look acknowledged (it would never be delivered)."""
+    import threading
+
+    from agenttrail.producer._replay import SpoolReplayer
+
+    spool = Spool(tmp_path / "p")
+    spool.append([(b"t", f"e{i}".encode()) for i in range(4)])
+    replayer = SpoolReplayer(spool, threading.Lock())
+    flights = replayer.next_batch(4)
+    replayer.acked(flights[2])
+    spool.close()
+    with open(tmp_path / "p" / "acked", "ab") as f:
+        f.write(bytes(16) + b"\x00\x00\x00\x01\x00")  # a zeroed entry, then a torn one
+    reopened = Spool(tmp_path / "p")
+    assert reopened.acked_ahead == {flights[2].record.position}  # type: ignore[union-attr]
+    replayer = SpoolReplayer(reopened, threading.Lock())
+    unsent = [f.out.value for f in replayer.next_batch(4) if f.state is None]
+    assert unsent == [b"e0", b"e1", b"e3"]
+    reopened.close()
