@@ -165,6 +165,12 @@ class SpoolReplayer:
 
     @property
     def caught_up(self) -> bool:
-        """Everything in the spool was handed over (some may still await their ack)."""
+        """Everything in the spool was handed over (some may still await their ack).
+
+        A drained spool may have moved on to a fresh segment (see :meth:`Spool.ack_to`),
+        so its end lies past where reading stopped: nothing pending means caught up.
+        """
         with self.lock:
-            return self.read_pos >= self.spool.end
+            return self.read_pos >= self.spool.end or (
+                not self.inflight and self.spool.pending == 0
+            )

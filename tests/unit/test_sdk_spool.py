@@ -276,3 +276,26 @@ def test_a_torn_or_zeroed_ack_log_marks_nothing_acknowledged(tmp_path: Path) -> 
     unsent = [f.out.value for f in replayer.next_batch(4) if f.state is None]
     assert unsent == [b"e0", b"e1", b"e3"]
     reopened.close()
+
+
+def test_a_replayed_spool_that_moved_to_a_fresh_segment_is_retired(tmp_path: Path) -> None:
+    """A drained spool of more than 1 MiB starts a fresh segment; its replayer must then
+    count as caught up, or the dead process's spool is never retired and close() waits
+    out its whole timeout."""
+    from agenttrail.producer.testing import InMemoryExporter
+
+    exporter = InMemoryExporter()
+    dead = Spool(tmp_path / "spool" / "dead")
+    dead.set_destination(str(getattr(exporter, "destination", type(exporter).__name__)))
+    values = [f"{i:08d}".encode() * 200 for i in range(800)]  # 1.3 MB
+    dead.append([(b"t", v) for v in values])
+    dead.close()
+    rec = Recorder(exporter=exporter, spool_dir=tmp_path / "spool", checkpoint_interval_s=0)
+    pipeline = rec._pipeline
+    assert pipeline is not None
+    pipeline.exporter._wake.set()
+    wait_until(lambda: rec.stats["delivered"] == len(values), what="the replay")
+    wait_until(lambda: pipeline.exporter._orphans == [], what="the dead spool to be retired")
+    report = rec.close(timeout=30)
+    assert report.complete and report.delivered == len(values), report
+    assert [r.value for r in exporter.records] == values
