@@ -42,9 +42,9 @@ import fcntl
 import logging
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
-import threading
 from pathlib import Path
 from typing import Literal, NamedTuple
 

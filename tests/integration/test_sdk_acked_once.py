@@ -137,7 +137,8 @@ def test_an_agent_killed_as_acks_arrive_never_has_an_acknowledged_record_resent(
         assert report.delivered > 0, "the dead agent left unacknowledged records to replay"
 
     on_topic = Counter(
-        hashlib.blake2b(v, digest_size=DIGEST).digest() for v in _all_messages(broker.bootstrap, topic)
+        hashlib.blake2b(v, digest_size=DIGEST).digest()
+        for v in _all_messages(broker.bootstrap, topic)
     )
     assert len(set(witnessed)) == len(witnessed), "the witness saw each ack once"
     missing = [d for d in witnessed if on_topic[d] == 0]
