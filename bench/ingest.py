@@ -12,14 +12,19 @@ Each consumer runs in a fresh subprocess, timed from its partition assignment (g
 join excluded) until every event is fetched (raw) or stored (ingest). The topic is
 filled once, before either runs, on an embedded Tansu broker.
 
+With ``--fetchers N`` the ingest consumer fetches in N child processes (``fetchers``
+in ``ConsumerConfig``); its peak RSS is then the largest sum over the consumer and its
+children sampled during the run. ``--partitions`` sets the topic's partitions (4).
+
 Usage: .venv/bin/python bench/ingest.py [--tool-spans N] [--llm-calls N] [--batch-size N]
-                                        [--python-decode]
+                                        [--python-decode] [--fetchers N] [--partitions N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -41,10 +46,12 @@ from agenttrail.store import migrate, open_store
 PARTITIONS = 4
 
 
-def fill(bootstrap: str, topic: str, family: str, count: int, text_bytes: int) -> int:
+def fill(
+    bootstrap: str, topic: str, family: str, count: int, text_bytes: int, partitions: int
+) -> int:
     """Create ``topic`` and produce ``count`` sealed events; return the bytes sent."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    admin.create_topics([NewTopic(topic, partitions, 1)])
     admin.wait_for_topics([topic], timeout_ms=30_000)
     admin.close()
     producer = KafkaProducer(
@@ -98,8 +105,23 @@ def run_raw(bootstrap: str, topic: str, count: int) -> dict[str, float]:
     return {"rate": count / elapsed, "seconds": elapsed}
 
 
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def run_ingest(
-    bootstrap: str, topic: str, count: int, batch_size: int, store_decodes: bool = True
+    bootstrap: str,
+    topic: str,
+    count: int,
+    batch_size: int,
+    store_decodes: bool = True,
+    fetchers: int = 0,
 ) -> dict[str, float]:
     """Store ``count`` events with the ingest pipeline into a fresh in-process store."""
     with tempfile.TemporaryDirectory() as tmp, open_store(data=Path(tmp)) as store:
@@ -107,9 +129,10 @@ def run_ingest(
         config = ConsumerConfig(
             bootstrap=bootstrap,
             topic=topic,
-            group=f"ingest-{topic}",
+            group=f"ingest-{topic}-{fetchers}",
             batch_size=batch_size,
             store_decodes=store_decodes,
+            fetchers=fetchers,
             kafka_options=embedded_consumer_config(),
         )
         pipeline = IngestPipeline(config, store)
@@ -119,8 +142,13 @@ def run_ingest(
         while not pipeline.stats.snapshot().partitions:
             time.sleep(0.01)
         start = time.perf_counter()
+        peak, sampled_at = 0.0, 0.0
         while pipeline.stats.snapshot().events_total < count:
             time.sleep(0.005)
+            if time.perf_counter() - sampled_at > 0.1:
+                sampled_at = time.perf_counter()
+                pids = getattr(pipeline._consumer, "pids", [])
+                peak = max(peak, _rss_mb(os.getpid()) + sum(_rss_mb(p) for p in pids))
         elapsed = time.perf_counter() - start
         stop.set()
         thread.join()
@@ -129,7 +157,7 @@ def run_ingest(
             + store.query("SELECT count() FROM llm_calls")[0][0]
         )
         assert stored == count, f"stored {stored} of {count}"
-    return {"rate": count / elapsed, "seconds": elapsed}
+    return {"rate": count / elapsed, "seconds": elapsed, "tree_rss_mb": peak}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -137,16 +165,29 @@ def child(args: argparse.Namespace) -> None:
         result = run_raw(args.bootstrap, args.topic, args.count)
     else:
         result = run_ingest(
-            args.bootstrap, args.topic, args.count, args.batch_size, not args.python_decode
+            args.bootstrap,
+            args.topic,
+            args.count,
+            args.batch_size,
+            not args.python_decode,
+            args.fetchers,
         )
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = max(own, result.get("tree_rss_mb", 0.0))
     print(json.dumps(result))
 
 
 def in_subprocess(
-    kind: str, bootstrap: str, topic: str, count: int, batch_size: int, python_decode: bool
+    kind: str,
+    bootstrap: str,
+    topic: str,
+    count: int,
+    batch_size: int,
+    python_decode: bool,
+    fetchers: int = 0,
 ) -> Any:
     extra = ["--python-decode"] if python_decode else []
+    extra += ["--fetchers", str(fetchers)]
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, "--bootstrap", bootstrap, "--topic", topic,
          "--count", str(count), "--batch-size", str(batch_size), *extra],
@@ -165,6 +206,18 @@ def main() -> None:
         action="store_true",
         help="decode every event in Python (store_decodes=False), for comparison",
     )
+    parser.add_argument(
+        "--fetchers",
+        type=int,
+        default=0,
+        help="ingest with this many fetcher child processes (0: fetch in the consumer)",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run the ingest consumer without fetchers (fetchers=0) in the same run",
+    )
+    parser.add_argument("--partitions", type=int, default=PARTITIONS)
     parser.add_argument("--child", choices=["raw", "ingest"], help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
@@ -173,11 +226,11 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    with EmbeddedBroker(port=0, partitions=PARTITIONS).start() as broker:
+    with EmbeddedBroker(port=0, partitions=args.partitions).start() as broker:
         mode = "Python" if args.python_decode else "store (checked Avro)"
         print(
-            f"broker {broker.bootstrap}, {PARTITIONS} partitions, batch size {args.batch_size}, "
-            f"decoding in {mode}"
+            f"broker {broker.bootstrap}, {args.partitions} partitions, batch size "
+            f"{args.batch_size}, decoding in {mode}, fetchers {args.fetchers}"
         )
         for family, count, text in (
             ("tool_span", args.tool_spans, 200),
@@ -186,17 +239,23 @@ def main() -> None:
             if count <= 0:
                 continue
             topic = f"bench-{family}-{int(time.time())}"
-            sent = fill(broker.bootstrap, topic, family, count, text)
+            sent = fill(broker.bootstrap, topic, family, count, text, args.partitions)
             raw = in_subprocess("raw", broker.bootstrap, topic, count, args.batch_size, False)
-            ingest = in_subprocess(
-                "ingest", broker.bootstrap, topic, count, args.batch_size, args.python_decode
-            )
-            print(
-                f"{family:<10} {count:>7} events of {sent / count:,.0f} B | "
-                f"raw fetch {raw['rate']:>9,.0f}/s (RSS {raw['peak_rss_mb']:.0f} MB) | "
-                f"ingest {ingest['rate']:>9,.0f}/s (RSS {ingest['peak_rss_mb']:.0f} MB) | "
-                f"ratio {ingest['rate'] / raw['rate']:.2f}"
-            )
+            runs = [args.fetchers]
+            if args.compare and args.fetchers:
+                runs.insert(0, 0)
+            for fetchers in runs:
+                ingest = in_subprocess(
+                    "ingest", broker.bootstrap, topic, count, args.batch_size,
+                    args.python_decode, fetchers,
+                )  # fmt: skip
+                print(
+                    f"{family:<10} {count:>7} events of {sent / count:,.0f} B | "
+                    f"raw fetch {raw['rate']:>9,.0f}/s (RSS {raw['peak_rss_mb']:.0f} MB) | "
+                    f"ingest, {fetchers} fetchers {ingest['rate']:>9,.0f}/s "
+                    f"(RSS {ingest['peak_rss_mb']:.0f} MB) | "
+                    f"ratio {ingest['rate'] / raw['rate']:.2f}"
+                )
 
 
 if __name__ == "__main__":

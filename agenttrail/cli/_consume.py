@@ -53,6 +53,14 @@ from agenttrail.store import MigrationError, StoreError, open_store
     help="Longest wait before a partial batch is stored.",
 )
 @click.option(
+    "--fetchers",
+    type=click.IntRange(min=0, max=64),
+    default=None,
+    help="Child processes that fetch the assigned partitions (each takes partition % N), "
+    "so Kafka record parsing leaves the process that writes the store; 0 fetches in this "
+    "process. [env AGENTTRAIL_FETCHERS; default 0]",
+)
+@click.option(
     "--status-every",
     type=click.FloatRange(min=0),
     default=10.0,
@@ -69,6 +77,7 @@ def command(
     topic: str | None,
     batch_size: int | None,
     batch_ms: int | None,
+    fetchers: int | None,
     status_every: float,
     as_json: bool,
 ) -> None:
@@ -98,6 +107,7 @@ def command(
             "topic": topic,
             "batch_size": batch_size,
             "batch_ms": batch_ms,
+            "fetchers": fetchers,
         }.items()
         if v is not None
     }

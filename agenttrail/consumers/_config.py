@@ -60,6 +60,13 @@ class ConsumerConfig(BaseSettings):
         gt=0,
         description="A partition is paused while this many batches' worth of messages wait.",
     )
+    fetchers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="AGENTTRAIL_FETCHERS: child processes that fetch the partitions (each "
+        "takes partition % N); 0 fetches in the consumer process.",
+    )
     poll_timeout_ms: int = Field(default=100, gt=0, description="Longest wait of one poll.")
     store_decodes: bool = Field(
         default=True,

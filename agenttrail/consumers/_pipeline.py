@@ -39,6 +39,7 @@ from agenttrail.consumers._batch import PartitionBuffer
 from agenttrail.consumers._config import ConsumerConfig
 from agenttrail.consumers._decode import Decoder, PreparedBatch, PythonDecoder, StoreDecoder
 from agenttrail.consumers._errors import BrokerUnavailable
+from agenttrail.consumers._fetchers import FetcherPool
 from agenttrail.consumers._incarnation import LEGACY_INCARNATION, IncarnationProbe
 from agenttrail.consumers._ledger import OffsetLedger, PartitionFenced
 from agenttrail.consumers._stats import IngestStats
@@ -158,6 +159,13 @@ class IngestPipeline:
         settings.update(c.kafka_options)
         return settings
 
+    def _open_consumer(self) -> KafkaConsumer:
+        """The Kafka consumer: in this process, or a group member whose partitions are
+        fetched by ``config.fetchers`` child processes (``_fetchers``)."""
+        if self.config.fetchers:
+            return FetcherPool(self.kafka_settings(), self.config.fetchers)
+        return KafkaConsumer(**self.kafka_settings())
+
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set, then store what was fetched, commit, and return.
 
@@ -170,7 +178,7 @@ class IngestPipeline:
                 broker is unreachable, or refused it); the original error is its cause.
         """
         try:
-            consumer = KafkaConsumer(**self.kafka_settings())
+            consumer = self._open_consumer()
             consumer.subscribe([self.config.topic], listener=_Listener(self._events))
         except KafkaError as exc:
             raise BrokerUnavailable(

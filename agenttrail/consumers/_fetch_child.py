@@ -1,0 +1,122 @@
+"""A fetcher child process: reads its share of a topic's partitions and ships the records.
+
+Started by :mod:`agenttrail.consumers._fetchers` as ``python -c`` running this file by
+path, so the child imports kafka-python only (not the store, not the engine). It is no
+group member: it ``assign()`` s the partitions its parent tells it and fetches from the
+positions the parent sets. Every command that positions a partition carries an epoch;
+each shipped chunk names the epoch it was fetched under, so the parent can drop what was
+fetched before a later seek.
+
+Wire: two pipes of :class:`multiprocessing.connection.Connection` frames (pickle).
+Parent → child: ``("start", topic, settings)`` first, then ``("seek", partition, offset
+or None for the beginning, epoch)``, ``("drop", partition)``, ``("stop",)``.
+Child → parent: ``("records", partition, epoch, offsets, keys, values, timestamps,
+highwater)`` and, about every second, ``("alive", {partition: highwater})``.
+
+The child exits when its parent goes away (end of the command pipe, a parent process
+that changed, or ``PR_SET_PDEATHSIG`` on Linux), so a SIGKILLed consumer leaves none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+_ALIVE_EVERY_S = 1.0
+
+
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def main(command_fd: int, data_fd: int) -> None:
+    """Run the child until told to stop or the parent is gone."""
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its children itself
+    commands = Connection(command_fd, writable=False)
+    data = Connection(data_fd, readable=False)
+    try:
+        _run(commands, data, parent)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the parent is gone
+
+
+def _run(commands: Connection, data: Connection, parent: int) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    kind, topic, settings = commands.recv()
+    assert kind == "start", kind
+    consumer = KafkaConsumer(**settings)
+    epochs: dict[int, int] = {}
+    alive_at = 0.0
+    try:
+        while True:
+            changed = False
+            # Idle children wait on the command pipe; busy ones only look at it.
+            while commands.poll(0 if epochs else 0.2):
+                command = commands.recv()
+                if command[0] == "stop":
+                    return
+                if command[0] == "seek":
+                    _, partition, offset, epoch = command
+                    tp = TopicPartition(topic, partition)
+                    if partition not in epochs:
+                        epochs[partition] = epoch
+                        consumer.assign([TopicPartition(topic, p) for p in sorted(epochs)])
+                    epochs[partition] = epoch
+                    if offset is None:
+                        consumer.seek_to_beginning(tp)
+                    else:
+                        consumer.seek(tp, offset)
+                elif command[0] == "drop":
+                    if epochs.pop(command[1], None) is not None:
+                        changed = True
+            if changed:
+                consumer.assign([TopicPartition(topic, p) for p in sorted(epochs)])
+            now = time.monotonic()
+            if now - alive_at >= _ALIVE_EVERY_S:
+                if os.getppid() != parent:
+                    return
+                alive_at = now
+                marks = {p: consumer.highwater(TopicPartition(topic, p)) for p in epochs}
+                data.send_bytes(pickle.dumps(("alive", marks), protocol=pickle.HIGHEST_PROTOCOL))
+            if not epochs:
+                continue
+            fetched = consumer.poll(timeout_ms=100)
+            for tp, records in fetched.items():
+                epoch = epochs.get(tp.partition)
+                if epoch is None or not records:
+                    continue
+                chunk: tuple[Any, ...] = (
+                    "records",
+                    tp.partition,
+                    epoch,
+                    [r.offset for r in records],
+                    [r.key for r in records],
+                    [r.value for r in records],
+                    [r.timestamp for r in records],
+                    consumer.highwater(tp),
+                )
+                data.send_bytes(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+    finally:
+        with contextlib.suppress(Exception):
+            consumer.close(autocommit=False)
+
+
+if __name__ == "__agenttrail_fetcher__":
+    main(int(sys.argv[1]), int(sys.argv[2]))

@@ -1,0 +1,344 @@
+"""Fetch in child processes: a stand-in for the few ``KafkaConsumer`` calls the pipeline makes.
+
+kafka-python parses record batches in pure Python, on the consumer's GIL, beside the
+framing and the engine's own threads; that parsing is most of what keeps ingest below a
+plain fetch. :class:`FetcherPool` moves it out: the parent keeps the group membership
+(one ``KafkaConsumer`` that is subscribed but fetches nothing: each partition is paused
+as it is assigned and never resumed, so kafka-python's parked-records problem noted in
+``_pipeline`` cannot arise), and N child processes (``_fetch_child``) each ``assign()``
+the partitions ``partition % N`` of the parent's assignment and fetch them.
+
+The pool answers the calls the pipeline makes of its consumer — ``subscribe`` (with a
+rebalance listener), ``poll``, ``seek``, ``seek_to_beginning``, ``highwater``,
+``commit``, ``committed``, ``close`` — with the same meaning, so the pipeline's
+exactly-once machinery (ledger, claims, contiguity and incarnation checks) runs
+unchanged on top of it:
+
+* A seek tells the child with a new epoch for that partition; a chunk fetched under an
+  older epoch (before the seek) is dropped, never returned.
+* The pool keeps each partition's position as a ``KafkaConsumer`` would (the last seek,
+  advanced past every record ``poll`` returned). A child that dies (SIGKILL, crash) or
+  stops answering for :data:`STALL_S` is killed and started again, and its partitions
+  are seeked to those positions under new epochs: nothing it had fetched and not yet
+  shipped is lost, and nothing is returned twice; any gap would still be caught by the
+  pipeline's own contiguity check. A child that keeps dying (:data:`MAX_RESTARTS`
+  within :data:`RESTART_WINDOW_S`) makes ``poll`` raise :class:`FetcherFailed`.
+* Commits and committed offsets go through the group member, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import time
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+
+from agenttrail.consumers._errors import ConsumerError
+
+log = logging.getLogger("agenttrail.consumers")
+
+STALL_S = 30.0
+"""A child with partitions that sends nothing (not even its ~1 s heartbeat) this long is
+taken for hung, killed and started again."""
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+
+_CHILD = Path(__file__).with_name("_fetch_child.py")
+_BOOT = (
+    "import runpy, sys; "
+    "runpy.run_path(sys.argv.pop(1), run_name='__agenttrail_fetcher__')"
+)  # fmt: skip
+
+
+class FetcherFailed(ConsumerError):
+    """A fetcher child process keeps dying; the consumer stops rather than stall."""
+
+
+class FetchedRecord(NamedTuple):
+    """A record as a fetcher child shipped it (the fields the pipeline reads)."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+
+
+class _Child:
+    """One fetcher process and its two pipes."""
+
+    def __init__(self, index: int, topic: str, settings: dict[str, Any]):
+        self.index = index
+        cmd_read, cmd_write = os.pipe()
+        data_read, data_write = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, str(_CHILD), str(cmd_read), str(data_write)],
+                pass_fds=(cmd_read, data_write),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(cmd_read)
+            os.close(data_write)
+        self.commands = Connection(cmd_write, readable=False)
+        self.data = Connection(data_read, writable=False)
+        self.heard_at = time.monotonic()
+        self.send(("start", topic, settings))
+
+    def send(self, command: tuple[Any, ...]) -> None:
+        self.commands.send_bytes(pickle.dumps(command, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        self.process.wait()
+        for conn in (self.commands, self.data):
+            if not conn.closed:
+                conn.close()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Ask the child to stop; kill it after ``timeout_s``. It holds no state worth
+        keeping (no group membership, no commits), so nothing is lost either way."""
+        self.data.close()  # a child blocked on a full pipe gets EPIPE and exits
+        with contextlib.suppress(OSError):
+            self.send(("stop",))
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("fetcher %d did not stop in %.0fs; killing it", self.index, timeout_s)
+        self.kill()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
+    """Pauses assigned partitions in the group member, then tells the pool and the
+    pipeline's own listener."""
+
+    def __init__(self, pool: FetcherPool, inner: Any):
+        self.pool = pool
+        self.inner = inner
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.pool._revoked(revoked)
+        if self.inner is not None:
+            self.inner.on_partitions_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.pool._assigned(assigned)
+        if self.inner is not None:
+            self.inner.on_partitions_assigned(assigned)
+
+    def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
+        self.pool._revoked(lost)
+        if self.inner is not None:
+            self.inner.on_partitions_lost(lost)
+
+
+class FetcherPool:
+    """A consumer-group member whose fetching is done by ``fetchers`` child processes.
+
+    Args:
+        settings: KafkaConsumer settings (the pipeline's); the group member uses them
+            as given, the children without the group.
+        fetchers: number of child processes (>= 1).
+
+    Not thread-safe: one thread calls it, as with ``KafkaConsumer``.
+    """
+
+    def __init__(self, settings: dict[str, Any], fetchers: int):
+        if fetchers < 1:
+            raise ValueError(f"fetchers must be at least 1, got {fetchers}")
+        self._settings = dict(settings)
+        self._count = fetchers
+        self._group = KafkaConsumer(**settings)
+        self._topic: str | None = None
+        self._children: list[_Child | None] = [None] * fetchers
+        self._assignment: set[TopicPartition] = set()
+        # The position kafka-python would report: the last seek (None = the beginning,
+        # not yet known), moved past every record returned.
+        self._positions: dict[TopicPartition, int | None] = {}
+        self._epochs: dict[TopicPartition, int] = {}
+        self._highwater: dict[TopicPartition, int] = {}
+        self._restarts: deque[float] = deque()
+        self._closed = False
+        self.restarts = 0
+        """Children started again after dying or hanging (for tests and status)."""
+
+    # -- the KafkaConsumer calls the pipeline makes ---------------------------------------
+
+    def subscribe(self, topics: list[str], listener: Any = None) -> None:
+        if len(topics) != 1:
+            raise ValueError("a FetcherPool reads exactly one topic")
+        self._topic = topics[0]
+        self._group.subscribe(topics, listener=_Listener(self, listener))
+        for i in range(self._count):
+            self._children[i] = self._spawn(i)
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
+        """Records fetched by the children for the current positions, per partition.
+
+        Also keeps the group membership alive (the group member's own poll fetches
+        nothing: its partitions are paused)."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        self._group.poll(timeout_ms=0 if self._assignment else timeout_ms)
+        self._watch()
+        limit = max_records or 1 << 62
+        out: dict[Any, list[Any]] = {}
+        taken = 0
+        while taken < limit:
+            live = {c.data: c for c in self._children if c is not None}
+            remaining = max(0.0, deadline - time.monotonic()) if not out else 0.0
+            ready = wait(list(live), timeout=remaining)
+            if not ready:
+                break
+            for conn in ready:
+                child = live[conn]  # type: ignore[index]
+                try:
+                    message = pickle.loads(child.data.recv_bytes())
+                except (EOFError, OSError):
+                    self._restart(child, "exited")
+                    continue
+                child.heard_at = time.monotonic()
+                taken += self._take(message, out)
+        return out
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._position(tp, int(offset))
+
+    def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        for tp in tps:
+            self._position(tp, None)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self._highwater.get(tp)
+
+    def commit(self, offsets: Any = None) -> None:
+        self._group.commit(offsets)
+
+    def committed(self, tp: TopicPartition, metadata: bool = False) -> Any:
+        return self._group.committed(tp, metadata=metadata)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assignment)
+
+    def close(self, autocommit: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for i, child in enumerate(self._children):
+            if child is not None:
+                child.stop()
+                self._children[i] = None
+        self._group.close(autocommit=autocommit)
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running children (for tests)."""
+        return [c.process.pid for c in self._children if c is not None]
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _spawn(self, index: int) -> _Child:
+        settings = dict(self._settings)
+        settings["group_id"] = None
+        settings["enable_auto_commit"] = False
+        settings["client_id"] = f"{settings.get('client_id', 'agenttrail')}-fetcher{index}"
+        assert self._topic is not None
+        return _Child(index, self._topic, settings)
+
+    def _share(self, tp: TopicPartition) -> int:
+        return int(tp.partition) % self._count
+
+    def _position(self, tp: TopicPartition, offset: int | None) -> None:
+        self._positions[tp] = offset
+        epoch = self._epochs.get(tp, 0) + 1
+        self._epochs[tp] = epoch
+        child = self._children[self._share(tp)]
+        if child is not None:
+            try:
+                child.send(("seek", tp.partition, offset, epoch))
+            except OSError:
+                self._restart(child, "exited")
+
+    def _assigned(self, tps: list[TopicPartition]) -> None:
+        # Before any fetch of this poll: the group member never fetches.
+        self._group.pause(*tps)
+        self._assignment.update(tps)
+
+    def _revoked(self, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            self._assignment.discard(tp)
+            self._positions.pop(tp, None)
+            self._highwater.pop(tp, None)
+            # A later chunk of this partition must not pass for a fresh one.
+            self._epochs[tp] = self._epochs.get(tp, 0) + 1
+            child = self._children[self._share(tp)]
+            if child is not None:
+                with contextlib.suppress(OSError):
+                    child.send(("drop", tp.partition))
+
+    def _take(self, message: tuple[Any, ...], out: dict[Any, list[Any]]) -> int:
+        assert self._topic is not None
+        if message[0] == "alive":
+            for partition, mark in message[1].items():
+                tp = TopicPartition(self._topic, partition)
+                if mark is not None and tp in self._assignment:
+                    self._highwater[tp] = mark
+            return 0
+        _, partition, epoch, offsets, keys, values, stamps, mark = message
+        tp = TopicPartition(self._topic, partition)
+        if tp not in self._assignment or self._epochs.get(tp) != epoch:
+            return 0  # fetched before a seek or after the partition left
+        if mark is not None:
+            self._highwater[tp] = mark
+        records = list(map(FetchedRecord._make, zip(offsets, keys, values, stamps, strict=True)))
+        out.setdefault(tp, []).extend(records)
+        self._positions[tp] = offsets[-1] + 1
+        return len(records)
+
+    def _watch(self) -> None:
+        """Restart children that exited or went silent while holding partitions."""
+        now = time.monotonic()
+        for child in list(self._children):
+            if child is None:
+                continue
+            if child.process.poll() is not None:
+                self._restart(child, f"exited with {child.process.returncode}")
+            elif now - child.heard_at > STALL_S and self._holds(child.index):
+                self._restart(child, f"sent nothing for {STALL_S:.0f}s")
+
+    def _holds(self, index: int) -> bool:
+        return any(self._share(tp) == index for tp in self._assignment)
+
+    def _restart(self, child: _Child, why: str) -> None:
+        if self._children[child.index] is not child:
+            return  # already replaced
+        now = time.monotonic()
+        while self._restarts and now - self._restarts[0] > RESTART_WINDOW_S:
+            self._restarts.popleft()
+        self._restarts.append(now)
+        child.kill()
+        self._children[child.index] = None
+        if len(self._restarts) > MAX_RESTARTS:
+            raise FetcherFailed(
+                f"fetcher process {child.index} {why}; {len(self._restarts)} restarts within "
+                f"{RESTART_WINDOW_S:.0f}s, so the consumer stops instead of stalling its "
+                "partitions. See the log for the fetchers' errors; run with fetchers=0 "
+                "(agenttrail consume --fetchers 0) to fetch in the consumer process."
+            )
+        log.warning("fetcher process %d %s; starting it again and re-reading its partitions "
+                    "from the positions already delivered", child.index, why)  # fmt: skip
+        self.restarts += 1
+        replacement = self._spawn(child.index)
+        self._children[child.index] = replacement
+        for tp in sorted(self._assignment):
+            if self._share(tp) == child.index and tp in self._positions:
+                self._position(tp, self._positions[tp])

@@ -1,0 +1,289 @@
+"""Fetcher child processes (``fetchers``): every event stored exactly once when a child
+is SIGKILLed or hangs mid-stream, when the consumer itself is SIGKILLed and restarted,
+and across rebalances between two consumers of one group. Real broker, real engine;
+counted from what the test produced (event ids, partition and offset)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agenttrail.consumers import ConsumerConfig, IngestPipeline, IngestStats
+from agenttrail.consumers import _fetchers
+from agenttrail.consumers._fetchers import FetcherFailed, FetcherPool
+from agenttrail.embedded import EmbeddedBroker
+from agenttrail.store import Store, open_store
+from tests.deadline import wait_until
+from tests.integration.conftest import BROKER_PARTITIONS, INGEST_KAFKA_OPTIONS
+from tests.integration.test_pipeline import (
+    Produced,
+    config,
+    make_events,
+    produce,
+    stored_ids,
+    stored_positions,
+)
+
+
+@contextmanager
+def pipeline(cfg: ConsumerConfig, store: Store) -> Iterator[IngestPipeline]:
+    """A pipeline on a thread; stopped on exit, its error re-raised."""
+    stop = threading.Event()
+    p = IngestPipeline(cfg, store, stats=IngestStats())
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            p.run(stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        yield p
+    finally:
+        stop.set()
+        thread.join(90)
+    assert not thread.is_alive(), "the pipeline did not stop"
+    if errors:
+        raise errors[0]
+
+
+def pool_of(p: IngestPipeline) -> FetcherPool:
+    wait_until(lambda: isinstance(p._consumer, FetcherPool) and p._consumer.pids, timeout=30,
+               what="the fetcher processes")  # fmt: skip
+    assert isinstance(p._consumer, FetcherPool)
+    return p._consumer
+
+
+def assert_exactly_once(store: Store, produced: Produced) -> None:
+    ids = stored_ids(store)
+    missing = set(produced.hashes) - set(ids)
+    twice = {k: n for k, n in ids.items() if n > 1}
+    assert not missing and not twice, f"lost {len(missing)}, duplicated {len(twice)}"
+    assert set(ids) == set(produced.hashes)
+    positions = stored_positions(store)
+    assert len(positions) == produced.messages and set(positions.values()) == {1}
+
+
+def everything_stored(store: Store, produced: Produced) -> bool:
+    return set(stored_ids(store)) >= set(produced.hashes)
+
+
+def producing(bootstrap: str, topic: str, produced: Produced, rounds: int, prefix: str) -> Any:
+    """Send ``rounds`` groups of events on a thread (the faults land mid-stream)."""
+
+    def send() -> None:
+        for r in range(rounds):
+            produce(bootstrap, topic, make_events(6, 20, prefix=f"{prefix}{r}"), produced)
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_fetchers_store_every_event_once(
+    broker: EmbeddedBroker, topic: str, unique_group: str, store: Store
+) -> None:
+    produced = produce(broker.bootstrap, topic, make_events(12, 20, prefix="a"))
+    cfg = config(broker.bootstrap, topic, unique_group, fetchers=3)
+    with pipeline(cfg, store) as p:
+        assert len(pool_of(p).pids) == 3
+        wait_until(lambda: everything_stored(store, produced) and p.stats.snapshot().lag == 0,
+                   timeout=90, what="everything stored")  # fmt: skip
+        assert set(p.stats.snapshot().partitions) == set(range(BROKER_PARTITIONS))
+    assert_exactly_once(store, produced)
+
+
+def test_a_fetcher_sigkilled_mid_stream_is_restarted_and_nothing_is_lost_or_stored_twice(
+    broker: EmbeddedBroker, topic: str, unique_group: str, store: Store
+) -> None:
+    produced = Produced()
+    cfg = config(broker.bootstrap, topic, unique_group, fetchers=2)
+    with pipeline(cfg, store) as p:
+        pool = pool_of(p)
+        sender = producing(broker.bootstrap, topic, produced, rounds=8, prefix="k")
+        for kill in range(4):
+            wait_until(lambda k=kill: p.stats.snapshot().events_total > 40 * (k + 1),
+                       timeout=60, what="events flowing before the next kill")  # fmt: skip
+            victim = pool.pids[kill % 2]
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda v=victim: v not in pool.pids, timeout=30,
+                       what="the killed fetcher replaced")  # fmt: skip
+        sender.join(60)
+        wait_until(lambda: everything_stored(store, produced) and p.stats.snapshot().lag == 0,
+                   timeout=120, what="everything stored after the kills")  # fmt: skip
+        assert pool.restarts >= 4
+    assert_exactly_once(store, produced)
+
+
+def test_a_hung_fetcher_is_killed_and_replaced_instead_of_stalling_its_partitions(
+    broker: EmbeddedBroker,
+    topic: str,
+    unique_group: str,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_fetchers, "STALL_S", 3.0)
+    produced = produce(broker.bootstrap, topic, make_events(4, 20, prefix="h"))
+    cfg = config(broker.bootstrap, topic, unique_group, fetchers=2)
+    with pipeline(cfg, store) as p:
+        pool = pool_of(p)
+        wait_until(lambda: everything_stored(store, produced), timeout=60,
+                   what="the first events stored")  # fmt: skip
+        hung = pool.pids[0]
+        os.kill(hung, signal.SIGSTOP)  # alive, but answers nothing
+        try:
+            produce(broker.bootstrap, topic, make_events(8, 20, prefix="i"), produced)
+            wait_until(lambda: everything_stored(store, produced), timeout=90,
+                       what="the hung fetcher's partitions stored by its replacement")  # fmt: skip
+        finally:
+            if hung in pool.pids:
+                os.kill(hung, signal.SIGCONT)
+        assert hung not in pool.pids and pool.restarts >= 1
+    assert_exactly_once(store, produced)
+
+
+def test_a_fetcher_that_keeps_dying_stops_the_consumer_with_a_clear_error(
+    broker: EmbeddedBroker,
+    topic: str,
+    unique_group: str,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_fetchers, "MAX_RESTARTS", 2)
+    produce(broker.bootstrap, topic, make_events(2, 10, prefix="d"))
+    cfg = config(broker.bootstrap, topic, unique_group, fetchers=1)
+    with pytest.raises(FetcherFailed, match="fetchers 0|--fetchers 0"):  # noqa: PT012
+        with pipeline(cfg, store) as p:
+            pool = pool_of(p)
+            for _ in range(3):
+                pid = pool.pids[0] if pool.pids else None
+                if pid is None:
+                    break
+                os.kill(pid, signal.SIGKILL)
+                wait_until(lambda v=pid: v not in pool.pids, timeout=30,
+                           what="the fetcher replaced or the consumer stopped")  # fmt: skip
+            wait_until(lambda: p._consumer is None, timeout=30, what="the consumer stopping")
+
+
+def test_two_consumers_with_fetchers_rebalancing_mid_stream_store_everything_once(
+    broker: EmbeddedBroker, topic: str, unique_group: str, store: Store, store_dir: Path
+) -> None:
+    produced = Produced()
+    # Long batch age: records sit in the buffers when each rebalance comes.
+    cfg = config(broker.bootstrap, topic, unique_group, batch_size=500, batch_ms=1500,
+                 fetchers=2)  # fmt: skip
+    with open_store(data=store_dir) as store_b, pipeline(cfg, store) as one:
+        for round_ in range(3):
+            produce(broker.bootstrap, topic, make_events(4, 20, prefix=f"r{round_}"), produced)
+            with pipeline(cfg, store_b) as two:  # a member joins: rebalance
+                wait_until(lambda t=two: t.stats.snapshot().partitions, timeout=60,
+                           what="the joining consumer getting partitions")  # fmt: skip
+                produce(broker.bootstrap, topic, make_events(4, 20, prefix=f"s{round_}"),
+                        produced)  # fmt: skip
+            # ... and leaves again: another rebalance, with the first one's buffers full.
+        wait_until(lambda: everything_stored(store, produced) and one.stats.snapshot().lag == 0,
+                   timeout=120, what="everything stored after the rebalances")  # fmt: skip
+    assert_exactly_once(store, produced)
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out |= {int(c) for c in text}
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class Consume:
+    """``agenttrail consume --fetchers 2 --json`` in a subprocess."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str, store_dir: Path):
+        env = dict(os.environ, AGENTTRAIL_KAFKA_OPTIONS=json.dumps(INGEST_KAFKA_OPTIONS))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from agenttrail.cli import main; main()", "consume",
+             "--bootstrap", bootstrap, "--topic", topic, "--group", group,
+             "--data", str(store_dir), "--batch-size", "25", "--batch-ms", "50",
+             "--fetchers", "2", "--status-every", "0.2", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        self.lines: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.lines.append(json.loads(line))
+
+    def last(self) -> dict[str, Any]:
+        return self.lines[-1] if self.lines else {}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_consumer_with_fetchers_sigkilled_and_restarted_loses_nothing_and_leaves_no_fetcher(
+    broker: EmbeddedBroker, topic: str, unique_group: str, store_dir: Path
+) -> None:
+    produced = produce(broker.bootstrap, topic, make_events(12, 25, prefix="a"))
+    first = Consume(broker.bootstrap, topic, unique_group, store_dir)
+    try:
+        wait_until(lambda: first.last().get("events_total", 0) >= 100, timeout=90,
+                   what="the first consumer storing 100 events")  # fmt: skip
+        fetchers = _children(first.proc.pid)
+        assert len(fetchers) == 2, fetchers
+        sender = threading.Thread(
+            target=produce,
+            args=(broker.bootstrap, topic, make_events(12, 25, prefix="b"), produced),
+        )
+        sender.start()  # the kill lands while events are still arriving
+    finally:
+        first.proc.kill()
+    first.proc.wait(30)
+    sender.join(60)
+    wait_until(lambda: not any(_alive(c) for c in fetchers), timeout=30,
+               what="the killed consumer's fetchers exiting")  # fmt: skip
+
+    second = Consume(broker.bootstrap, topic, unique_group, store_dir)
+    try:
+        caught_up_at: list[float] = []
+
+        def settled() -> bool:
+            # Lag 0 on every partition, and still 0 two seconds later (a partition's
+            # lag counts only once its fetcher has reported the high-water mark).
+            s = second.last()
+            if s.get("lag") != 0 or len(s.get("partitions", [])) != BROKER_PARTITIONS:
+                caught_up_at.clear()
+                return False
+            caught_up_at[:] = caught_up_at or [time.monotonic()]
+            return time.monotonic() - caught_up_at[0] >= 2.0
+
+        wait_until(settled, timeout=120, what="the restarted consumer catching up")
+    finally:
+        second.proc.send_signal(signal.SIGTERM)
+        code = second.proc.wait(60)
+    assert code == 0
+    with open_store(data=store_dir) as store:
+        assert_exactly_once(store, produced)
