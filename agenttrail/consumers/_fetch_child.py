@@ -83,9 +83,8 @@ def _run(commands: Connection, data: Connection, parent: int) -> None:
                         consumer.seek_to_beginning(tp)
                     else:
                         consumer.seek(tp, offset)
-                elif command[0] == "drop":
-                    if epochs.pop(command[1], None) is not None:
-                        changed = True
+                elif command[0] == "drop" and epochs.pop(command[1], None) is not None:
+                    changed = True
             if changed:
                 consumer.assign([TopicPartition(topic, p) for p in sorted(epochs)])
             now = time.monotonic()

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from agenttrail.consumers import ConsumerConfig, IngestPipeline, IngestStats
-from agenttrail.consumers import _fetchers
+from agenttrail.consumers import ConsumerConfig, IngestPipeline, IngestStats, _fetchers
 from agenttrail.consumers._fetchers import FetcherFailed, FetcherPool
 from agenttrail.embedded import EmbeddedBroker
 from agenttrail.store import Store, open_store
@@ -124,6 +123,8 @@ def test_a_fetcher_sigkilled_mid_stream_is_restarted_and_nothing_is_lost_or_stor
             wait_until(lambda v=victim: v not in pool.pids, timeout=30,
                        what="the killed fetcher replaced")  # fmt: skip
         sender.join(60)
+        # Events only the replacements can fetch (their every partition gets some).
+        produce(broker.bootstrap, topic, make_events(12, 20, prefix="after"), produced)
         wait_until(lambda: everything_stored(store, produced) and p.stats.snapshot().lag == 0,
                    timeout=120, what="everything stored after the kills")  # fmt: skip
         assert pool.restarts >= 4
@@ -167,7 +168,7 @@ def test_a_fetcher_that_keeps_dying_stops_the_consumer_with_a_clear_error(
     monkeypatch.setattr(_fetchers, "MAX_RESTARTS", 2)
     produce(broker.bootstrap, topic, make_events(2, 10, prefix="d"))
     cfg = config(broker.bootstrap, topic, unique_group, fetchers=1)
-    with pytest.raises(FetcherFailed, match="fetchers 0|--fetchers 0"):  # noqa: PT012
+    with pytest.raises(FetcherFailed, match="--fetchers 0"):
         with pipeline(cfg, store) as p:
             pool = pool_of(p)
             for _ in range(3):
