@@ -58,10 +58,23 @@ def main(command_fd: int, data_fd: int) -> None:
 
 def _run(commands: Connection, data: Connection, parent: int) -> None:
     from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
 
     kind, topic, settings = commands.recv()
     assert kind == "start", kind
-    consumer = KafkaConsumer(**settings)
+    while True:
+        # A broker that is down when the child starts is waited for, not died of: the
+        # parent would take repeated deaths for a broken fetcher and stop.
+        try:
+            consumer = KafkaConsumer(**settings)
+            break
+        except KafkaError:
+            # Commands wait in the pipe meanwhile; the parent kills a child that does
+            # not answer its stop.
+            data.send_bytes(pickle.dumps(("alive", {}), protocol=pickle.HIGHEST_PROTOCOL))
+            if os.getppid() != parent:
+                return
+            time.sleep(1.0)
     epochs: dict[int, int] = {}
     alive_at = 0.0
     try:

@@ -251,6 +251,8 @@ class FetcherPool:
         settings["group_id"] = None
         settings["enable_auto_commit"] = False
         settings["client_id"] = f"{settings.get('client_id', 'agenttrail')}-fetcher{index}"
+        # Well inside STALL_S: a child waiting for a broker that is down keeps reporting.
+        settings["bootstrap_timeout_ms"] = min(settings.get("bootstrap_timeout_ms", 5000), 5000)
         assert self._topic is not None
         return _Child(index, self._topic, settings)
 
@@ -258,6 +260,8 @@ class FetcherPool:
         return int(tp.partition) % self._count
 
     def _position(self, tp: TopicPartition, offset: int | None) -> None:
+        if tp not in self._assignment:
+            return  # not ours (any more): no child fetches it
         self._positions[tp] = offset
         epoch = self._epochs.get(tp, 0) + 1
         self._epochs[tp] = epoch

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from tests.integration.test_pipeline import (
     stored_ids,
     stored_positions,
 )
+from tests.ports import restartable_port
 
 
 @contextmanager
@@ -288,3 +290,23 @@ def test_consumer_with_fetchers_sigkilled_and_restarted_loses_nothing_and_leaves
     assert code == 0
     with open_store(data=store_dir) as store:
         assert_exactly_once(store, produced)
+
+
+def test_a_fetcher_started_while_the_broker_is_down_waits_for_it_instead_of_dying() -> None:
+    from agenttrail.consumers._fetchers import _Child
+
+    settings = {"bootstrap_servers": [f"127.0.0.1:{restartable_port()}"],
+                "bootstrap_timeout_ms": 1000, "group_id": None}  # fmt: skip
+    child = _Child(0, "events", settings)
+    try:
+        heard = 0
+        deadline = time.monotonic() + 60
+        while heard < 3 and time.monotonic() < deadline:
+            if child.data.poll(1.0):
+                assert pickle.loads(child.data.recv_bytes())[0] == "alive"
+                heard += 1
+            assert child.process.poll() is None, "the fetcher died while the broker was down"
+        assert heard >= 3
+    finally:
+        child.stop()
+    assert child.process.returncode is not None
