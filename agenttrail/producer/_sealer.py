@@ -37,11 +37,14 @@ from agenttrail.events import (
     checkpoint_statement,
     checkpoint_task_id,
     default_registry,
+    encode_body,
+    frame,
     new_span_id,
     new_trace_id,
     seal,
     uuid7,
 )
+from agenttrail.producer._avro_fast import Encoder, NotFast, compile_encoder
 from agenttrail.producer._exporter import OutRecord
 
 log = logging.getLogger("agenttrail.producer")
@@ -50,6 +53,36 @@ MAX_HEADS_PER_CHECKPOINT = 2000
 """More moved tasks than this are split over several checkpoints (each well under 1 MB)."""
 
 _Head = tuple[str, str, str, int, str, int, bool]
+_HASH_PREFIX = b"\x80\x01"  # the Avro length of a 64-character hex digest
+
+
+class _Writer:
+    """One family's newest schema, with its compiled encoder and framing header."""
+
+    __slots__ = ("encode", "entry", "header", "version")
+
+    def __init__(self, entry: SchemaEntry):
+        self.entry = entry
+        self.version = entry.version
+        self.header = frame(entry.schema_id, b"")
+        self.encode: Encoder | None = compile_encoder(entry.schema) if entry.hash_is_last else None
+
+    def seal(self, record: dict[str, Any], prev_hash: str) -> bytes:
+        """What :func:`agenttrail.events.seal` does, byte for byte, with the compiled
+        encoder when the record fits it (fastavro otherwise)."""
+        encode = self.encode
+        if encode is None:
+            return seal(self.entry, record, prev_hash)
+        record["prev_hash"] = prev_hash
+        record["hash"] = ""
+        try:
+            canonical = encode(record)
+        except (NotFast, KeyError, UnicodeEncodeError):
+            canonical = encode_body(self.entry, record)  # writes it, or raises EncodeError
+        digest = sha256(canonical).hexdigest()
+        record["hash"] = digest
+        # The empty hash is the body's last byte (0x00): swap in the digest.
+        return b"".join((self.header, canonical[:-1], _HASH_PREFIX, digest.encode("ascii")))
 
 
 class Sealer:
@@ -80,8 +113,8 @@ class Sealer:
         self.rejected_path = rejected_path
         self.max_payload_bytes = max_payload_bytes
         registry = registry or default_registry()
-        self._writers: dict[str, SchemaEntry] = {
-            t: registry.latest(t) for t in registry.event_types
+        self._writers: dict[str, _Writer] = {
+            t: _Writer(registry.latest(t)) for t in registry.event_types
         }
         self._chains: dict[str, str] = {}
         self.producer_seq = 0
@@ -104,19 +137,19 @@ class Sealer:
         chains = self._chains
         moved = self._moved
         for event in events:
-            entry = self._writers.get(event["event_type"])
-            if entry is None:
+            writer = self._writers.get(event["event_type"])
+            if writer is None:
                 self._reject(event, f"unknown event type {event['event_type']!r}")
                 continue
             event["event_id"] = uuid7(event["ts"] // 1000)
-            event["schema_version"] = entry.version
+            event["schema_version"] = writer.version
             event["producer_id"] = self.producer_id
             event["producer_seq"] = self.producer_seq
             if event.get("args_hash") is None and "args_json" in event:
                 event["args_hash"] = sha256(event["args_json"].encode()).hexdigest()
             task_id = event["task_id"]
             try:
-                framed = seal(entry, event, chains.get(task_id, ""))
+                framed = writer.seal(event, chains.get(task_id, ""))
             except EncodeError as exc:
                 self._reject(event, str(exc))
                 continue
@@ -173,7 +206,8 @@ class Sealer:
         return out
 
     def _checkpoint_record(self, heads: list[_Head], *, final: bool) -> OutRecord | None:
-        entry = self._writers[EventType.CHECKPOINT]
+        writer = self._writers[EventType.CHECKPOINT]
+        entry = writer.entry
         ts = time.time_ns() // 1000
         task_id = self._checkpoint_task
         event: dict[str, Any] = {
@@ -208,7 +242,7 @@ class Sealer:
             event["key_id"] = self.signing_key.public_key
             event["signature"] = self.signing_key.sign(checkpoint_statement(event))
         try:
-            framed = seal(entry, event, event["prev_hash"])
+            framed = writer.seal(event, event["prev_hash"])
         except EncodeError as exc:
             self._reject(event, str(exc))
             return None
