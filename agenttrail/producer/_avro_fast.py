@@ -95,10 +95,8 @@ def _primitive(t: Any) -> str | None:
     """The primitive name of a field type this module writes, else None."""
     if isinstance(t, str):
         return t if t in _PRIMITIVES else None
-    if isinstance(t, dict) and isinstance(t.get("type"), str) and len(t) == 2:
-        if (t["type"], t.get("logicalType")) in _LOGICAL:
-            return str(t["type"])
-    return None
+    logical = isinstance(t, dict) and len(t) == 2 and (t.get("type"), t.get("logicalType"))
+    return str(t["type"]) if logical in _LOGICAL else None
 
 
 def _field_lines(name: str, t: Any) -> list[str] | None:
