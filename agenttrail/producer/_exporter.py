@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from agenttrail.events import EVENTS_TOPIC
@@ -159,7 +160,14 @@ class KafkaExporter:
                         f"Kafka at {self.bootstrap} did not take the event: {exc}"
                     ) from exc
                 raise PartialExport(i, exc) from exc
-            future.add_both(complete, rec, on_done)
+            callback = partial(complete, rec, on_done)
+            both = getattr(future, "_add_cb_eb", None)
+            if both is not None:
+                # kafka-python's own one-lock registration of a callback and an errback
+                # (add_both builds two partials and takes the future's lock twice).
+                both(callback, callback)
+            else:
+                future.add_both(callback)
 
     def _partition_map(self, producer: Any) -> Callable[[bytes], int] | None:
         """The key → partition function of Kafka's default partitioner, memoised per key.

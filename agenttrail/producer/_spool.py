@@ -285,12 +285,18 @@ class Spool:
         out = []
         pos = self._size
         seg = self._segment
+        new = tuple.__new__  # a NamedTuple's own constructor is a Python function: 3x slower
         for key, value in records:
             payload = _KEY.pack(len(key)) + key + value
             chunks.append(_RECORD.pack(len(payload), zlib.crc32(payload)))
             chunks.append(payload)
             end = pos + _RECORD.size + len(payload)
-            out.append(SpooledRecord(key, value, SpoolPosition(seg, pos), SpoolPosition(seg, end)))
+            out.append(
+                new(
+                    SpooledRecord,
+                    (key, value, new(SpoolPosition, (seg, pos)), new(SpoolPosition, (seg, end))),
+                )
+            )
             pos = end
         data = memoryview(b"".join(chunks))
         start = self._size
@@ -350,7 +356,15 @@ class Spool:
                 (key_len,) = _KEY.unpack_from(payload)
                 key = payload[_KEY.size : _KEY.size + key_len]
                 value = payload[_KEY.size + key_len :]
-                yield SpooledRecord(key, value, SpoolPosition(seg, pos), SpoolPosition(seg, end))
+                yield tuple.__new__(
+                    SpooledRecord,
+                    (
+                        key,
+                        value,
+                        tuple.__new__(SpoolPosition, (seg, pos)),
+                        tuple.__new__(SpoolPosition, (seg, end)),
+                    ),
+                )
                 pos = end
 
     def read(self, max_records: int) -> list[SpooledRecord]:
