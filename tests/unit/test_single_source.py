@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-import agenttrail.events._codec as codec_module
+import agenttrail.producer._sealer as sealer_module
 from agenttrail._contracts import queries_dir, schemas_dir
 from agenttrail.events import (
     AgentMessage,
@@ -173,16 +173,17 @@ def test_nested_records_flatten_into_has_and_prefixed_nullable_columns() -> None
 
 @pytest.fixture
 def sdk_records(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[dict[str, Any]]]:
-    """Every record the SDK hands to the encoder, captured as built (before fastavro
-    fills a missing nullable field or ignores an unknown key)."""
+    """Every record the SDK's sealer encodes, captured as built (neither fastavro nor
+    the SDK's compiled encoder reports a missing nullable field or an unknown key)."""
     captured: list[dict[str, Any]] = []
-    real = codec_module.encode_body
+    real = sealer_module._Writer.seal
 
-    def capture(entry: Any, record: dict[str, Any]) -> bytes:
-        captured.append(dict(record))
-        return real(entry, record)
+    def capture(writer: Any, record: dict[str, Any], prev_hash: str) -> bytes:
+        framed = real(writer, record, prev_hash)
+        captured.append(dict(record))  # with prev_hash and hash set, as encoded
+        return framed
 
-    monkeypatch.setattr(codec_module, "encode_body", capture)
+    monkeypatch.setattr(sealer_module._Writer, "seal", capture)
     exporter = InMemoryExporter()
     rec = Recorder(exporter=exporter, spool_dir=tmp_path / "spool", agent="shape-check")
     with rec.task(
