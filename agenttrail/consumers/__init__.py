@@ -25,7 +25,7 @@ from agenttrail.consumers._decode import (
     StoreDecoder,
     TableInsert,
 )
-from agenttrail.consumers._errors import BrokerUnavailable, ConsumerError
+from agenttrail.consumers._errors import BrokerRefused, BrokerUnavailable, ConsumerError
 from agenttrail.consumers._ledger import LedgerEntry, OffsetLedger, PartitionFenced
 from agenttrail.consumers._pipeline import IngestPipeline
 from agenttrail.consumers._run import prepare_store, run_consumer
@@ -39,6 +39,7 @@ __all__ = [
     "Batch",
     "BatchDecoder",
     "BatchWriter",
+    "BrokerRefused",
     "BrokerUnavailable",
     "ConsumerConfig",
     "ConsumerError",

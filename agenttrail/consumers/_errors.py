@@ -22,3 +22,16 @@ class BrokerUnavailable(ConsumerError):
     def __init__(self, message: str, bootstrap: str):
         super().__init__(message)
         self.bootstrap = bootstrap
+
+
+class BrokerRefused(ConsumerError):
+    """The Kafka broker refused the running consumer for good (authorization,
+    authentication, an unsupported setting): retrying cannot help.
+
+    Attributes:
+        bootstrap: the bootstrap servers of the broker.
+    """
+
+    def __init__(self, message: str, bootstrap: str):
+        super().__init__(message)
+        self.bootstrap = bootstrap

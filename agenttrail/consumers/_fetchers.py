@@ -220,6 +220,14 @@ class FetcherPool:
     def highwater(self, tp: TopicPartition) -> int | None:
         return self._highwater.get(tp)
 
+    def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict(self._group.beginning_offsets(tps))
+
+    def need_rejoin(self) -> bool:
+        """Whether the group member knows it must join again (see the pipeline's check
+        for a join that never completes)."""
+        return bool(self._group._coordinator.need_rejoin())
+
     def commit(self, offsets: Any = None) -> None:
         self._group.commit(offsets)
 

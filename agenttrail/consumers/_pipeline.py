@@ -1,4 +1,4 @@
-"""The ingest loop: poll Kafka → buffer per partition → decode/validate → insert → commit.
+"""The ingest loop's fetch step: poll Kafka, then hand records to the chain (``_chain.py``).
 
 One thread drives the Kafka consumer (kafka-python's consumer is not thread-safe);
 rebalance callbacks only queue events that the loop applies between polls.
@@ -26,26 +26,34 @@ import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import errors as kafka_errors
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from agenttrail.consumers._background import BackgroundWriter
 from agenttrail.consumers._backoff import Backoff
 from agenttrail.consumers._batch import PartitionBuffer
+from agenttrail.consumers._chain import (
+    BatchStep,
+    CommitStep,
+    DecodeStep,
+    InsertStep,
+    MessageRejected,
+    Partition,
+)
 from agenttrail.consumers._config import ConsumerConfig
-from agenttrail.consumers._decode import Decoder, PreparedBatch, PythonDecoder, StoreDecoder
-from agenttrail.consumers._errors import BrokerUnavailable
+from agenttrail.consumers._decode import Decoder, PythonDecoder, StoreDecoder
+from agenttrail.consumers._errors import BrokerRefused, BrokerUnavailable
 from agenttrail.consumers._fetchers import FetcherPool
-from agenttrail.consumers._incarnation import LEGACY_INCARNATION, IncarnationProbe
-from agenttrail.consumers._ledger import OffsetLedger, PartitionFenced
+from agenttrail.consumers._incarnation import IncarnationProbe
+from agenttrail.consumers._ledger import OffsetLedger
 from agenttrail.consumers._stats import IngestStats
 from agenttrail.consumers._writer import BatchWriter
 from agenttrail.events import EventCodec
-from agenttrail.store import FAMILY_TABLES, Store, StoreError, StoreUnavailable
+from agenttrail.store import FAMILY_TABLES, Store, StoreUnavailable
 
 log = logging.getLogger("agenttrail.consumers")
 
@@ -69,27 +77,23 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-pytho
         self.events.put(("revoked", list(lost)))
 
 
-@dataclass
-class _Partition:
-    tp: TopicPartition
-    buffer: PartitionBuffer
-    ready: bool = False  # position decided from the ledger / committed offset
-    pending: PreparedBatch | None = None
-    in_flight: bool = False  # pending is with the background writer
-    dropped: bool = False  # records were dropped while held: seek back on release
-    incarnation: str = LEGACY_INCARNATION  # of the topic, decided with the position
-    fenced: bool = False  # another consumer claimed it: never written again by this one
-    gap: tuple[int, int] | None = None  # (expected, fetched) of a fetch that skipped offsets
-
-
 class IngestPipeline:
     """Kafka → ClickHouse ingestion for one consumer process of a group.
+
+    The pipeline is the fetch step of a chain (``_chain.py``): it drives the Kafka
+    consumer (polls, rebalances, read positions, the topic's incarnation) and offers
+    each partition's records to the batch step, which hands batches on to decode,
+    insert and commit. A step that refuses a partition's records makes the fetch hold
+    that partition: what was fetched for it is dropped and fetched again from its next
+    unbuffered offset once the partition is accepted again.
 
     Guarantees: offsets are committed only after the batch's inserts succeeded; a batch
     is inserted with deduplication tokens derived from its offset range, recorded in the
     ledger before the insert, so a crash or retry at any point stores each event once.
     Bad input goes to ``dead_letters``; a failing store pauses consumption and is
-    retried with capped exponential backoff, never dead-lettered.
+    retried with capped exponential backoff, never dead-lettered; a failing broker is
+    retried the same way, and one that refuses the consumer for good (authorization,
+    configuration) ends the run with :class:`BrokerRefused`.
 
     Args:
         config: consumer settings.
@@ -122,21 +126,27 @@ class IngestPipeline:
         )
         self.ledger = OffsetLedger(store, config.group, self.consumer_name)
         self.writer = BatchWriter(store, self.ledger, self.decoder)
-        self._background: BackgroundWriter | None = None
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s)
+        self._broker_backoff = Backoff(config.backoff_initial_s, config.backoff_max_s)
+        self._background: BackgroundWriter | None = None
+        self._batching: BatchStep | None = None
+        self._inserting: InsertStep | None = None
+        self._committing: CommitStep | None = None
         self._events: queue.SimpleQueue[tuple[str, list[TopicPartition]]] = queue.SimpleQueue()
-        self._parts: dict[TopicPartition, _Partition] = {}
+        self._parts: dict[TopicPartition, Partition] = {}
         # Partitions of an incarnation the broker no longer has: their fetched records
         # are still stored (under their own incarnation), never committed.
-        self._retiring: list[_Partition] = []
+        self._retiring: list[Partition] = []
         # Revoked with unstored records: kept until the next assignment tells whether the
         # broker lost its messages (then nobody else can re-read them: store them) or
         # the partition moved (its next owner redoes it from the ledger: drop them).
-        self._revoked: list[_Partition] = []
+        self._revoked: list[Partition] = []
         self._incarnation: str | None = None
         self._incarnation_checked_at = time.monotonic()
         self._probe = IncarnationProbe(config.bootstrap, config.topic, config.kafka_options)
         self._consumer: KafkaConsumer | None = None
+        # When the client last lost its partitions without getting an assignment since.
+        self._unassigned_since: float | None = None
 
     def kafka_settings(self) -> dict[str, Any]:
         """The KafkaConsumer settings used: agenttrail's defaults, then ``kafka_options``."""
@@ -159,13 +169,6 @@ class IngestPipeline:
         settings.update(c.kafka_options)
         return settings
 
-    def _open_consumer(self) -> KafkaConsumer:
-        """The Kafka consumer: in this process, or a group member whose partitions are
-        fetched by ``config.fetchers`` child processes (``_fetchers``)."""
-        if self.config.fetchers:
-            return FetcherPool(self.kafka_settings(), self.config.fetchers)
-        return KafkaConsumer(**self.kafka_settings())
-
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set, then store what was fetched, commit, and return.
 
@@ -176,25 +179,25 @@ class IngestPipeline:
         Raises:
             BrokerUnavailable: the Kafka consumer could not be created or subscribed (the
                 broker is unreachable, or refused it); the original error is its cause.
+            BrokerRefused: the broker refused the running consumer for good (e.g. its
+                authorization was revoked); what was stored is committed first.
         """
-        try:
-            consumer = self._open_consumer()
-            consumer.subscribe([self.config.topic], listener=_Listener(self._events))
-        except KafkaError as exc:
-            raise BrokerUnavailable(
-                f"Cannot consume {self.config.topic} from the Kafka broker at "
-                f"{self.config.bootstrap}: {type(exc).__name__}: {exc}. Check --bootstrap "
-                "(AGENTTRAIL_BOOTSTRAP) and that the broker is running.",
-                self.config.bootstrap,
-            ) from exc
-        self._consumer = consumer
+        consumer = self._open_consumer()
         log.info("consuming %s as group %s into %s", self.config.topic, self.config.group,
                  self.store.location)  # fmt: skip
         self._background = BackgroundWriter(self.writer)
+        self._committing = CommitStep(self._commit, self.stats, self._lag)
+        self._inserting = InsertStep(
+            self._background, self._backoff, self.stats, self._fence, self._committing
+        )
+        self._batching = BatchStep(self.config, self._backoff, DecodeStep(self.decoder,
+                                   self._inserting))  # fmt: skip
         try:
             while not stop.is_set():
+                if self._join_stuck():
+                    consumer = self._reopen_consumer(consumer)
                 busy = self._step(consumer)
-                if not busy and self._backoff.active:
+                if not busy and (self._backoff.active or self._broker_backoff.active):
                     # Waiting out a backoff: poll gently so the group membership stays alive.
                     stop.wait(0.2)
             self._drain()
@@ -207,16 +210,95 @@ class IngestPipeline:
             except Exception:  # closing must not hide the loop's own error
                 log.warning("closing the Kafka consumer failed", exc_info=True)
 
+    def _open_consumer(self) -> KafkaConsumer:
+        """Create the Kafka consumer (in this process, or with fetcher processes) and
+        subscribe it to the topic.
+
+        Raises:
+            BrokerUnavailable: the broker is unreachable, or refused the consumer.
+        """
+        try:
+            # In this process, or a group member whose partitions are fetched by
+            # ``config.fetchers`` child processes (``_fetchers``).
+            consumer: KafkaConsumer = (
+                FetcherPool(self.kafka_settings(), self.config.fetchers)
+                if self.config.fetchers
+                else KafkaConsumer(**self.kafka_settings())
+            )
+            consumer.subscribe([self.config.topic], listener=_Listener(self._events))
+        except KafkaError as exc:
+            raise BrokerUnavailable(
+                f"Cannot consume {self.config.topic} from the Kafka broker at "
+                f"{self.config.bootstrap}: {type(exc).__name__}: {exc}. Check --bootstrap "
+                "(AGENTTRAIL_BOOTSTRAP) and that the broker is running.",
+                self.config.bootstrap,
+            ) from exc
+        self._consumer = consumer
+        self._unassigned_since = time.monotonic()
+        return consumer
+
+    def _join_stuck(self) -> bool:
+        """Whether the Kafka client is stuck between a revocation and the assignment
+        that should follow it.
+
+        Seen with kafka-python 3.0 after the embedded broker restarted under a running
+        consumer: the client takes the SyncGroup answer, marks itself joined and never
+        applies the assignment, so the consumer holds no partition for good. A join
+        that completes always reports an assignment (empty when the group has more
+        members than partitions), so a revocation with no assignment for several
+        session timeouts, while the client claims to need no rejoin, is that state.
+        """
+        since = self._unassigned_since
+        if since is None or self._consumer is None:
+            return False
+        session_s = float(self.kafka_settings().get("session_timeout_ms", 10_000)) / 1000
+        if time.monotonic() - since < max(3 * session_s, 15.0):
+            return False
+        # kafka-python keeps that state on its coordinator (a FetcherPool passes it on);
+        # a client that does not tell is never taken for stuck.
+        coordinator = getattr(self._consumer, "_coordinator", self._consumer)
+        need_rejoin = getattr(coordinator, "need_rejoin", None)
+        if not callable(need_rejoin):
+            return False
+        try:
+            return not need_rejoin()
+        except Exception:
+            log.debug("cannot ask the Kafka client whether it must rejoin", exc_info=True)
+            return False
+
+    def _reopen_consumer(self, consumer: KafkaConsumer) -> KafkaConsumer:
+        """Replace a stuck Kafka consumer with a new member of the group. Nothing is
+        lost: partitions are positioned from the ledger again when assigned."""
+        log.warning("the Kafka client was revoked its partitions %.0fs ago and never got "
+                    "an assignment; joining the group again with a new consumer",
+                    time.monotonic() - (self._unassigned_since or 0.0))  # fmt: skip
+        self.stats.broker_failed("group join stuck: consumer recreated")
+        try:
+            fresh = self._open_consumer()
+        except BrokerUnavailable as exc:
+            log.warning("cannot create a new Kafka consumer yet (%s); keeping the old one", exc)
+            self._consumer = consumer
+            self._unassigned_since = time.monotonic()  # try again after another window
+            return consumer
+        try:
+            consumer.close(autocommit=False)
+        except Exception:
+            log.warning("closing the stuck Kafka consumer failed", exc_info=True)
+        for tp in list(self._parts):  # whatever the old member still held is its no more
+            self._events.put(("revoked", [tp]))
+        self._unassigned_since = time.monotonic()
+        return fresh
+
     # -- one iteration -----------------------------------------------------------------
 
     def _step(self, consumer: KafkaConsumer) -> bool:
-        full = any(self._held(p) for p in self._parts.values())
+        batching, inserting = self._chain()
+        full = any(not batching.accepts(p) for p in self._parts.values())
         # With a full buffer, wait for the writer rather than fetch records to drop.
-        done = self._collect(wait_s=0.05 if full else 0.0)
+        done = self._progress(wait_s=0.05 if full else 0.0)
         self._release(consumer)
-        waiting = any(p.pending and not p.in_flight for p in self._parts.values())
-        timeout = 0 if waiting and self._backoff.ready() else self.config.poll_timeout_ms
-        fetched = consumer.poll(timeout_ms=timeout, max_records=self.config.batch_size)
+        timeout = 0 if inserting.waiting and self._backoff.ready() else self.config.poll_timeout_ms
+        fetched = self._poll(consumer, timeout)
         self._apply_rebalance()
         if (fetched or self._incarnation_due()) and not self._same_incarnation(consumer, fetched):
             fetched = {}
@@ -226,19 +308,77 @@ class IngestPipeline:
             part = self._parts.get(tp)
             if part is None or not part.ready:
                 continue  # not ours (any more), or re-read after its position is decided
-            if self._held(part):
-                part.dropped = True
+            if not batching.accepts(part):
+                part.dropped = True  # held: fetched again from its position on release
                 continue
             if not self._contiguous(consumer, part, messages):
                 continue
-            accepted += part.buffer.add(messages)
+            try:
+                accepted += batching.submit(part, messages)
+            except MessageRejected:
+                part.dropped = True
         self._cut(final=False)
-        self._submit()
-        done += self._collect(wait_s=0.0)
-        self._update_lag(consumer)
+        done += self._progress(wait_s=0.0)
+        self.stats.set_lag(self._lag())
         return accepted > 0 or done > 0
 
-    def _contiguous(self, consumer: KafkaConsumer, part: _Partition, messages: list[Any]) -> bool:
+    def _chain(self) -> tuple[BatchStep, InsertStep]:
+        assert self._batching is not None and self._inserting is not None, "run() builds it"
+        return self._batching, self._inserting
+
+    def _progress(self, wait_s: float) -> int:
+        """Let the insert and commit steps work; return how many batches were stored."""
+        _, inserting = self._chain()
+        assert self._committing is not None
+        stored = inserting.poll(wait_s)
+        self._committing.poll()
+        self._retiring = [p for p in self._retiring if p.unstored]
+        return stored
+
+    def _cut(self, final: bool) -> None:
+        """Cut the due batches: every one of a retiring partition, the due ones of the
+        partitions whose position is decided."""
+        batching, _ = self._chain()
+        batching.poll(self._retiring, final=True)
+        batching.poll([p for p in self._parts.values() if p.ready], final=final)
+
+    def _poll(self, consumer: KafkaConsumer, timeout_ms: int) -> dict[Any, list[Any]]:
+        """One fetch. A broker error the client gives up on is retried with backoff
+        (nothing fetched is lost: positions only move with accepted records); one that
+        refuses this consumer for good ends the run.
+
+        Raises:
+            BrokerRefused: authorization, authentication or configuration was refused.
+        """
+        if not self._broker_backoff.ready():
+            return {}
+        try:
+            fetched: dict[Any, list[Any]] = consumer.poll(
+                timeout_ms=timeout_ms, max_records=self.config.batch_size
+            )
+        except KafkaError as exc:
+            if isinstance(exc, _REFUSED):
+                raise BrokerRefused(
+                    f"The Kafka broker at {self.config.bootstrap} refused consumer group "
+                    f"{self.config.group} on topic {self.config.topic}: "
+                    f"{type(exc).__name__}: {exc}. Check the consumer's credentials and the "
+                    "broker's ACLs for the topic and the group (--kafka-option).",
+                    self.config.bootstrap,
+                ) from exc
+            wait = self._broker_backoff.failed()
+            self.stats.broker_failed(f"{type(exc).__name__}: {exc}")
+            log.warning("fetch failed (attempt %d, %s: %s); retrying in %.1fs",
+                        self._broker_backoff.failures, type(exc).__name__, exc,
+                        wait)  # fmt: skip
+            for part in self._parts.values():
+                part.dropped = part.ready  # seek back to what was accepted
+            return {}
+        if self._broker_backoff.active:
+            log.info("fetching again after %d failed attempts", self._broker_backoff.failures)
+            self._broker_backoff.reset()
+        return fetched
+
+    def _contiguous(self, consumer: KafkaConsumer, part: Partition, messages: list[Any]) -> bool:
         """Whether fetched records continue exactly where the partition's accepted ones
         end. A fetch that starts past the expected offset (records fetched before a
         seek, a position reset) is dropped and fetched again from the expected offset;
@@ -257,23 +397,11 @@ class IngestPipeline:
         consumer.seek(part.tp, expected)
         return False
 
-    def _held(self, part: _Partition) -> bool:
-        """Whether the partition takes no new records: the store fails, or its buffer is full."""
-        c = self.config
-        if part.fenced:
-            return True
-        if part.buffer.forced is not None and not self._backoff.active:
-            return False  # a recorded range is re-read whole, whatever the limits now
-        return (
-            self._backoff.active
-            or len(part.buffer) >= c.batch_size * c.max_buffered_batches
-            or part.buffer.buffered_bytes >= c.batch_bytes * c.max_buffered_batches
-        )
-
     def _release(self, consumer: KafkaConsumer) -> None:
-        """Seek released partitions back to the first offset they dropped."""
+        """Seek partitions the batch step takes again back to the first offset dropped."""
+        batching, _ = self._chain()
         for part in self._parts.values():
-            if part.dropped and part.ready and not self._held(part):
+            if part.dropped and part.ready and batching.accepts(part):
                 part.dropped = False
                 if part.buffer.position is None:
                     consumer.seek_to_beginning(part.tp)
@@ -288,15 +416,19 @@ class IngestPipeline:
             except queue.Empty:
                 break
             changed = True
+            self._unassigned_since = time.monotonic() if kind == "revoked" else None
             for tp in tps:
                 if kind == "revoked":
                     dropped = self._parts.pop(tp, None)
-                    if dropped and (dropped.pending or len(dropped.buffer)):
-                        self._revoked.append(dropped)
-                        log.info("partition %s revoked with unstored records; its next owner "
-                                 "redoes them from the ledger", tp.partition)  # fmt: skip
+                    if dropped is not None:
+                        dropped.owned = False
+                        if dropped.unstored:
+                            self._revoked.append(dropped)
+                            log.info("partition %s revoked with unstored records; its next "
+                                     "owner redoes them from the ledger",
+                                     tp.partition)  # fmt: skip
                 elif tp.topic == self.config.topic:
-                    self._parts[tp] = _Partition(tp, PartitionBuffer(tp.topic, tp.partition))
+                    self._parts[tp] = Partition.new(tp)
         if changed:
             self.stats.set_partitions(tuple(sorted(tp.partition for tp in self._parts)))
 
@@ -341,13 +473,14 @@ class IngestPipeline:
         self._revoked.clear()
         for tp, part in list(self._parts.items()):
             self._retire(part)
-            self._parts[tp] = _Partition(tp, PartitionBuffer(tp.topic, tp.partition))
+            self._parts[tp] = Partition.new(tp)
         return False
 
-    def _retire(self, part: _Partition) -> None:
+    def _retire(self, part: Partition) -> None:
         """Keep a partition of a vanished incarnation until what it fetched is stored."""
+        part.owned = False
         part.buffer.forced = None  # its recorded range can never be re-read
-        if part.pending is not None or len(part.buffer):
+        if part.unstored:
             self._retiring.append(part)
 
     def _initialise(self, consumer: KafkaConsumer) -> None:
@@ -356,6 +489,7 @@ class IngestPipeline:
         waiting = [p for p in self._parts.values() if not p.ready]
         if not waiting or not self._backoff.ready():
             return
+        _, inserting = self._chain()
         try:
             incarnation = self._probe.read()
         except KafkaError as exc:
@@ -372,10 +506,27 @@ class IngestPipeline:
                 self.config.topic, [p.tp.partition for p in waiting], incarnation
             )
         except StoreUnavailable as exc:
-            self._store_failed(exc)
+            inserting.failed(exc)
             return
-        if self._backoff.active and not self._any_pending():
-            self._store_recovered()
+        if self._backoff.active and not inserting.holding:
+            inserting.recovered()
+        try:
+            committed = {
+                p.tp: _committed_offset(consumer, p.tp, incarnation)
+                for p in waiting
+                if p.tp.partition not in entries
+            }
+            # A partition read from its start is read from an offset named here, not
+            # from "the beginning": records a fetch of an earlier assignment returns
+            # would otherwise be taken as the start, and the offsets before them lost.
+            fresh = [tp for tp, offset in committed.items() if offset is None]
+            starts: dict[TopicPartition, int] = consumer.beginning_offsets(fresh) if fresh else {}
+            for tp in fresh:
+                committed[tp] = starts.get(tp)
+        except KafkaError as exc:
+            log.warning("cannot read the committed offsets of %s yet (%s: %s); retrying",
+                        self.config.topic, type(exc).__name__, exc)  # fmt: skip
+            return
         if incarnation != self._incarnation:
             log.info("topic %s is incarnation %s", self.config.topic, incarnation or "(legacy)")
             if self._incarnation is not None:
@@ -397,117 +548,25 @@ class IngestPipeline:
                     log.info("partition %d: redoing batch %d-%d recorded before a crash",
                              part.tp.partition, entry.first_offset, entry.last_offset)  # fmt: skip
             else:
-                committed = _committed_offset(consumer, part.tp, incarnation)
-                if committed is None:
+                offset = committed[part.tp]
+                if offset is None:  # the broker named no start: whatever comes first
                     consumer.seek_to_beginning(part.tp)
                 else:
-                    consumer.seek(part.tp, committed)
-                    part.buffer.position = committed
+                    consumer.seek(part.tp, offset)
+                    part.buffer.position = offset
             part.ready = True
 
-    def _cut(self, final: bool) -> None:
-        """Cut and prepare the next batch of every partition that has none pending."""
-        c = self.config
-        for part in self._retiring:
-            if part.pending is None:
-                batch = part.buffer.take(c.batch_size, c.batch_bytes)
-                if batch is not None:
-                    part.pending = self.decoder.prepare(batch)
-        for part in self._parts.values():
-            if (
-                part.ready
-                and part.pending is None
-                and (final or part.buffer.ready(c.batch_size, c.batch_ms, None, c.batch_bytes))
-            ):
-                batch = part.buffer.take(c.batch_size, c.batch_bytes)
-                if batch is not None:
-                    part.pending = self.decoder.prepare(batch)
-
-    def _submit(self) -> None:
-        """Hand pending batches to the background writer (after a backoff, when due)."""
-        assert self._background is not None
-        if not self._backoff.ready():
-            return
-        for part in (*self._retiring, *self._parts.values()):
-            if part.pending is not None and not part.in_flight:
-                part.in_flight = True
-                self._background.submit(part, part.pending)
-
-    def _collect(self, wait_s: float) -> int:
-        """Commit the batches the writer stored; schedule a retry of failed ones."""
-        assert self._background is not None
-        done: dict[TopicPartition, OffsetAndMetadata] = {}
-        stored = 0
-        for result in self._background.results(wait_s):
-            part: _Partition = result.owner
-            part.in_flight = False
-            if isinstance(result.error, PartitionFenced):
-                self._fence(part)
-                continue
-            if result.error is not None:
-                if not self._backoff.active or self._backoff.ready():
-                    self._store_failed(result.error)
-                continue
-            stored += 1
-            if result.prepared.duplicates:
-                self.stats.duplicates(result.prepared.duplicates)
-            if part in self._retiring and part.pending is result.prepared:
-                part.pending = None  # stored; an offset of a vanished incarnation is not committed
-                if not len(part.buffer):
-                    self._retiring.remove(part)
-            elif self._parts.get(part.tp) is part and part.pending is result.prepared:
-                part.pending = None
-                # The metadata names the incarnation, so a later reader can tell whether
-                # this offset belongs to the topic it reads (brokers may drop it; Tansu does).
-                done[part.tp] = OffsetAndMetadata(
-                    result.prepared.batch.last_offset + 1, part.incarnation, -1
-                )
-            # Counted with the lag as it is now, in one step: a reader never sees the
-            # batch's events stored and the lag from before it.
-            self.stats.batch_stored(
-                result.prepared.events, result.prepared.dead_letters, lag=self._lag()
-            )
-        if done:
-            self._commit(done)
-        if stored and self._backoff.active and not self._any_pending():
-            self._store_recovered()
-        return stored
-
-    def _fence(self, part: _Partition) -> None:
+    def _fence(self, part: Partition) -> None:
         """Stop writing a partition another consumer claimed; wait for the rebalance
         that takes it from this consumer (a fresh assignment claims it anew)."""
         log.warning("partition %d was claimed by another consumer; this one stops writing "
                     "it (its batch was not inserted)", part.tp.partition)  # fmt: skip
-        self.stats.partition_fenced()
         part.fenced = True
-        part.pending = None
         part.buffer = PartitionBuffer(part.tp.topic, part.tp.partition)
 
-    def _any_pending(self) -> bool:
-        return any(p.pending for p in (*self._retiring, *self._parts.values()))
-
-    def _commit(self, offsets: dict[TopicPartition, Any]) -> None:
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         assert self._consumer is not None
-        try:
-            self._consumer.commit(offsets)
-        except KafkaError as exc:
-            # The rows are stored and the ledger says 'after': whoever owns the partition
-            # next resumes behind this batch, so a lost commit costs nothing.
-            log.warning("offset commit failed (%s); the ledger keeps the position", exc)
-
-    def _store_failed(self, exc: StoreError) -> None:
-        wait = self._backoff.failed()
-        self.stats.store_failed(str(exc))
-        log.warning("store failed (attempt %d), retrying the same batch in %.1fs: %s",
-                    self._backoff.failures, wait, exc)  # fmt: skip
-
-    def _store_recovered(self) -> None:
-        log.info("store answers again after %d failed attempts", self._backoff.failures)
-        self._backoff.reset()
-        self.stats.store_recovered()
-
-    def _update_lag(self, consumer: KafkaConsumer) -> None:
-        self.stats.set_lag(self._lag())
+        self._consumer.commit(offsets)
 
     def _lag(self) -> int | None:
         consumer = self._consumer
@@ -525,19 +584,31 @@ class IngestPipeline:
 
     def _drain(self) -> None:
         """Store what was fetched before stopping: one attempt, no waiting on a dead store."""
-        assert self._background is not None
+        _, inserting = self._chain()
+        assert self._committing is not None
         self._backoff.reset()
         for _ in range(self.config.max_buffered_batches + 2):
             self._cut(final=True)
-            if not self._any_pending():
+            if not inserting.holding:
                 return
-            self._submit()
-            while self._background.outstanding:
-                self._collect(wait_s=1.0)
+            inserting.flush()
+            self._committing.poll()
             if self._backoff.active:
                 log.warning("stopping with unstored batches; they stay uncommitted and are "
                             "redone by the next consumer")  # fmt: skip
                 return
+
+
+# Errors by which the broker refuses this consumer for good: retrying cannot help.
+_REFUSED = (
+    kafka_errors.AuthorizationError,
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.GroupAuthorizationFailedError,
+    kafka_errors.ClusterAuthorizationFailedError,
+    kafka_errors.SaslAuthenticationFailedError,
+    kafka_errors.KafkaConfigurationError,
+    kafka_errors.UnsupportedVersionError,
+)
 
 
 def _committed_offset(consumer: KafkaConsumer, tp: TopicPartition, incarnation: str) -> int | None:

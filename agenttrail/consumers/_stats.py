@@ -26,6 +26,9 @@ class IngestSnapshot:
             partition (this consumer had lost it; the new owner stores those events).
         duplicates_dropped: events not stored because the same event (by tenant, task
             and seq) is stored already: copies an at-least-once producer resent.
+        broker_failures: failed fetches (each retried; positions only move with
+            records accepted, so nothing is skipped).
+        last_broker_error: the most recent fetch error, if any.
     """
 
     events: dict[str, int] = field(default_factory=dict)
@@ -39,6 +42,8 @@ class IngestSnapshot:
     last_batch_at: float | None = None
     fenced: int = 0
     duplicates_dropped: int = 0
+    broker_failures: int = 0
+    last_broker_error: str | None = None
 
     @property
     def events_total(self) -> int:
@@ -60,6 +65,8 @@ class IngestSnapshot:
             "last_batch_at": self.last_batch_at,
             "fenced": self.fenced,
             "duplicates_dropped": self.duplicates_dropped,
+            "broker_failures": self.broker_failures,
+            "last_broker_error": self.last_broker_error,
         }
 
 
@@ -79,6 +86,14 @@ class IngestStats:
         self._last_batch_at: float | None = None
         self._fenced = 0
         self._duplicates_dropped = 0
+        self._broker_failures = 0
+        self._last_broker_error: str | None = None
+
+    def broker_failed(self, error: str) -> None:
+        """Count one failed fetch (it will be retried)."""
+        with self._lock:
+            self._broker_failures += 1
+            self._last_broker_error = error
 
     def partition_fenced(self) -> None:
         """Count one batch not written because its partition was claimed by another."""
@@ -140,4 +155,6 @@ class IngestStats:
                 last_batch_at=self._last_batch_at,
                 fenced=self._fenced,
                 duplicates_dropped=self._duplicates_dropped,
+                broker_failures=self._broker_failures,
+                last_broker_error=self._last_broker_error,
             )
