@@ -148,9 +148,17 @@ class KafkaExporter:
         small = self._config["max_request_size"] - 1024
         for i, rec in enumerate(records):
             try:
+                future = None
                 if append is not None and partition_of is not None and len(rec.value) < small:
-                    future = append(rec.key, rec.value, partition_of(rec.key))
-                else:
+                    try:
+                        future = append(rec.key, rec.value, partition_of(rec.key))
+                    except (TypeError, AttributeError, IndexError) as exc:
+                        # Another kafka-python than the one this path knows: use send().
+                        log.warning("appending to the Kafka producer directly failed (%s: "
+                                    "%s); sending through KafkaProducer.send from now on",
+                                    type(exc).__name__, exc)  # fmt: skip
+                        append = self._direct = None
+                if future is None:
                     future = producer.send(
                         self.topic,
                         key=rec.key,

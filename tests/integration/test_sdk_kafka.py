@@ -186,3 +186,54 @@ def test_agent_killed_with_a_spool_is_delivered_by_the_next_start(tmp_path: Path
     assert sorted(e["producer_seq"] for e in old) == list(range(36))
     check_chain(events)
     assert not [p for p in spool.iterdir() if p.is_dir()], "replayed spools are removed"
+
+
+def test_a_producer_of_another_shape_falls_back_to_send_and_delivers_everything(
+    broker: EmbeddedBroker,
+) -> None:
+    """The exporter's direct append knows kafka-python 3's accumulator; a release whose
+    ``append`` takes other arguments must cost the fast path, never an event."""
+    import threading
+
+    from agenttrail.producer._exporter import KafkaExporter, OutRecord
+
+    topic = f"shape-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin.create_topics([NewTopic(topic, 2, 1)])
+    admin.wait_for_topics([topic], timeout_ms=30_000)
+    admin.close()
+    exporter = KafkaExporter(broker.bootstrap, topic)
+    producer = exporter._ensure_producer()
+    real_append = producer._accumulator.append
+    calls = {"send": 0}
+
+    # A release whose append needs an argument the direct path does not pass (send does).
+    def other_shape(tp: Any, ts: Any, key: Any, value: Any, headers: Any, *,
+                    abort_on_new_batch: bool) -> Any:  # fmt: skip
+        calls["send"] += 1
+        return real_append(tp, ts, key, value, headers, abort_on_new_batch=abort_on_new_batch)
+
+    producer._accumulator.append = other_shape
+    acked: list[OutRecord] = []
+    done = threading.Event()
+    records = [OutRecord(f"task-{i % 5}".encode(), f"value-{i}".encode()) for i in range(50)]
+
+    def on_done(rec: OutRecord, error: BaseException | None) -> None:
+        assert error is None, error
+        acked.append(rec)
+        if len(acked) == len(records):
+            done.set()
+
+    try:
+        exporter.export(records, on_done)
+        assert exporter.flush(30)
+        assert done.wait(30), f"{len(acked)} of {len(records)} acknowledged"
+    finally:
+        exporter.shutdown()
+    assert calls["send"] >= len(records)  # every record went through send()
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)  # fmt: skip
+    consumer.assign([TopicPartition(topic, 0), TopicPartition(topic, 1)])
+    values = sorted(m.value for m in consumer)
+    consumer.close()
+    assert values == sorted(r.value for r in records)
