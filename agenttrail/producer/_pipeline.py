@@ -26,9 +26,10 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from agenttrail.events import DEFAULT_MAX_PAYLOAD_BYTES, SchemaRegistry, SigningKey
 from agenttrail.producer._exporter import Exporter, OutRecord
@@ -39,6 +40,15 @@ from agenttrail.producer._spooling import SpoolingExporter
 log = logging.getLogger("agenttrail.producer")
 
 OnFull = Literal["spool", "block"]
+
+Deferred: TypeAlias = tuple[Callable[[float, int], dict[str, Any]], float, int]
+"""An event whose dict the worker builds: ``(build, latency_ms, seq)``.
+
+Spans submit this instead of the dict so that building it (two dozen fields) costs the
+worker thread, not the agent's. ``build`` must read only what can no longer change once
+the span has ended, and never raise (the worker logs and skips an event that does).
+"""
+Unsealed: TypeAlias = dict[str, Any] | Deferred
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,17 @@ class CloseReport:
     def complete(self) -> bool:
         """True when every event reached the destination."""
         return self.spooled == 0 and self.unsaved == 0 and self.rejected == 0
+
+
+def _built(deferred: Any) -> dict[str, Any] | None:
+    """The dict of a :data:`Deferred` event; None (logged) if building it failed."""
+    build, latency_ms, seq = deferred
+    try:
+        event: dict[str, Any] = build(latency_ms, seq)
+    except Exception:  # a bug in a custom detector must not stop the batch
+        log.exception("agenttrail could not build event seq %d; it is not recorded", seq)
+        return None
+    return event
 
 
 def _ignore(record: OutRecord, error: BaseException | None) -> None:
@@ -132,7 +153,7 @@ class Pipeline:
             fsync=spool_fsync,
             retry_backoff_s=retry_backoff_s,
         )
-        self._queue: collections.deque[dict[str, Any]] = collections.deque()
+        self._queue: collections.deque[Unsealed] = collections.deque()
         self._processed = 0  # events sealed and handed to the exporter, ever
         self._cond = threading.Condition()  # flush and blocked submitters wait on it
         self._work = threading.Lock()  # take + seal + export happen in one order
@@ -156,8 +177,11 @@ class Pipeline:
 
     # -- the caller's side -------------------------------------------------------------
 
-    def submit(self, event: dict[str, Any]) -> None:
-        """Enqueue one unsealed event. Never raises; blocks only under ``on_full="block"``."""
+    def submit(self, event: Unsealed) -> None:
+        """Enqueue one unsealed event (or a :data:`Deferred` one).
+
+        Never raises; blocks only under ``on_full="block"``.
+        """
         queue = self._queue
         if len(queue) < self.queue_size and not self._closed:
             queue.append(event)
@@ -168,7 +192,7 @@ class Pipeline:
             return
         self._overflow(event)
 
-    def _overflow(self, event: dict[str, Any]) -> None:
+    def _overflow(self, event: Unsealed) -> None:
         if self.on_full == "block" and not self._closed:
             deadline = time.monotonic() + self.block_timeout_s
             with self._cond:
@@ -189,12 +213,13 @@ class Pipeline:
     def _process(self, limit: int) -> None:
         """Take up to ``limit`` events, seal and export them. Caller holds ``_work``."""
         queue = self._queue
-        events = [queue.popleft() for _ in range(min(limit, len(queue)))]
-        if not events:
+        taken = [queue.popleft() for _ in range(min(limit, len(queue)))]
+        if not taken:
             return
-        self.exporter.export(self.sealer.seal(events), _ignore)
+        events = [e if type(e) is dict else _built(e) for e in taken]
+        self.exporter.export(self.sealer.seal([e for e in events if e is not None]), _ignore)
         with self._cond:
-            self._processed += len(events)
+            self._processed += len(taken)
             self._cond.notify_all()
 
     def _checkpoint(self, *, final: bool) -> None:

@@ -23,7 +23,7 @@ from agenttrail.producer._detectors import BUILTIN_DETECTORS
 from agenttrail.producer._exporter import Exporter, KafkaExporter
 from agenttrail.producer._injection import InjectionDetector, InjectionPolicy
 from agenttrail.producer._limits import Limits
-from agenttrail.producer._pipeline import CloseReport, Pipeline
+from agenttrail.producer._pipeline import CloseReport, Pipeline, Unsealed
 from agenttrail.producer._registry_framing import registry_framed
 from agenttrail.producer._safety import EscalationHandler, SafetyPlane
 from agenttrail.producer._scrub import DEFAULT_SENSITIVE_KEYS, Scrubber
@@ -136,7 +136,7 @@ class Recorder:
         )
         self.enabled = self.settings.enabled and exporter is not None
         self._pipeline: Pipeline | None = None
-        self.pipeline_submit: Callable[[dict[str, Any]], None] = _discard
+        self.pipeline_submit: Callable[[Unsealed], None] = _discard
         if self.enabled and exporter is not None:
             self._pipeline = Pipeline(
                 exporter,
@@ -321,5 +321,5 @@ class Recorder:
         self.close()
 
 
-def _discard(event: dict[str, Any]) -> None:
+def _discard(event: Unsealed) -> None:
     return None

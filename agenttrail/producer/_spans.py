@@ -102,7 +102,12 @@ class Span:
         self.task.open_spans[self.span_id] = self
 
     def fail(self, error: BaseException | str) -> None:
-        """Mark the span failed without raising (the work returned an error value)."""
+        """Mark the span failed without raising (the work returned an error value).
+
+        Raises:
+            SpanAlreadyEnded: the span is already recorded.
+        """
+        self._check_open("fail()")
         self.success = False
         self.error_type, self.error_detail = error_fields(error)
 
@@ -132,7 +137,9 @@ class Span:
                 # Its task was stopped (a kill, the watchdog) from another thread between
                 # the block's end and this record: the span is already recorded abandoned.
                 return
-            task.submit(self._event(self._claim(), next(task.seqs)))
+            # The worker builds the event dict (see Deferred): nothing it reads changes
+            # once the span is claimed, since every mutator checks that it is open.
+            task.submit((self._event, self._claim(), next(task.seqs)))
         self._recorded()
 
     def _recorded(self) -> None:
@@ -142,7 +149,7 @@ class Span:
         """Record the span as abandoned (task lock held); called when its task ends."""
         self.success = False
         self.error_type, self.error_detail = ABANDONED, why
-        self.task.submit(self._event(self._claim(), next(self.task.seqs)))
+        self.task.submit((self._event, self._claim(), next(self.task.seqs)))
 
     def _check_open(self, what: str) -> None:
         if self._ended:

@@ -22,6 +22,7 @@ from agenttrail.producer._context import current_span, live_tasks
 from agenttrail.producer._spans import Span
 
 if TYPE_CHECKING:
+    from agenttrail.producer._pipeline import Unsealed
     from agenttrail.producer._recorder import Recorder
 
 log = logging.getLogger("agenttrail.producer")
@@ -49,7 +50,7 @@ class TaskEvents:
     seqs: itertools.count[int]
     """Where each event's ``seq`` comes from; taken under :attr:`lock`."""
     open_spans: dict[str, Span]
-    submit: Callable[[dict[str, Any]], None]
+    submit: Callable[[Unsealed], None]
 
     def emit(self, fields: dict[str, Any]) -> None:
         """Add the envelope to ``fields`` and hand the event to the pipeline. Never raises."""
