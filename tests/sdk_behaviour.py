@@ -286,6 +286,22 @@ class ExecutionStyles:
         events = self.read_events(rec, expected=4)
         assert [e["event_type"] for e in events].count("tool_span") == 1
 
+    def test_a_span_ended_cannot_be_changed_before_the_worker_builds_its_event(
+        self, tmp_path: Path
+    ) -> None:
+        # The pipeline worker builds a span's event after end() returns: fail() (the
+        # one mutator that did not check) must refuse, and the record stay as ended.
+        rec = self.make_recorder(tmp_path)
+        with rec.task("late-fail") as task:
+            span = task.start_tool("t")
+            span.end(result="fine")
+            with pytest.raises(SpanAlreadyEnded, match=r"fail\(\)"):
+                span.fail("too late")
+        events = self.read_events(rec, expected=3)
+        tool_span = next(e for e in events if e["event_type"] == "tool_span")
+        assert (tool_span["success"], tool_span["error_type"]) == (True, None)
+        assert tool_span["result_summary"] == "fine"
+
     def test_spans_open_when_the_task_ends_are_recorded_abandoned(self, tmp_path: Path) -> None:
         rec = self.make_recorder(tmp_path)
         with rec.task("abandoning") as task:
