@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from agenttrail.events import new_span_id
-from agenttrail.producer._context import current_span, enter, leave
+from agenttrail.producer._context import current_span
 from agenttrail.producer._json import to_json
 
 if TYPE_CHECKING:
@@ -161,10 +161,13 @@ class Span:
     # -- the ``with`` form --------------------------------------------------------------
 
     def _enter_context(self) -> None:
-        self._previous = enter(current_span, self)
+        # enter()/leave() of ._context, inlined: this runs for every ``with`` span.
+        self._previous = current_span.get()
+        current_span.set(self)
 
     def _exit(self, exc: BaseException | None) -> None:
-        leave(current_span, self, self._previous)
+        if current_span.get() is self:  # never reset a Token: see ._context
+            current_span.set(self._previous)
         if self._ended:  # ended explicitly inside the block, or abandoned by its task
             return
         if exc is not None:
@@ -234,7 +237,8 @@ class ToolSpan(Span):
 
     def __enter__(self) -> ToolSpan:
         self.start()
-        self._enter_context()
+        self._previous = current_span.get()  # _enter_context, inlined
+        current_span.set(self)
         return self
 
     def __exit__(

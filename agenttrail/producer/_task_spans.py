@@ -111,8 +111,11 @@ class TaskSpans(TaskSafety):
         if side_effect == _IRREVERSIBLE:
             self.check_open()
             self.require_confirmation(name, args)
-        redacted, paths = self.redact(args, where="args", tool=name)
-        if paths:
+        # redact(args, where="args", tool=name), without its call layer (the hot path).
+        redacted, found = self.safety.scrubber.scrub(args, name)
+        paths = [r.path for r in found]
+        if found:
+            self._redacted(found, f"args:{name}")
             # Keyed: a plain hash of a short secret (a phone number) could be reversed.
             args_hash: str | None = self.safety.scrubber.keyed_hash(to_json(args, sort_keys=True))
             args_json = to_json(redacted, sort_keys=True)
@@ -146,17 +149,37 @@ class TaskSpans(TaskSafety):
         """,
     )
 
-    start_tool = _opened(
-        tool,
+    def start_tool(
+        self,
+        name: str,
+        args: Any = None,
+        *,
+        side_effect: str = "read",
+        tool_version: str | None = None,
+        idempotency_key: str | None = None,
+        attempt: int = 1,
+        tool_call_id: str | None = None,
+        parent: Span | TaskSpans | str | None = None,
+    ) -> ToolSpan:
         """Open a tool span now; record it with ``span.end(...)``, from any thread or task.
 
-        Takes the arguments of :meth:`tool`.
+        Takes the arguments of :meth:`tool` (spelled out, not wrapped: callback-based
+        integrations call this for every tool, and a wrapper's call costs them).
 
         Raises:
             TaskStopped: the task is stopped.
             ValueError: ``side_effect`` is not one of the three classes.
-        """,
-    )
+        """
+        return self.tool(
+            name,
+            args,
+            side_effect=side_effect,
+            tool_version=tool_version,
+            idempotency_key=idempotency_key,
+            attempt=attempt,
+            tool_call_id=tool_call_id,
+            parent=parent,
+        ).start()
 
     def agent_message(
         self,
