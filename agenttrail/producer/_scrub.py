@@ -155,6 +155,8 @@ class Scrubber:
             if len(value) < _MIN_CANDIDATE:
                 return value, found
             out: Any = self._text_into(value, "$", detectors, found)
+        elif rule is None and type(value) is dict and self._flat_and_plain(value):
+            return value, found  # tool arguments, usually: nothing the walk could find
         else:
             out = self._walk(value, "$", detectors, rule, False, found)
         return (out if found else value), found
@@ -203,6 +205,25 @@ class Scrubber:
             return False
         if detectors is self.detectors and len(self._plain_keys) < _PLAIN_KEYS_KEPT:
             self._plain_keys.add(key)
+        return True
+
+    def _flat_and_plain(self, value: dict[Any, Any]) -> bool:
+        """Whether the walk would find nothing in ``value`` without walking it.
+
+        True when every key is a name already found plain (see :meth:`_plain_key`) and
+        every value is either a string too short for any detector or something the walk
+        does not look into (numbers, booleans, None): the common shape of tool
+        arguments, checked without building the copy the walk builds.
+        """
+        plain = self._plain_keys
+        for k, v in value.items():
+            if type(k) is not str or k not in plain:
+                return False
+            if type(v) is str:
+                if len(v) >= _MIN_CANDIDATE:
+                    return False
+            elif isinstance(v, _WALKED):
+                return False
         return True
 
     def _walk(

@@ -20,7 +20,7 @@ from agenttrail.producer._detectors import (
     iban_valid,
     luhn_valid,
 )
-from agenttrail.producer._scrub import Scrubber, ToolRedaction
+from agenttrail.producer._scrub import Redaction, Scrubber, ToolRedaction
 from tests import pii
 
 
@@ -205,3 +205,40 @@ def test_a_sensitive_or_personal_key_is_never_remembered_as_plain() -> None:
         assert {r.kind for r in found} == {"key", "email"}
     assert "Password" not in scrubber._plain_keys
     assert "jane@example.com" not in scrubber._plain_keys
+
+
+_FLAT_VALUES = st.one_of(
+    st.text(max_size=12),
+    st.integers(),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["4111 1111 1111 1111", "ops@example.com", "sk-live-abcdefghijklmnop"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["order_id", "password", "q", "note", "api_key", "limit"]),
+            _FLAT_VALUES,
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_flat_arguments_seen_before_redact_exactly_as_the_full_walk(
+    calls: list[dict[str, object]],
+) -> None:
+    # The scrubber skips the walk for flat dicts of known-plain keys and short values;
+    # the full walk of the same scrubber (same placeholder key) is the reference.
+    warmed = Scrubber()
+    for args in calls:
+        out, found = warmed.scrub(args)
+        ref_found: list[Redaction] = []
+        ref_out = warmed._walk(args, "$", warmed.detectors, None, False, ref_found)
+        assert out == ref_out
+        assert [(r.path, r.kind) for r in found] == [(r.path, r.kind) for r in ref_found]
+        if not ref_found:
+            assert out is args
