@@ -27,13 +27,13 @@ from tests.integration.test_pipeline import (
 class ConsumerProcess:
     """`agenttrail consume --json` in a subprocess; its status lines are collected."""
 
-    def __init__(self, bootstrap: str, topic: str, group: str, store_dir: Path):
+    def __init__(self, bootstrap: str, topic: str, group: str, store_dir: Path, *extra: str):
         env = dict(os.environ, AGENTTRAIL_KAFKA_OPTIONS=json.dumps(INGEST_KAFKA_OPTIONS))
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from agenttrail.cli import main; main()", "consume",
              "--bootstrap", bootstrap, "--topic", topic, "--group", group,
              "--data", str(store_dir), "--batch-size", "25", "--batch-ms", "50",
-             "--status-every", "0.2", "--json"],
+             "--status-every", "0.2", "--json", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
         self.lines: list[dict[str, Any]] = []

@@ -99,9 +99,10 @@ class Freezer:
 
 
 @contextmanager
-def pipeline(cfg: Any, store: Store, stats: IngestStats) -> Iterator[IngestPipeline]:
+def pipeline(cfg: Any, store: Store, stats: IngestStats | None = None) -> Iterator[IngestPipeline]:
+    """A pipeline on a thread; stopped on exit, its error re-raised."""
     stop = threading.Event()
-    p = IngestPipeline(cfg, store, stats=stats)
+    p = IngestPipeline(cfg, store, stats=stats or IngestStats())
     errors: list[BaseException] = []
 
     def work() -> None:

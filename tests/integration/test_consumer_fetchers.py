@@ -5,27 +5,25 @@ counted from what the test produced (event ids, partition and offset)."""
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agenttrail.consumers import ConsumerConfig, IngestPipeline, IngestStats, _fetchers
+from agenttrail.consumers import IngestPipeline, _fetchers
 from agenttrail.consumers._fetchers import FetcherFailed, FetcherPool
 from agenttrail.embedded import EmbeddedBroker
 from agenttrail.store import Store, open_store
 from tests.deadline import wait_until
-from tests.integration.conftest import BROKER_PARTITIONS, INGEST_KAFKA_OPTIONS
+from tests.integration.conftest import BROKER_PARTITIONS
+from tests.integration.test_consumer_crash import ConsumerProcess
+from tests.integration.test_consumer_fencing import pipeline
 from tests.integration.test_pipeline import (
     Produced,
     config,
@@ -35,31 +33,6 @@ from tests.integration.test_pipeline import (
     stored_positions,
 )
 from tests.ports import restartable_port
-
-
-@contextmanager
-def pipeline(cfg: ConsumerConfig, store: Store) -> Iterator[IngestPipeline]:
-    """A pipeline on a thread; stopped on exit, its error re-raised."""
-    stop = threading.Event()
-    p = IngestPipeline(cfg, store, stats=IngestStats())
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            p.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    try:
-        yield p
-    finally:
-        stop.set()
-        thread.join(90)
-    assert not thread.is_alive(), "the pipeline did not stop"
-    if errors:
-        raise errors[0]
 
 
 def pool_of(p: IngestPipeline) -> FetcherPool:
@@ -220,38 +193,12 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-class Consume:
-    """``agenttrail consume --fetchers 2 --json`` in a subprocess."""
-
-    def __init__(self, bootstrap: str, topic: str, group: str, store_dir: Path):
-        env = dict(os.environ, AGENTTRAIL_KAFKA_OPTIONS=json.dumps(INGEST_KAFKA_OPTIONS))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from agenttrail.cli import main; main()", "consume",
-             "--bootstrap", bootstrap, "--topic", topic, "--group", group,
-             "--data", str(store_dir), "--batch-size", "25", "--batch-ms", "50",
-             "--fetchers", "2", "--status-every", "0.2", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
-        self.lines: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                self.lines.append(json.loads(line))
-
-    def last(self) -> dict[str, Any]:
-        return self.lines[-1] if self.lines else {}
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_consumer_with_fetchers_sigkilled_and_restarted_loses_nothing_and_leaves_no_fetcher(
     broker: EmbeddedBroker, topic: str, unique_group: str, store_dir: Path
 ) -> None:
     produced = produce(broker.bootstrap, topic, make_events(12, 25, prefix="a"))
-    first = Consume(broker.bootstrap, topic, unique_group, store_dir)
+    first = ConsumerProcess(broker.bootstrap, topic, unique_group, store_dir, "--fetchers", "2")
     try:
         wait_until(lambda: first.last().get("events_total", 0) >= 100, timeout=90,
                    what="the first consumer storing 100 events")  # fmt: skip
@@ -269,7 +216,7 @@ def test_consumer_with_fetchers_sigkilled_and_restarted_loses_nothing_and_leaves
     wait_until(lambda: not any(_alive(c) for c in fetchers), timeout=30,
                what="the killed consumer's fetchers exiting")  # fmt: skip
 
-    second = Consume(broker.bootstrap, topic, unique_group, store_dir)
+    second = ConsumerProcess(broker.bootstrap, topic, unique_group, store_dir, "--fetchers", "2")
     try:
         caught_up_at: list[float] = []
 
