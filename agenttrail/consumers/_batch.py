@@ -8,10 +8,13 @@ the same range after a crash gives the same tokens.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
+
+from agenttrail.consumers._framing import ChunkList, ChunkSlice, FramedMessages
 
 
 class Message(Protocol):
@@ -65,6 +68,9 @@ class Batch:
 class PartitionBuffer:
     """Fetched but not yet batched messages of one partition. Not thread-safe.
 
+    It holds records, or slices of the chunks a fetcher pool ships (``_framing``); both
+    are cut into batches by the same rules, so the same data makes the same batches.
+
     Args:
         topic: the topic.
         partition: the partition.
@@ -82,31 +88,45 @@ class PartitionBuffer:
         self.claimed_at: datetime | None = None
         self.position = position
         self.forced: tuple[int, int] | None = None
-        self._messages: deque[Any] = deque()
+        self._messages: deque[Any] = deque()  # records and ChunkSlices, in offset order
+        self._count = 0
         self._bytes = 0
         self._oldest_at: float | None = None
 
     def __len__(self) -> int:
-        return len(self._messages)
+        return self._count
 
     def force_range(self, first: int, last: int) -> None:
         """Make the next batch exactly [first, last] (a ledger 'before' being redone)."""
         self.forced = (first, last)
         self.position = first
         self._messages.clear()
+        self._count = 0
         self._bytes = 0
         self._oldest_at = None
 
     def add(self, messages: list[Any], now: float | None = None) -> int:
         """Append fetched messages in offset order; return how many were kept."""
         kept = 0
-        for m in messages:
-            if self.position is not None and m.offset < self.position:
-                continue
-            self._messages.append(m)
-            self._bytes += len(m.value) if m.value else 0
-            self.position = m.offset + 1
-            kept += 1
+        if isinstance(messages, ChunkList):
+            for chunk in messages:
+                n = len(chunk)
+                start = 0 if self.position is None else bisect_left(chunk.offsets, self.position)
+                if start >= n:
+                    continue
+                self._messages.append(ChunkSlice(chunk, start, n))
+                self._bytes += chunk.cum[n] - chunk.cum[start]
+                self.position = int(chunk.offsets[n - 1]) + 1
+                kept += n - start
+        else:
+            for m in messages:
+                if self.position is not None and m.offset < self.position:
+                    continue
+                self._messages.append(m)
+                self._bytes += len(m.value) if m.value else 0
+                self.position = m.offset + 1
+                kept += 1
+        self._count += kept
         if kept and self._oldest_at is None:
             self._oldest_at = time.monotonic() if now is None else now
         return kept
@@ -129,7 +149,7 @@ class PartitionBuffer:
             return self.position is not None and self.position > self.forced[1]
         if not self._messages:
             return False
-        if len(self._messages) >= batch_size or (batch_bytes and self._bytes >= batch_bytes):
+        if self._count >= batch_size or (batch_bytes and self._bytes >= batch_bytes):
             return True
         now = time.monotonic() if now is None else now
         return self._oldest_at is not None and (now - self._oldest_at) * 1000 >= batch_ms
@@ -144,9 +164,7 @@ class PartitionBuffer:
             if self.position is None or self.position <= last:
                 # Cutting a recorded range short would reuse its tokens for other rows.
                 return None
-            messages = []
-            while self._messages and self._messages[0].offset <= last:
-                messages.append(self._pop())
+            messages = self._take_through(last)
             self.forced = None
             self._restart_clock()
             return Batch(
@@ -155,30 +173,115 @@ class PartitionBuffer:
             )  # fmt: skip
         if not self._messages:
             return None
-        messages = [self._pop()]
-        size = len(messages[0].value or b"")
-        while self._messages and len(messages) < batch_size:
-            nxt = len(self._messages[0].value or b"")
-            if batch_bytes and size + nxt > batch_bytes:
-                break
-            messages.append(self._pop())
-            size += nxt
+        messages = self._take_first(batch_size, batch_bytes)
         self._restart_clock()
         return Batch(
             self.topic,
             self.partition,
-            messages[0].offset,
-            messages[-1].offset,
+            _first(messages),
+            _last(messages),
             messages,
             self.incarnation,
             self.claim,
             self.claimed_at,
         )
 
+    def _take_through(self, last: int) -> Any:
+        """Take every buffered message up to offset ``last``."""
+        taken: list[Any] = []
+        while self._messages:
+            head = self._messages[0]
+            if isinstance(head, ChunkSlice):
+                offsets = head.chunk.offsets
+                j = bisect_right(offsets, last, head.i, head.j)
+                if j == head.i:
+                    break
+                self._take_slice(head, j, taken)
+                if j < head.j:
+                    break
+            elif head.offset <= last:
+                taken.append(self._pop())
+            else:
+                break
+        return _joined(taken)
+
+    def _take_first(self, batch_size: int, batch_bytes: int) -> Any:
+        """Take the next batch's messages: up to ``batch_size`` of them and, when
+        ``batch_bytes`` is set, no more bytes than that, but always at least one."""
+        taken: list[Any] = []
+        count = size = 0
+        while self._messages and count < batch_size:
+            head = self._messages[0]
+            if isinstance(head, ChunkSlice):
+                cum, i = head.chunk.cum, head.i
+                j = min(head.j, i + batch_size - count)
+                if batch_bytes:
+                    # The furthest end whose bytes still fit: byte sizes only grow.
+                    j = bisect_right(cum, batch_bytes - size + cum[i], i, j + 1) - 1
+                    if count == 0:
+                        j = max(j, i + 1)
+                if j <= i:
+                    break
+                size += cum[j] - cum[i]
+                count += j - i
+                whole = j == head.j
+                self._take_slice(head, j, taken)
+                if not whole:
+                    break
+                continue
+            nxt = len(head.value or b"")
+            if count and batch_bytes and size + nxt > batch_bytes:
+                break
+            taken.append(self._pop())
+            count += 1
+            size += nxt
+        return _joined(taken)
+
+    def _take_slice(self, head: ChunkSlice, j: int, taken: list[Any]) -> None:
+        """Take indexes [head.i, j) of the buffer's first slice."""
+        chunk = head.chunk
+        taken.append(ChunkSlice(chunk, head.i, j))
+        self._bytes -= chunk.cum[j] - chunk.cum[head.i]
+        self._count -= j - head.i
+        if j >= head.j:
+            self._messages.popleft()
+        else:
+            head.i = j
+
     def _pop(self) -> Any:
         m = self._messages.popleft()
         self._bytes -= len(m.value) if m.value else 0
+        self._count -= 1
         return m
 
     def _restart_clock(self) -> None:
         self._oldest_at = time.monotonic() if self._messages else None
+
+
+def _joined(taken: list[Any]) -> Any:
+    """Taken records as a list, taken chunk slices as :class:`FramedMessages` (both,
+    which no pipeline mixes, as records)."""
+    slices = [t for t in taken if isinstance(t, ChunkSlice)]
+    if not slices:
+        return taken
+    framed = FramedMessages(slices)
+    if len(slices) == len(taken):
+        return framed
+    out: list[Any] = []
+    for t in taken:
+        out.extend(t.chunk.records(t.i, t.j) if isinstance(t, ChunkSlice) else [t])
+    return out
+
+
+def _first(messages: Any) -> int:
+    if isinstance(messages, FramedMessages):
+        s = messages.slices[0]
+        return int(s.chunk.offsets[s.i])
+    return int(messages[0].offset)
+
+
+def _last(messages: Any) -> int:
+    if isinstance(messages, FramedMessages):
+        s = messages.slices[-1]
+        return int(s.chunk.offsets[s.j - 1])
+    return int(messages[-1].offset)

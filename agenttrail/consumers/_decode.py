@@ -7,8 +7,8 @@ insert retried any number of times with the same rows.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from agenttrail.consumers._avro import AvroBlock, AvroBlockEncoder, supports
@@ -20,6 +20,7 @@ from agenttrail.consumers._columns import (
     dead_letter_columns,
     layout_for,
 )
+from agenttrail.consumers._framing import framed_blocks
 from agenttrail.consumers._ranges import Range, column_ranges, out_of_range_rows
 from agenttrail.consumers._validate import InvalidRecord, validate_record
 from agenttrail.events import HEADER_SIZE, DecodeError, EventCodec, SchemaEntry
@@ -49,7 +50,7 @@ class StoreDecodedGroup:
     family: str
     table: str
     block: AvroBlock
-    messages: list[Any]
+    messages: Sequence[Any]
     column_names: tuple[str, ...]
 
 
@@ -151,6 +152,12 @@ class BatchDecoder:
         """The table layout of a family."""
         return self._layouts[family]
 
+    @property
+    def store_encoders(self) -> dict[int, AvroBlockEncoder]:
+        """Schema id → encoder of the messages handed to the store (fetcher processes
+        frame these, see ``_framing``)."""
+        return dict(self._encoders)
+
     def prepare(self, batch: Batch) -> PreparedBatch:
         """Decode, validate and columnise ``batch``. Never raises for bad input.
 
@@ -163,7 +170,9 @@ class BatchDecoder:
         limit = self.codec.max_payload_bytes
         grouped: dict[int, list[Any]] = defaultdict(list)
         rest: list[Any] = []
-        for m in batch.messages:
+        # Framed by a fetcher process already (``_framing``): only the rest is looked at.
+        pre = framed_blocks(batch, self._encoders)
+        for m in batch.messages if pre is None else pre.unframed:
             raw = m.value
             if self._encoders and raw and HEADER_SIZE <= len(raw) <= limit and raw[0] == 0:
                 schema_id = int.from_bytes(raw[1:HEADER_SIZE], "big")
@@ -171,13 +180,19 @@ class BatchDecoder:
                     grouped[schema_id].append(m)
                     continue
             rest.append(m)
-        for schema_id in sorted(grouped):
+        if pre is not None and set(grouped) & set(pre.blocks):
+            # Framed there and here (cannot happen with one spec): frame it all here.
+            return self.prepare(replace(batch, messages=list(batch.messages)))
+        for schema_id in sorted(set(grouped) | set(pre.blocks if pre else ())):
             encoder = self._encoders[schema_id]
-            messages = grouped[schema_id]
+            if pre is not None and schema_id in pre.blocks:
+                block, messages = pre.blocks[schema_id]
+            else:
+                messages = grouped[schema_id]
+                block = encoder.block(
+                    batch.partition, [m.offset for m in messages], [m.value for m in messages]
+                )
             family = encoder.entry.event_type
-            block = encoder.block(
-                batch.partition, [m.offset for m in messages], [m.value for m in messages]
-            )
             prepared.unchecked.append(
                 StoreDecodedGroup(
                     family, FAMILY_TABLES[family], block, messages, encoder.column_names

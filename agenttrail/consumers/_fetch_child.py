@@ -8,10 +8,12 @@ each shipped chunk names the epoch it was fetched under, so the parent can drop 
 fetched before a later seek.
 
 Wire: two pipes of :class:`multiprocessing.connection.Connection` frames (pickle).
-Parent → child: ``("start", topic, settings)`` first, then ``("seek", partition, offset
-or None for the beginning, epoch)``, ``("drop", partition)``, ``("stop",)``.
-Child → parent: ``("records", partition, epoch, offsets, keys, values, timestamps,
-highwater)`` and, about every second, ``("alive", {partition: highwater})``.
+Parent → child: ``("start", topic, settings, framing)`` first (``framing`` is
+``(schema_ids, max_payload_bytes, nonce)``, see ``_framing``), then ``("seek", partition,
+offset or None for the beginning, epoch)``, ``("drop", partition)``, ``("stop",)``.
+Child → parent: ``("chunk", partition, epoch, highwater, wire)`` with ``wire`` as
+:func:`pack` makes it (one per partition per fetch: arrays and blobs, framed rows, not
+one object per record) and, about every second, ``("alive", {partition: highwater})``.
 
 The child exits when its parent goes away (end of the command pipe, a parent process
 that changed, or ``PR_SET_PDEATHSIG`` on Linux), so a SIGKILLed consumer leaves none.
@@ -60,8 +62,10 @@ def _run(commands: Connection, data: Connection, parent: int) -> None:
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
-    kind, topic, settings = commands.recv()
+    kind, topic, settings, framing = commands.recv()
     assert kind == "start", kind
+    schema_ids, limit, nonce = framing
+    kinds = {b"\x00" + sid.to_bytes(4, "big"): k for k, sid in enumerate(schema_ids)}
     while True:
         # A broker that is down when the child starts is waited for, not died of: the
         # parent would take repeated deaths for a broken fetcher and stop.
@@ -115,19 +119,89 @@ def _run(commands: Connection, data: Connection, parent: int) -> None:
                 if epoch is None or not records:
                     continue
                 chunk: tuple[Any, ...] = (
-                    "records",
+                    "chunk",
                     tp.partition,
                     epoch,
-                    [r.offset for r in records],
-                    [r.key for r in records],
-                    [r.value for r in records],
-                    [r.timestamp for r in records],
                     consumer.highwater(tp),
+                    pack(tp.partition, records, kinds, limit, nonce),
                 )
                 data.send_bytes(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
     finally:
         with contextlib.suppress(Exception):
             consumer.close(autocommit=False)
+
+
+_RAW = 255  # kind of a message shipped as its raw bytes (``_framing.RAW``)
+_SMALL = [bytes([n]) for n in range(0x80)]
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def pack(
+    partition: int, records: list[Any], kinds: dict[bytes, int], limit: int, nonce: int
+) -> tuple[Any, ...]:
+    """One partition's fetched records as ``_framing.Chunk`` reads them.
+
+    A message whose 5-byte header names one of ``kinds`` (the newest flat schemas) and
+    that is at most ``limit`` bytes is framed as its store-side Avro row, exactly as
+    ``_avro.AvroBlockEncoder.block`` frames it: ``zigzag(partition) zigzag(offset) body
+    zigzag(nonce + offset)``; any other is shipped as it came.
+    """
+    from array import array
+
+    offsets = array("q")
+    stamps = array("q")
+    keys = bytearray()
+    key_cum = array("q", [0])
+    key_none = bytearray()
+    cum = array("q", [0])
+    kind_of = bytearray()
+    slabs = [bytearray() for _ in kinds]
+    ends = [array("q") for _ in kinds]
+    raw: list[bytes | None] = []
+    head = _varint(partition << 1)
+    size = 0
+    for r in records:
+        offset = r.offset
+        offsets.append(offset)
+        stamps.append(r.timestamp if r.timestamp is not None else -1)
+        key = r.key
+        if key is None:
+            key_none.append(1)
+        else:
+            key_none.append(0)
+            keys += key
+        key_cum.append(len(keys))
+        value = r.value
+        n = len(value) if value is not None else 0
+        size += n
+        cum.append(size)
+        kind = kinds.get(value[:5]) if value is not None and 5 <= n <= limit else None
+        if kind is None:
+            kind_of.append(_RAW)
+            raw.append(value)
+            continue
+        slab = slabs[kind]
+        slab += head
+        slab += _varint(offset << 1)
+        slab += memoryview(value)[5:]
+        slab += _varint((nonce + offset) << 1)
+        ends[kind].append(len(slab))
+        kind_of.append(kind)
+    return (
+        offsets.tobytes(), stamps.tobytes(), bytes(keys), key_cum.tobytes(), bytes(key_none),
+        cum.tobytes(), bytes(kind_of), [bytes(s) for s in slabs], [e.tobytes() for e in ends],
+        raw,
+    )  # fmt: skip
 
 
 if __name__ == "__agenttrail_fetcher__":

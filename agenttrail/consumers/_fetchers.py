@@ -38,11 +38,12 @@ import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 
 from agenttrail.consumers._errors import ConsumerError
+from agenttrail.consumers._framing import Chunk, ChunkList, FramingSpec
 
 log = logging.getLogger("agenttrail.consumers")
 
@@ -63,19 +64,12 @@ class FetcherFailed(ConsumerError):
     """A fetcher child process keeps dying; the consumer stops rather than stall."""
 
 
-class FetchedRecord(NamedTuple):
-    """A record as a fetcher child shipped it (the fields the pipeline reads)."""
-
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int
-
-
 class _Child:
     """One fetcher process and its two pipes."""
 
-    def __init__(self, index: int, topic: str, settings: dict[str, Any]):
+    def __init__(
+        self, index: int, topic: str, settings: dict[str, Any], framing: FramingSpec | None = None
+    ):
         self.index = index
         cmd_read, cmd_write = os.pipe()
         data_read, data_write = os.pipe()
@@ -92,7 +86,7 @@ class _Child:
         self.commands = Connection(cmd_write, readable=False)
         self.data = Connection(data_read, writable=False)
         self.heard_at = time.monotonic()
-        self.send(("start", topic, settings))
+        self.send(("start", topic, settings, tuple(framing or FramingSpec((), 0, 0))))
 
     def send(self, command: tuple[Any, ...]) -> None:
         self.commands.send_bytes(pickle.dumps(command, protocol=pickle.HIGHEST_PROTOCOL))
@@ -149,15 +143,22 @@ class FetcherPool:
         settings: KafkaConsumer settings (the pipeline's); the group member uses them
             as given, the children without the group.
         fetchers: number of child processes (>= 1).
+        framing: what the children frame for the store (``_framing``); without it they
+            frame nothing and ship every record raw.
+
+    ``poll`` returns each partition's records as a :class:`~agenttrail.consumers.
+    _framing.ChunkList` (chunks as the children shipped them), which the partition
+    buffer keeps as slices; a record object is made only where one is needed.
 
     Not thread-safe: one thread calls it, as with ``KafkaConsumer``.
     """
 
-    def __init__(self, settings: dict[str, Any], fetchers: int):
+    def __init__(self, settings: dict[str, Any], fetchers: int, framing: FramingSpec | None = None):
         if fetchers < 1:
             raise ValueError(f"fetchers must be at least 1, got {fetchers}")
         self._settings = dict(settings)
         self._count = fetchers
+        self._framing = framing or FramingSpec((), 0, 0)
         self._group = KafkaConsumer(**settings)
         self._topic: str | None = None
         self._children: list[_Child | None] = [None] * fetchers
@@ -182,7 +183,7 @@ class FetcherPool:
         for i in range(self._count):
             self._children[i] = self._spawn(i)
 
-    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, Any]:
         """Records fetched by the children for the current positions, per partition.
 
         Also keeps the group membership alive (the group member's own poll fetches
@@ -191,7 +192,7 @@ class FetcherPool:
         self._group.poll(timeout_ms=0 if self._assignment else timeout_ms)
         self._watch()
         limit = max_records or 1 << 62
-        out: dict[Any, list[Any]] = {}
+        out: dict[Any, ChunkList] = {}
         taken = 0
         while taken < limit:
             live = {c.data: c for c in self._children if c is not None}
@@ -262,7 +263,7 @@ class FetcherPool:
         # Well inside STALL_S: a child waiting for a broker that is down keeps reporting.
         settings["bootstrap_timeout_ms"] = min(settings.get("bootstrap_timeout_ms", 5000), 5000)
         assert self._topic is not None
-        return _Child(index, self._topic, settings)
+        return _Child(index, self._topic, settings, self._framing)
 
     def _share(self, tp: TopicPartition) -> int:
         return int(tp.partition) % self._count
@@ -297,7 +298,7 @@ class FetcherPool:
                 with contextlib.suppress(OSError):
                     child.send(("drop", tp.partition))
 
-    def _take(self, message: tuple[Any, ...], out: dict[Any, list[Any]]) -> int:
+    def _take(self, message: tuple[Any, ...], out: dict[Any, ChunkList]) -> int:
         assert self._topic is not None
         if message[0] == "alive":
             for partition, mark in message[1].items():
@@ -305,16 +306,16 @@ class FetcherPool:
                 if mark is not None and tp in self._assignment:
                     self._highwater[tp] = mark
             return 0
-        _, partition, epoch, offsets, keys, values, stamps, mark = message
+        _, partition, epoch, mark, wire = message
         tp = TopicPartition(self._topic, partition)
         if tp not in self._assignment or self._epochs.get(tp) != epoch:
             return 0  # fetched before a seek or after the partition left
         if mark is not None:
             self._highwater[tp] = mark
-        records = list(map(FetchedRecord._make, zip(offsets, keys, values, stamps, strict=True)))
-        out.setdefault(tp, []).extend(records)
-        self._positions[tp] = offsets[-1] + 1
-        return len(records)
+        chunk = Chunk(partition, wire, self._framing)
+        out.setdefault(tp, ChunkList()).append(chunk)
+        self._positions[tp] = int(chunk.offsets[-1]) + 1
+        return len(chunk)
 
     def _watch(self) -> None:
         """Restart children that exited or went silent while holding partitions."""

@@ -48,6 +48,7 @@ from agenttrail.consumers._config import ConsumerConfig
 from agenttrail.consumers._decode import Decoder, PythonDecoder, StoreDecoder
 from agenttrail.consumers._errors import BrokerRefused, BrokerUnavailable
 from agenttrail.consumers._fetchers import FetcherPool
+from agenttrail.consumers._framing import FramingSpec, first_offset, spec_for
 from agenttrail.consumers._incarnation import IncarnationProbe
 from agenttrail.consumers._ledger import OffsetLedger
 from agenttrail.consumers._stats import IngestStats
@@ -147,6 +148,7 @@ class IngestPipeline:
         self._consumer: KafkaConsumer | None = None
         # When the client last lost its partitions without getting an assignment since.
         self._unassigned_since: float | None = None
+        self._framing_spec: FramingSpec | None = None
 
     def kafka_settings(self) -> dict[str, Any]:
         """The KafkaConsumer settings used: agenttrail's defaults, then ``kafka_options``."""
@@ -221,7 +223,7 @@ class IngestPipeline:
             # In this process, or a group member whose partitions are fetched by
             # ``config.fetchers`` child processes (``_fetchers``).
             consumer: KafkaConsumer = (
-                FetcherPool(self.kafka_settings(), self.config.fetchers)
+                FetcherPool(self.kafka_settings(), self.config.fetchers, self._framing())
                 if self.config.fetchers
                 else KafkaConsumer(**self.kafka_settings())
             )
@@ -236,6 +238,19 @@ class IngestPipeline:
         self._consumer = consumer
         self._unassigned_since = time.monotonic()
         return consumer
+
+    def _framing(self) -> FramingSpec | None:
+        """What fetcher processes frame for the store (the store decoder's flat families;
+        nothing for the Python decoder). One per pipeline: restarted children and new
+        consumers frame with the same check nonce."""
+        if self._framing_spec is None:
+            decoder = self.decoder
+            if isinstance(decoder, StoreDecoder):
+                spec = spec_for(decoder.store_encoders, decoder.codec.max_payload_bytes)
+            else:
+                spec = spec_for({}, 0)
+            self._framing_spec = spec
+        return self._framing_spec
 
     def _join_stuck(self) -> bool:
         """Whether the Kafka client is stuck between a revocation and the assignment
@@ -378,7 +393,7 @@ class IngestPipeline:
             self._broker_backoff.reset()
         return fetched
 
-    def _contiguous(self, consumer: KafkaConsumer, part: Partition, messages: list[Any]) -> bool:
+    def _contiguous(self, consumer: KafkaConsumer, part: Partition, messages: Any) -> bool:
         """Whether fetched records continue exactly where the partition's accepted ones
         end. A fetch that starts past the expected offset (records fetched before a
         seek, a position reset) is dropped and fetched again from the expected offset;
@@ -387,7 +402,7 @@ class IngestPipeline:
         expected = part.buffer.position
         if expected is None:
             return True
-        first = next((m.offset for m in messages if m.offset >= expected), None)
+        first = first_offset(messages, expected)
         if first is None or first == expected or part.gap == (expected, first):
             part.gap = None
             return True
