@@ -68,6 +68,15 @@ class ConsumerConfig(BaseSettings):
         "takes partition % N); 0 fetches in the consumer process.",
     )
     poll_timeout_ms: int = Field(default=100, gt=0, description="Longest wait of one poll.")
+    stuck_join_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="AGENTTRAIL_STUCK_JOIN_S: a consumer revoked its partitions and given "
+        "none for this long (and for at least three session timeouts) while the Kafka client "
+        "says it is joined is taken for stuck in its group join and replaced by a new group "
+        "member. Lower it to recover sooner; a join that takes longer than this is "
+        "restarted, which costs a rebalance.",
+    )
     store_decodes: bool = Field(
         default=True,
         description="AGENTTRAIL_STORE_DECODES: let the in-process store decode flat "

@@ -277,8 +277,7 @@ class FramedMessages(Sequence[FetchedRecord]):
                     parts.setdefault(schema_id, []).append(rows)
                     counts[schema_id] = counts.get(schema_id, 0) + count
         return {
-            sid: (counts[sid], rows, FramedGroup(self.slices, sid))
-            for sid, rows in parts.items()
+            sid: (counts[sid], rows, FramedGroup(self.slices, sid)) for sid, rows in parts.items()
         }
 
     @property

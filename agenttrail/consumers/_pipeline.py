@@ -261,13 +261,14 @@ class IngestPipeline:
         applies the assignment, so the consumer holds no partition for good. A join
         that completes always reports an assignment (empty when the group has more
         members than partitions), so a revocation with no assignment for several
-        session timeouts, while the client claims to need no rejoin, is that state.
+        session timeouts (and ``stuck_join_s``), while the client claims to need no
+        rejoin, is that state.
         """
         since = self._unassigned_since
         if since is None or self._consumer is None:
             return False
         session_s = float(self.kafka_settings().get("session_timeout_ms", 10_000)) / 1000
-        if time.monotonic() - since < max(3 * session_s, 15.0):
+        if time.monotonic() - since < max(3 * session_s, self.config.stuck_join_s):
             return False
         # kafka-python keeps that state on its coordinator (a FetcherPool passes it on);
         # a client that does not tell is never taken for stuck.
