@@ -130,12 +130,14 @@ def otel_us_per_span(spans: int) -> tuple[float, float]:
     return cpu / n * 1e6, wall / n * 1e6
 
 
-def kafka_rate(spans: int) -> tuple[float, float, Any]:
+def kafka_rate(spans: int, client: str = "kafka-python") -> tuple[float, float, Any]:
     """(sustained events/s, events/s delivered after the last span, close report)."""
     from agenttrail.embedded import EmbeddedBroker
 
     with EmbeddedBroker(partitions=4).start() as broker, tempfile.TemporaryDirectory() as spool:
-        rec = Recorder(bootstrap=broker.bootstrap, agent="bench", spool_dir=spool)
+        rec = Recorder(
+            bootstrap=broker.bootstrap, agent="bench", spool_dir=spool, kafka_client=client
+        )
         with rec.task("warmup") as task, task.tool("get_order") as span:
             span.result("ok")
         rec.flush(30)
@@ -164,10 +166,43 @@ def main() -> None:
         default=200_000,
         help="events sent to the embedded broker for the emit rate; 0 skips it",
     )
+    parser.add_argument(
+        "--kafka-client",
+        action="append",
+        choices=["kafka-python", "confluent-kafka"],
+        help="the client(s) the emit rate is measured with, one after the other in this run "
+        "(repeatable; default: both when confluent-kafka is installed, else kafka-python)",
+    )
+    parser.add_argument(
+        "--emit-only", action="store_true", help="skip the caller-cost part (emit rate only)"
+    )
     args = parser.parse_args()
-    ours, ours_wall = agenttrail_us_per_span(args.spans, "with")
-    manual, manual_wall = agenttrail_us_per_span(args.spans, "start_end")
-    otel, otel_wall = otel_us_per_span(args.spans)
+    clients = args.kafka_client
+    if not clients:
+        from agenttrail.producer._native_exporter import confluent_kafka_available
+
+        clients = ["kafka-python"] + (["confluent-kafka"] if confluent_kafka_available() else [])
+    if not args.emit_only:
+        caller_cost(args.spans)
+    if args.kafka_spans <= 0:
+        return
+    for client in clients:
+        rate, drain, report = kafka_rate(args.kafka_spans, client)
+        print(
+            f"sustained emit rate, {client:15s} : {rate:8.0f} events/s (target >= 25,000); "
+            f"delivered {report.delivered}, spooled {report.spooled}"
+        )
+        print(
+            f"delivery after the last span       : {drain:8.0f} events/s (the background "
+            "alone, the agent's thread idle)"
+        )
+
+
+def caller_cost(spans: int) -> None:
+    """Print the caller-thread cost of both forms and of OpenTelemetry, and the ratios."""
+    ours, ours_wall = agenttrail_us_per_span(spans, "with")
+    manual, manual_wall = agenttrail_us_per_span(spans, "start_end")
+    otel, otel_wall = otel_us_per_span(spans)
     print("                                      caller CPU   wall clock")
     print(f"agenttrail tool span, with form      : {ours:7.2f} us  {ours_wall:7.2f} us/span")
     print(f"agenttrail tool span, start/end form : {manual:7.2f} us  {manual_wall:7.2f} us/span")
@@ -177,17 +212,6 @@ def main() -> None:
             f"ratio agenttrail {label:9s} / OTel  : {cpu / otel:7.2f}     "
             f"{wall / otel_wall:7.2f}   (target <= 0.3, caller CPU)"
         )
-    if args.kafka_spans <= 0:
-        return
-    rate, drain, report = kafka_rate(args.kafka_spans)
-    print(
-        f"sustained emit rate, embedded broker: {rate:8.0f} events/s (target >= 25,000); "
-        f"delivered {report.delivered}, spooled {report.spooled}"
-    )
-    print(
-        f"delivery after the last span        : {drain:8.0f} events/s (the background "
-        "alone, the agent's thread idle)"
-    )
 
 
 if __name__ == "__main__":

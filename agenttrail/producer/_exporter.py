@@ -309,6 +309,33 @@ class KafkaExporter:
             self._producer = None
 
 
+def kafka_exporter(client: str, bootstrap: str, topic: str = EVENTS_TOPIC) -> Exporter:
+    """The Kafka exporter of the ``kafka_client`` setting: ``kafka-python`` or
+    ``confluent-kafka`` (the native one, :mod:`._native_exporter`).
+
+    Raises:
+        RecorderConfigError: confluent-kafka is asked for and not installed, or
+            ``client`` names neither.
+    """
+    from agenttrail.producer._config import RecorderConfigError
+
+    if client == "kafka-python":
+        return KafkaExporter(bootstrap, topic)
+    if client == "confluent-kafka":
+        from agenttrail.producer._native_exporter import NativeClientMissing, NativeKafkaExporter
+
+        try:
+            return NativeKafkaExporter(bootstrap, topic)
+        except NativeClientMissing as exc:
+            raise RecorderConfigError(
+                f"kafka_client={client!r} (AGENTTRAIL_KAFKA_CLIENT): {exc}"
+            ) from None
+    raise RecorderConfigError(
+        f"kafka_client={client!r} (AGENTTRAIL_KAFKA_CLIENT) is not allowed: one of "
+        "kafka-python, confluent-kafka."
+    )
+
+
 class PartialExport(ExporterUnavailable):
     """The first ``handed_over`` records were sent; the rest must be spooled."""
 

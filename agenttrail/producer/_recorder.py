@@ -20,7 +20,7 @@ from agenttrail.producer._config import (
 from agenttrail.producer._confirm import ConfirmationPolicy
 from agenttrail.producer._control_channel import ControlChannel, KafkaControlChannel
 from agenttrail.producer._detectors import BUILTIN_DETECTORS
-from agenttrail.producer._exporter import Exporter, KafkaExporter
+from agenttrail.producer._exporter import Exporter, kafka_exporter
 from agenttrail.producer._injection import InjectionDetector, InjectionPolicy
 from agenttrail.producer._limits import Limits
 from agenttrail.producer._pipeline import CloseReport, Pipeline, Unsealed
@@ -122,7 +122,7 @@ class Recorder:
                 # A stack found through up.json: frame as its consumer expects.
                 registry_url = discover_local_registry(self.settings.data)
         if exporter is None and self.settings.enabled and address is not None:
-            exporter = KafkaExporter(address, self.settings.topic)
+            exporter = kafka_exporter(self.settings.kafka_client, address, self.settings.topic)
         if exporter is not None and registry_url:
             exporter = registry_framed(exporter, registry_url, self.settings.topic)
         self.safety = self._safety_plane(

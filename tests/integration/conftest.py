@@ -85,3 +85,18 @@ def topic(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> str:
     finally:
         admin.close()
     return name
+
+
+KAFKA_CLIENTS = ["kafka-python", "confluent-kafka"]
+"""The SDK's Kafka clients (``kafka_client`` setting); SDK tests run against each."""
+
+
+@pytest.fixture(params=KAFKA_CLIENTS)
+def kafka_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every Recorder of the test, and of the agent processes it starts (they inherit
+    the environment), delivers with this client: ``AGENTTRAIL_KAFKA_CLIENT``."""
+    client: str = request.param
+    if client == "confluent-kafka":
+        pytest.importorskip("confluent_kafka", reason="pip install 'agenttrail[native]'")
+    monkeypatch.setenv("AGENTTRAIL_KAFKA_CLIENT", client)
+    return client

@@ -35,7 +35,7 @@ ACKED_AGENT = textwrap.dedent(
     """
     import hashlib, os, sys
     from agenttrail.producer import Recorder
-    from agenttrail.producer._exporter import KafkaExporter
+    from agenttrail.producer._exporter import kafka_exporter
 
     class Witness:
         def __init__(self, inner, path):
@@ -62,9 +62,9 @@ ACKED_AGENT = textwrap.dedent(
         def shutdown(self):
             self.inner.shutdown()
 
-    bootstrap, topic, spool, witness = sys.argv[1:5]
+    bootstrap, topic, spool, witness, client = sys.argv[1:6]
     rec = Recorder(
-        exporter=Witness(KafkaExporter(bootstrap, topic), witness), spool_dir=spool,
+        exporter=Witness(kafka_exporter(client, bootstrap, topic), witness), spool_dir=spool,
         checkpoint_interval_s=0,
     )
     print(rec.producer_id, flush=True)
@@ -107,13 +107,14 @@ def _all_messages(bootstrap: str, topic: str) -> list[bytes]:
 
 
 def test_an_agent_killed_as_acks_arrive_never_has_an_acknowledged_record_resent(
-    broker: EmbeddedBroker, topic: str, tmp_path: Path
+    broker: EmbeddedBroker, topic: str, tmp_path: Path, kafka_client: str
 ) -> None:
     spool, witness = tmp_path / "spool", tmp_path / "acked.bin"
     witnessed: list[bytes] = []
     for round_ in range(2):  # two kills at different points of the stream
+        argv = [broker.bootstrap, topic, str(spool), str(witness), kafka_client]
         agent = subprocess.Popen(
-            [sys.executable, "-c", ACKED_AGENT, broker.bootstrap, topic, str(spool), str(witness)],
+            [sys.executable, "-c", ACKED_AGENT, *argv],
             stdout=subprocess.PIPE,
             text=True,
             cwd=REPO,

@@ -84,8 +84,10 @@ def read_topic(
 
 
 class TestKafka(RecorderBehaviour):
+    """The shared behaviour suite, once with each Kafka client."""
+
     @pytest.fixture(autouse=True)
-    def _broker(self, broker: EmbeddedBroker) -> None:
+    def _broker(self, broker: EmbeddedBroker, kafka_client: str) -> None:
         self.broker = broker
 
     def make_recorder(self, tmp_path: Path, **settings: Any) -> Recorder:
@@ -116,6 +118,7 @@ def _emit(rec: Recorder, tasks: int, spans: int, prefix: str) -> None:
                     span.result(i)
 
 
+@pytest.mark.usefixtures("kafka_client")
 def test_broker_absent_at_start_then_started_gets_every_event_in_order(tmp_path: Path) -> None:
     port = restartable_port()
     rec = Recorder(
@@ -158,6 +161,7 @@ AGENT_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.usefixtures("kafka_client")
 def test_agent_killed_with_a_spool_is_delivered_by_the_next_start(tmp_path: Path) -> None:
     port = restartable_port()
     spool = tmp_path / "spool"

@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kafka import KafkaProducer
 
 from agenttrail.embedded import EmbeddedBroker
@@ -34,6 +35,8 @@ from tests.ports import restartable_port
 from tests.sdk_behaviour import check_chain
 
 REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.usefixtures("kafka_client")  # each test with each Kafka client
 
 
 def _emit(rec: Recorder, prefix: str, tasks: int, spans: int) -> int:

@@ -119,3 +119,53 @@ def test_several_bad_settings_are_all_named(nowhere: Path, monkeypatch: pytest.M
         Recorder.from_env()
     assert "AGENTTRAIL_QUEUE_SIZE='abc'" in str(raised.value)
     assert "AGENTTRAIL_ON_FULL='drop'" in str(raised.value)
+
+
+def test_an_unknown_kafka_client_is_named_with_the_choices(
+    nowhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTTRAIL_KAFKA_CLIENT", "librdkafka")
+    with pytest.raises(RecorderConfigError) as raised:
+        Recorder(bootstrap="127.0.0.1:1", spool_dir=nowhere / "spool")
+    assert str(raised.value) == (
+        "AGENTTRAIL_KAFKA_CLIENT='librdkafka' is not allowed: one of kafka-python, confluent-kafka."
+    )
+
+
+def test_the_kafka_client_setting_chooses_the_exporter(
+    nowhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("confluent_kafka")
+    monkeypatch.setenv("AGENTTRAIL_CONTROL", "false")  # no control topic to wait for
+    from agenttrail.producer._exporter import KafkaExporter
+    from agenttrail.producer._native_exporter import NativeKafkaExporter
+
+    chosen = {}
+    for client in ("kafka-python", "confluent-kafka"):
+        monkeypatch.setenv("AGENTTRAIL_KAFKA_CLIENT", client)
+        rec = Recorder(bootstrap="127.0.0.1:1", spool_dir=nowhere / client,
+                       checkpoint_interval_s=0)  # fmt: skip
+        pipeline = rec._pipeline
+        assert pipeline is not None
+        chosen[client] = type(pipeline.exporter.inner)
+        rec.close(timeout=0.5)
+    assert chosen == {"kafka-python": KafkaExporter, "confluent-kafka": NativeKafkaExporter}
+    # Either exporter names the same destination, so either replays the other's spool.
+    assert (
+        KafkaExporter("h:1", "t").destination
+        == NativeKafkaExporter("h:1", "t").destination
+        == "kafka://h:1/t"
+    )
+
+
+def test_the_native_client_missing_says_what_to_install(
+    nowhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agenttrail.producer._native_exporter as native
+
+    monkeypatch.setattr(native, "confluent_kafka_available", lambda: False)
+    with pytest.raises(RecorderConfigError) as raised:
+        Recorder(bootstrap="127.0.0.1:1", kafka_client="confluent-kafka", spool_dir=nowhere)
+    message = str(raised.value)
+    assert message.startswith("kafka_client='confluent-kafka' (AGENTTRAIL_KAFKA_CLIENT): ")
+    assert "pip install 'agenttrail[native]'" in message
