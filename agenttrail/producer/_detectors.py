@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 Span = tuple[int, int]
 
@@ -51,6 +51,33 @@ class Detector(Protocol):
         """The name recorded in placeholders and guard events."""
 
     def find(self, text: str) -> Iterable[Span]: ...
+
+
+def trie_pattern(words: Iterable[str]) -> str:
+    """A regular expression (source) finding any of ``words`` as a plain substring.
+
+    A word that another word starts with ends the branch (``ai`` covers ``aiza``): a
+    search only asks whether some word occurs, and the shorter one occurs first.
+    """
+    trie: dict[str, Any] = {}
+    for word in words:
+        if not word:
+            return ""  # the empty word occurs everywhere
+        node = trie
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def branches(node: dict[str, Any]) -> list[str]:
+        return [re.escape(ch) + below(child) for ch, child in sorted(node.items())]
+
+    def below(node: dict[str, Any]) -> str:
+        if "" in node:
+            return ""
+        alts = branches(node)
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return "|".join(branches(trie))
 
 
 @dataclass(frozen=True)
@@ -272,6 +299,7 @@ _MIN_CANDIDATE = 6  # nothing any built-in detector finds is shorter than this
 # (a case-insensitive regular expression is ten times slower).
 # The lookahead lets the engine skip positions that start no alternative by one
 # character-class test (about half the cost of trying each alternative there).
+_AWS_PREFIXES = ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA")
 _BUILTIN_PREFILTER = re.compile(
     r"(?=[@+e\-A-Z\d])"
     r"(?:[@+]|eyJ|-----BEGIN|\d[ -]?\d[ -]?\d|[A-Z]{2}\d\d|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA))"
@@ -313,10 +341,37 @@ _BUILTIN_KEYWORD_SEARCH = re.compile("|".join(re.escape(k) for k in _BUILTIN_KEY
 """Any of the keywords as a plain substring, in one search (not one ``in`` per word)."""
 
 
+def _lowered_prefilter() -> re.Pattern[str]:
+    r"""The prefilter and the keywords as one search of lower-cased ASCII text.
+
+    What each alternative of :data:`_BUILTIN_PREFILTER` needs, lower-cased: ``@`` or
+    ``+``; ``eyj``; ``-----begin``; the AWS prefixes; and for the digit runs
+    (``\d[ -]?\d[ -]?\d``) and IBANs (``[A-Z]{2}\d\d``), two adjacent digits or a
+    digit, a separator and a digit run. Each alternative starts with a literal
+    character (digits spelled out), so the engine skips every position that starts
+    none by one set test: about three times faster than the two searches it answers
+    for, and broader than they are (passing it only means "run them").
+    """
+    literals = ["@", "+", "eyj", "-----begin", *(p.lower() for p in _AWS_PREFIXES)]
+    digit_runs = [f"{d}(?:\\d|[ -]\\d[ -]?\\d)" for d in "0123456789"]
+    return re.compile("|".join([trie_pattern([*literals, *_BUILTIN_KEYWORDS]), *digit_runs]))
+
+
+_BUILTIN_ASCII_PREFILTER = _lowered_prefilter()
+
+
 def _may_hold_builtin(text: str) -> bool:
+    if text.isascii():
+        return _BUILTIN_ASCII_PREFILTER.search(text.lower()) is not None
     if _BUILTIN_PREFILTER.search(text) is not None:
         return True
     return _BUILTIN_KEYWORD_SEARCH.search(text.lower()) is not None
+
+
+def may_hold_builtin_lowered(lowered: str) -> bool:
+    """Whether the built-in detectors could find anything in an ASCII text, given its
+    ``lower()``: False means :func:`find_sensitive` with them finds nothing."""
+    return _BUILTIN_ASCII_PREFILTER.search(lowered) is not None
 
 
 @dataclass(frozen=True)

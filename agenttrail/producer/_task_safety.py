@@ -29,10 +29,16 @@ from agenttrail.producer._confirm import (
     as_decision,
 )
 from agenttrail.producer._control import ControlMessage
-from agenttrail.producer._injection import InjectionBlocked, InjectionFlag, InjectionPolicy
+from agenttrail.producer._detectors import BUILTIN_DETECTORS, may_hold_builtin_lowered
+from agenttrail.producer._injection import (
+    InjectionBlocked,
+    InjectionFlag,
+    InjectionPolicy,
+    RuleDetector,
+)
 from agenttrail.producer._json import to_json
 from agenttrail.producer._killswitch import TaskKilled
-from agenttrail.producer._scrub import Redaction
+from agenttrail.producer._scrub import Redaction, Scrubber
 from agenttrail.producer._task_stops import TaskStops
 
 if TYPE_CHECKING:
@@ -449,6 +455,35 @@ class TaskSafety(TaskStops):
         if flags:
             self._flagged(flags, f"tool:{tool}")
         out, found = safety.scrubber.scrub(text, tool)
+        if not found:
+            return text
+        self._redacted(found, f"result:{tool}")
+        return str(out)
+
+    def inspect_ascii_result(self, tool: str, text: str) -> str:
+        """:meth:`inspect_result` of an ASCII ``text``: the same flags, redactions and
+        output, with one ``lower()`` shared by both scans and each one's first search
+        (any word some injection rule needs; anything a built-in detector could find)
+        made here. The common result holds neither and costs just those two searches.
+        Other detectors or scrubbers take :meth:`inspect_result` itself.
+        """
+        safety = self.safety
+        detector = safety.injection_detector
+        scrubber = safety.scrubber
+        if (
+            type(detector) is not RuleDetector
+            or type(scrubber) is not Scrubber
+            or scrubber.detectors is not BUILTIN_DETECTORS
+        ):
+            return self.inspect_result(tool, text)
+        lowered = text.lower()
+        flags = detector.scan_ascii(text, lowered)
+        if flags:
+            self._flagged(flags, f"tool:{tool}")
+        if not may_hold_builtin_lowered(lowered):
+            # No built-in detector finds anything here, nor a tool's subset of them.
+            return text
+        out, found = scrubber.scrub(text, tool)
         if not found:
             return text
         self._redacted(found, f"result:{tool}")
