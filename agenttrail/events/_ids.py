@@ -51,4 +51,6 @@ def new_trace_id() -> str:
 
 def new_span_id() -> str:
     """16 lowercase hex digits, never all zero."""
-    return f"{_bits(64) or 1:016x}"
+    # bytes.hex() is about twice as fast as a format spec, and a span id is made for
+    # every span on the agent's thread.
+    return (_bits(64) or 1).to_bytes(8, "big").hex()

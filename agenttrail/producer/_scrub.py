@@ -30,6 +30,7 @@ from agenttrail.producer._detectors import (
     _MIN_CANDIDATE,
     BUILTIN_DETECTORS,
     Detector,
+    _may_hold_builtin,
     find_sensitive,
 )
 
@@ -60,6 +61,8 @@ KEY_KIND = "key"
 
 _HASH_CHARS = 16
 _WALKED = (dict, list, tuple, str)
+_LEAVES = frozenset({int, float, bool, type(None)})
+"""Types the walk leaves as they are and whose JSON cannot change after the call."""
 _PLAIN_KEYS_KEPT = 4096
 
 
@@ -161,6 +164,18 @@ class Scrubber:
             out = self._walk(value, "$", detectors, rule, False, found)
         return (out if found else value), found
 
+    def frozen_args(self, value: Any, tool: str | None) -> dict[str, Any] | None:
+        """A copy of flat tool arguments that :meth:`scrub` would leave untouched, else None.
+
+        Flat: known-plain keys, and values that are numbers, booleans, None or strings
+        the detectors find nothing in (see :meth:`_flat_and_plain`). Such values are
+        immutable, so the copy's JSON, written later on another thread, is the JSON the
+        arguments have now: the agent's thread pays for a dict copy, not the JSON.
+        """
+        if type(value) is not dict or (tool is not None and tool in self.tools):
+            return None
+        return dict(value) if self._flat_and_plain(value) else None
+
     def _detectors_for(self, tool: str | None) -> tuple[Detector, ...]:
         rule = self.tools.get(tool) if tool is not None else None
         return self._by_kinds[rule.kinds if rule is not None else None]
@@ -211,18 +226,21 @@ class Scrubber:
         """Whether the walk would find nothing in ``value`` without walking it.
 
         True when every key is a name already found plain (see :meth:`_plain_key`) and
-        every value is either a string too short for any detector or something the walk
-        does not look into (numbers, booleans, None): the common shape of tool
-        arguments, checked without building the copy the walk builds.
+        every value is a number, boolean or None (the walk does not look into them), or
+        a string too short for any detector or, with the built-in detectors, one their
+        prefilter passes over (the walk would find nothing in it either): the common
+        shape of tool arguments, checked without building the copy the walk builds.
         """
         plain = self._plain_keys
+        builtin = self.detectors is BUILTIN_DETECTORS
         for k, v in value.items():
             if type(k) is not str or k not in plain:
                 return False
-            if type(v) is str:
-                if len(v) >= _MIN_CANDIDATE:
+            kind = type(v)
+            if kind is str:
+                if len(v) >= _MIN_CANDIDATE and (not builtin or _may_hold_builtin(v)):
                     return False
-            elif isinstance(v, _WALKED):
+            elif kind not in _LEAVES:
                 return False
         return True
 

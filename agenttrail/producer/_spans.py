@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import time
 from hashlib import sha256
+from time import perf_counter, time_ns
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from agenttrail.events import new_span_id
+from agenttrail.producer._build_fallback import fallback_event
 from agenttrail.producer._context import current_span
 from agenttrail.producer._json import to_json
 
@@ -127,7 +129,11 @@ class Span:
         return (time.perf_counter() - self._t0) * 1000.0
 
     def _event(self, latency_ms: float, seq: int) -> dict[str, Any]:
-        """The whole event, envelope included (one dict: this is the SDK's hot path)."""
+        """The whole event, envelope included; built by the pipeline's worker.
+
+        Never raises: a failed build gives the span's fallback record under the same
+        ``seq`` (see :mod:`._build_fallback`).
+        """
         raise NotImplementedError
 
     def _record(self) -> None:
@@ -184,6 +190,7 @@ class ToolSpan(Span):
     """
 
     __slots__ = (
+        "_args",
         "_result_size",
         "_result_summary",
         "args_hash",
@@ -201,7 +208,7 @@ class ToolSpan(Span):
         self,
         task: Task,
         name: str,
-        args_json: str,
+        args_json: str | None,
         args_hash: str | None,
         redactions: list[str],
         side_effect: str,
@@ -210,10 +217,20 @@ class ToolSpan(Span):
         attempt: int,
         tool_call_id: str | None = None,
         parent: Any = None,
+        args: dict[str, Any] | None = None,
     ):
-        self._init_common(task, parent)
+        # _init_common, inlined: this runs for every tool span.
+        self.task = task
+        self._parent_arg = parent
+        self._ended = False
+        self.success = True
+        self.error_type = None
+        self.error_detail = None
         self.name = name
+        # args_json is None when the arguments are a frozen copy of flat scalars (see
+        # Scrubber.frozen_args): the worker writes their JSON, as the agent's thread would.
         self.args_json = args_json
+        self._args = args
         self.args_hash = args_hash
         self.redactions = redactions
         self.side_effect = side_effect
@@ -224,6 +241,10 @@ class ToolSpan(Span):
         self._result_summary: str | None = None
         self._result_size = 0
 
+    # The methods below run for every tool span, so Span's helpers (_begin, _exit,
+    # _record, _claim) are spelled out in them: each call saved is about 5 % of what a
+    # span costs the agent's thread. They keep those helpers' semantics exactly.
+
     def start(self) -> ToolSpan:
         """Open the span (``Task.start_tool`` does this). Raises if the task is stopped."""
         task = self.task
@@ -232,12 +253,33 @@ class ToolSpan(Span):
         # No lock needed: reading the step and adding to open_spans are atomic, and
         # the span's seq is taken (under the lock) when it is recorded.
         self.step = task.step
-        self._begin()
+        self.span_id = span_id = new_span_id()
+        parent = self._parent_arg
+        if parent is None and current_span.get() is None:
+            self.parent_span_id, self._parent_span = task.root_span_id, None
+        else:
+            self.parent_span_id, self._parent_span = task.resolve_parent(parent)
+        self.ts = time_ns() // 1000
+        self._t0 = perf_counter()
+        task.open_spans[span_id] = self
         return self
 
     def __enter__(self) -> ToolSpan:
-        self.start()
-        self._previous = current_span.get()  # _enter_context, inlined
+        # start() and _enter_context(), sharing one read of the current span.
+        task = self.task
+        if task.limits is not None or task.stopped is not None:
+            task.check_open()
+        self.step = task.step
+        self.span_id = span_id = new_span_id()
+        self._previous = previous = current_span.get()
+        parent = self._parent_arg
+        if parent is None and previous is None:
+            self.parent_span_id, self._parent_span = task.root_span_id, None
+        else:
+            self.parent_span_id, self._parent_span = task.resolve_parent(parent)
+        self.ts = time_ns() // 1000
+        self._t0 = perf_counter()
+        task.open_spans[span_id] = self
         current_span.set(self)
         return self
 
@@ -247,15 +289,32 @@ class ToolSpan(Span):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._exit(exc)
+        if current_span.get() is self:  # never reset a Token: see ._context
+            current_span.set(self._previous)
+        if self._ended:  # ended explicitly inside the block, or abandoned by its task
+            return
+        if exc is not None:
+            self.fail(exc)
+        self._submit()
 
     def result(self, value: Any) -> None:
-        """Record the tool's result: its size, and a summary bounded by the settings."""
-        self._check_open("result()")
+        """Record the tool's result: its size, and a summary bounded by the settings.
+
+        The result is screened for prompt injection and scrubbed here, on the caller's
+        thread: a ``block`` policy raises :class:`InjectionBlocked` before this returns,
+        and a redaction's guard event takes its ``seq`` before the span's.
+        """
+        if self._ended:
+            self._check_open("result()")
         text = value if type(value) is str else to_json(value)
-        self._result_size = len(text) if text.isascii() else len(text.encode())
-        text = self.task.inspect_result(self.name, text)  # injection flags, then redaction
-        limit = self.task.summary_chars
+        task = self.task
+        if text.isascii():
+            self._result_size = len(text)
+            text = task.inspect_ascii_result(self.name, text)
+        else:
+            self._result_size = len(text.encode())
+            text = task.inspect_result(self.name, text)  # injection flags, then redaction
+        limit = task.summary_chars
         self._result_summary = text if len(text) <= limit else text[:limit] + "…"
 
     def end(self, result: Any = _UNSET, *, error: BaseException | str | None = None) -> None:
@@ -268,10 +327,39 @@ class ToolSpan(Span):
             self.result(result)
         if error is not None:
             self.fail(error)
-        self._record()
+        self._submit()
+
+    def _submit(self) -> None:
+        """:meth:`Span._record` for a tool span: claim it and submit it under the lock."""
+        task = self.task
+        lock = task.lock
+        lock.acquire()  # not ``with``: half the cost (try/finally costs nothing here)
+        try:
+            ended = self._ended
+            if not ended:
+                self._ended = True
+                task.open_spans.pop(self.span_id, None)
+                task.submit((self._event, (perf_counter() - self._t0) * 1000.0, next(task.seqs)))
+                task.tool_calls += 1
+        finally:
+            lock.release()
+        if ended:  # ended by another thread meanwhile: its stop, or a second end()
+            self._record()  # returns for an abandoned span, raises SpanAlreadyEnded else
+
+    def _recorded(self) -> None:
+        self.task.tool_calls += 1
 
     def _event(self, latency_ms: float, seq: int) -> dict[str, Any]:
+        try:
+            return self._full_event(latency_ms, seq)
+        except Exception as exc:  # an SDK bug (or a custom detector's): keep seq gapless
+            return fallback_event(self, "tool_span", latency_ms, seq, exc)
+
+    def _full_event(self, latency_ms: float, seq: int) -> dict[str, Any]:
         tools = self.task.tools
+        args_json = self.args_json
+        if args_json is None:
+            args_json = to_json(self._args, sort_keys=True)
         return {
             **self.task.base,
             "seq": seq,
@@ -282,7 +370,7 @@ class ToolSpan(Span):
             "ts": self.ts,
             "tool": self.name,
             "tool_version": self.tool_version,
-            "args_json": self.args_json,
+            "args_json": args_json,
             "args_hash": self.args_hash,
             "idempotency_key": self.idempotency_key,
             "attempt": self.attempt,
@@ -297,9 +385,6 @@ class ToolSpan(Span):
             "redactions": self.redactions,
             "tool_call_id": self.tool_call_id,
         }
-
-    def _recorded(self) -> None:
-        self.task.tool_calls += 1
 
 
 class LlmCall(Span):
@@ -473,6 +558,12 @@ class LlmCall(Span):
         self._record()
 
     def _event(self, latency_ms: float, seq: int) -> dict[str, Any]:
+        try:
+            return self._full_event(latency_ms, seq)
+        except Exception as exc:  # an SDK bug (or a custom detector's): keep seq gapless
+            return fallback_event(self, "llm_call", latency_ms, seq, exc)
+
+    def _full_event(self, latency_ms: float, seq: int) -> dict[str, Any]:
         return {
             **self.task.base,
             "seq": seq,

@@ -111,23 +111,42 @@ class TaskSpans(TaskSafety):
         if side_effect == _IRREVERSIBLE:
             self.check_open()
             self.require_confirmation(name, args)
+        task: Task = self  # type: ignore[assignment]  # TaskSpans is only ever a Task
+        scrubber = self.safety.scrubber
+        frozen = scrubber.frozen_args(args, name)
+        if frozen is not None:
+            # Nothing to redact, and values whose JSON cannot change: the worker writes
+            # args_json (and the pipeline hashes it) off the agent's thread.
+            return ToolSpan(
+                task,
+                name,
+                None,
+                None,
+                [],
+                side_effect,
+                tool_version,
+                idempotency_key,
+                attempt,
+                tool_call_id,
+                parent,
+                frozen,
+            )
         # redact(args, where="args", tool=name), without its call layer (the hot path).
-        redacted, found = self.safety.scrubber.scrub(args, name)
-        paths = [r.path for r in found]
+        redacted, found = scrubber.scrub(args, name)
         if found:
             self._redacted(found, f"args:{name}")
             # Keyed: a plain hash of a short secret (a phone number) could be reversed.
-            args_hash: str | None = self.safety.scrubber.keyed_hash(to_json(args, sort_keys=True))
+            args_hash: str | None = scrubber.keyed_hash(to_json(args, sort_keys=True))
             args_json = to_json(redacted, sort_keys=True)
         else:
             args_json = to_json(args, sort_keys=True)
             args_hash = None  # the pipeline hashes args_json off the agent's thread
         return ToolSpan(
-            cast("Task", self),
+            task,
             name,
             args_json,
             args_hash,
-            paths,
+            [r.path for r in found],
             side_effect,
             tool_version,
             idempotency_key,
