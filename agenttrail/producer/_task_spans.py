@@ -26,6 +26,9 @@ P = ParamSpec("P")
 S = TypeVar("S", LlmCall, ToolSpan)
 
 _SIDE_EFFECTS = frozenset(s.value for s in SideEffect)
+_NO_PATHS: list[str] = []
+"""The ``redactions`` of every tool span that redacted nothing: one list, never changed
+(a fresh one per span would be one more object per span for the garbage collector)."""
 _IRREVERSIBLE = SideEffect.IRREVERSIBLE.value
 
 
@@ -122,7 +125,7 @@ class TaskSpans(TaskSafety):
                 name,
                 None,
                 None,
-                [],
+                _NO_PATHS,
                 side_effect,
                 tool_version,
                 idempotency_key,
@@ -146,7 +149,7 @@ class TaskSpans(TaskSafety):
             name,
             args_json,
             args_hash,
-            [r.path for r in found],
+            [r.path for r in found] if found else _NO_PATHS,
             side_effect,
             tool_version,
             idempotency_key,
