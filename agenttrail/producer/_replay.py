@@ -14,7 +14,7 @@ import threading
 import time
 
 from agenttrail.producer._exporter import OutRecord
-from agenttrail.producer._spool import Spool, SpooledRecord, SpoolPosition
+from agenttrail.producer._spool import Spool, SpoolPosition
 
 MAX_TAIL = 50_000
 """Appended records kept in memory for sending; beyond that they are read back from disk."""
@@ -22,20 +22,56 @@ CURSOR_EVERY_S = 0.25
 """How often, at most, the cursor is written while records are still in flight."""
 
 
-class Flight:
-    """One record handed to the destination; ``state`` is None, True (acked) or the error.
+class Flight(OutRecord):
+    """One spooled record on its way out: it is itself the record handed to the destination.
 
-    ``earlier`` marks a record an earlier process had acknowledged (found in the ack
-    log): it is passed over, not sent and not counted as delivered again.
+    ``state`` is None, True (acked) or the error. ``segment``/``offset``/``end`` are where
+    it lies in its spool (``segment`` :data:`HELD` for a record held in memory because
+    the disk refused it). ``earlier`` marks a record an earlier process had acknowledged
+    (found in the ack log): it is passed over, not sent and not counted as delivered again.
+
+    One object per record from the spool write to the acknowledgement, with the position
+    as plain integers: a record in flight is long-lived, and every such object is one
+    more for each full garbage collection to walk (a NamedTuple is always tracked).
     """
 
-    __slots__ = ("earlier", "out", "record", "state")
+    __slots__ = ("earlier", "end", "offset", "segment", "state")
 
-    def __init__(self, record: SpooledRecord | None, out: OutRecord):
-        self.record = record
-        self.out = out
+    def __init__(self, key: bytes, value: bytes, segment: int, offset: int, end: int):
+        self.key = key
+        self.value = value
+        self.segment = segment
+        self.offset = offset
+        self.end = end
         self.state: bool | BaseException | None = None
         self.earlier = False
+
+    @property
+    def held(self) -> bool:
+        """Held in memory, not in a spool."""
+        return self.segment == HELD
+
+    @property
+    def position(self) -> SpoolPosition:
+        return SpoolPosition(self.segment, self.offset)
+
+    @property
+    def next_position(self) -> SpoolPosition:
+        return SpoolPosition(self.segment, self.end)
+
+    @property
+    def out(self) -> OutRecord:
+        """The record handed to the destination (the flight itself)."""
+        return self
+
+
+HELD = -1
+"""``Flight.segment`` of a record held in memory, in no spool."""
+
+
+def held_flight(record: OutRecord) -> Flight:
+    """A flight of a record held in memory (the disk refused it)."""
+    return Flight(record.key, record.value, HELD, 0, 0)
 
 
 class SpoolReplayer:
@@ -52,19 +88,28 @@ class SpoolReplayer:
         self.lock = lock
         self.read_pos: SpoolPosition = spool.cursor
         self.inflight: collections.deque[Flight] = collections.deque()
-        self._tail: collections.deque[SpooledRecord] = collections.deque()
+        self._tail: collections.deque[Flight] = collections.deque()
         self._acked_ahead: set[SpoolPosition] = set()  # acked here, then rewound
         self._acked_earlier: set[SpoolPosition] = set(spool.acked_ahead)
         self._acked_to: SpoolPosition | None = None  # end of the acknowledged prefix
         self._acked_unwritten = 0  # acknowledged records the cursor does not pass yet
         self._cursor_moved_at = float("-inf")
 
-    def remember(self, records: list[SpooledRecord]) -> None:
-        """Keep just-appended records in memory so sending need not read them back."""
+    def remember(self, records: list[OutRecord], segment: int, offsets: list[int]) -> None:
+        """Keep just-appended records in memory so sending need not read them back.
+
+        ``offsets`` are where each record starts in ``segment``, and where the last ends
+        (what :meth:`Spool.append_at` returned).
+        """
         if len(self._tail) + len(records) > MAX_TAIL:
             self._tail.clear()  # they are on disk; sending reads them from there
             return
-        self._tail.extend(records)
+        self._tail.extend(
+            [
+                Flight(r.key, r.value, segment, offsets[i], offsets[i + 1])
+                for i, r in enumerate(records)
+            ]
+        )
 
     def next_batch(self, limit: int) -> list[Flight]:
         """The next records to send (at most ``limit``), oldest first, now in flight.
@@ -73,28 +118,32 @@ class SpoolReplayer:
         """
         with self.lock:
             tail = self._tail
-            while tail and tail[0].position < self.read_pos:
+            at = self.read_pos
+            while tail and (tail[0].segment, tail[0].offset) < at:
                 tail.popleft()
-            if tail and tail[0].position == self.read_pos:
+            if tail and tail[0].segment == at.segment and tail[0].offset == at.offset:
                 batch = [tail.popleft() for _ in range(min(limit, len(tail)))]
             else:
-                batch = self.spool.read_from(self.read_pos, limit)
+                batch = [
+                    Flight(r.key, r.value, r.position.segment, r.position.offset,
+                           r.next_position.offset)
+                    for r in self.spool.read_from(at, limit)
+                ]  # fmt: skip
         if not batch:
             return []
         self.read_pos = batch[-1].next_position
-        flights = []
-        for rec in batch:
-            flight = Flight(rec, OutRecord(rec.key, rec.value))
-            if rec.position in self._acked_ahead:
-                self._acked_ahead.discard(rec.position)
-                flight.state = True
-            elif self._acked_earlier and rec.position in self._acked_earlier:
-                self._acked_earlier.discard(rec.position)
-                flight.state = True
-                flight.earlier = True
-            self.inflight.append(flight)
-            flights.append(flight)
-        return flights
+        if self._acked_ahead or self._acked_earlier:
+            for flight in batch:
+                position = flight.position
+                if position in self._acked_ahead:
+                    self._acked_ahead.discard(position)
+                    flight.state = True
+                elif position in self._acked_earlier:
+                    self._acked_earlier.discard(position)
+                    flight.state = True
+                    flight.earlier = True
+        self.inflight.extend(batch)
+        return batch
 
     def acked(self, flight: Flight) -> None:
         """The destination acknowledged ``flight`` (any thread): log it, then mark it.
@@ -102,20 +151,16 @@ class SpoolReplayer:
         Once this returns the record is never sent again, even by a process that
         replays this spool after a SIGKILL.
         """
-        record = flight.record
-        if record is not None:
-            self.spool.log_acked([record.position])
+        self.spool.log_acked_at(flight.segment, flight.offset)
         flight.state = True
 
     def unsend(self, flights: list[Flight]) -> None:
         """The destination did not take ``flights`` (the tail of the last batch)."""
         if not flights:
             return
-        first = flights[0].record
-        assert first is not None
         for _ in flights:
             self.inflight.pop()
-        self.read_pos = first.position
+        self.read_pos = flights[0].position
 
     def settle(self, *, final: bool = False) -> int:
         """Take the acknowledged prefix out of flight; return how many this process
@@ -130,14 +175,14 @@ class SpoolReplayer:
         """
         inflight = self.inflight
         count = passed = 0
+        last = None
         while inflight and inflight[0].state is True:
-            flight = inflight.popleft()
-            record = flight.record
-            assert record is not None
-            self._acked_to = record.next_position
+            last = inflight.popleft()
             passed += 1
-            if not flight.earlier:
+            if not last.earlier:
                 count += 1
+        if last is not None:
+            self._acked_to = last.next_position
         self._acked_unwritten += passed
         if self._acked_unwritten and self._acked_to is not None:
             now = time.monotonic()
@@ -152,10 +197,10 @@ class SpoolReplayer:
         """Forget what is in flight (the destination was reset): send again from the
         first unacknowledged record, skipping the ones acknowledged since."""
         for f in self.inflight:
-            if f.state is True and f.record is not None:
-                self._acked_ahead.add(f.record.position)
-        if self.inflight and self.inflight[0].record is not None:
-            self.read_pos = self.inflight[0].record.position
+            if f.state is True:
+                self._acked_ahead.add(f.position)
+        if self.inflight:
+            self.read_pos = self.inflight[0].position
         self.inflight.clear()
 
     @property

@@ -44,7 +44,7 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -277,27 +277,44 @@ class Spool:
             OSError: the disk refused the write (full, read-only). The segment is cut back
                 to where this append began: none of the records is in the log.
         """
-        if not records:
-            return []
+        segment, offsets = self.append_at(records)
+        new = tuple.__new__  # a NamedTuple's own constructor is a Python function: 3x slower
+        return [
+            new(
+                SpooledRecord,
+                (
+                    key,
+                    value,
+                    new(SpoolPosition, (segment, offsets[i])),
+                    new(SpoolPosition, (segment, offsets[i + 1])),
+                ),
+            )
+            for i, (key, value) in enumerate(records)
+        ]
+
+    def append_at(self, records: Iterable[tuple[bytes, bytes]]) -> tuple[int, list[int]]:
+        """:meth:`append` returning only where the records went: the segment, and the
+        offset at which each record starts followed by where the last one ends.
+
+        Raises:
+            OSError: as :meth:`append`; none of the records is in the log.
+        """
         if self._size >= SEGMENT_BYTES:
             self._open_segment(self._segment + 1)
         chunks = []
-        out = []
         pos = self._size
-        seg = self._segment
-        new = tuple.__new__  # a NamedTuple's own constructor is a Python function: 3x slower
+        offsets = [pos]
+        header = _RECORD.pack
+        key_len = _KEY.pack
+        crc32 = zlib.crc32
         for key, value in records:
-            payload = _KEY.pack(len(key)) + key + value
-            chunks.append(_RECORD.pack(len(payload), zlib.crc32(payload)))
+            payload = b"".join((key_len(len(key)), key, value))
+            chunks.append(header(len(payload), crc32(payload)))
             chunks.append(payload)
-            end = pos + _RECORD.size + len(payload)
-            out.append(
-                new(
-                    SpooledRecord,
-                    (key, value, new(SpoolPosition, (seg, pos)), new(SpoolPosition, (seg, end))),
-                )
-            )
-            pos = end
+            pos += _RECORD.size + len(payload)
+            offsets.append(pos)
+        if len(offsets) == 1:
+            return self._segment, offsets
         data = memoryview(b"".join(chunks))
         start = self._size
         try:
@@ -310,8 +327,8 @@ class Spool:
             self._cut_back(start)
             raise
         self._size = pos
-        self.pending += len(records)
-        return out
+        self.pending += len(offsets) - 1
+        return self._segment, offsets
 
     def _cut_back(self, size: int) -> None:
         try:
@@ -387,7 +404,9 @@ class Spool:
         for position in positions:
             entry = pack(position[0], position[1])
             chunks.append(entry + crc32(entry).to_bytes(4))
-        data = b"".join(chunks)
+        self._write_acks(b"".join(chunks))
+
+    def _write_acks(self, data: bytes) -> None:
         with self._ack_lock:
             if self._ack_fd < 0:
                 return
@@ -408,6 +427,11 @@ class Spool:
                 return
             self._ack_error = None
             self._ack_size += written
+
+    def log_acked_at(self, segment: int, offset: int) -> None:
+        """:meth:`log_acked` of the one record at (``segment``, ``offset``)."""
+        entry = _ACK.pack(segment, offset)
+        self._write_acks(entry + zlib.crc32(entry).to_bytes(4))
 
     def _compact_ack_log(self, cursor: SpoolPosition) -> None:
         """Keep only the entries past ``cursor``: truncate, or rewrite a large log."""

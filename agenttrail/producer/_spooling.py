@@ -32,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from agenttrail.events import Backoff
 from agenttrail.producer._exporter import (
@@ -41,7 +42,7 @@ from agenttrail.producer._exporter import (
     OutRecord,
     PartialExport,
 )
-from agenttrail.producer._replay import Flight, SpoolReplayer
+from agenttrail.producer._replay import Flight, SpoolReplayer, held_flight
 from agenttrail.producer._spool import FsyncPolicy, Spool, orphan_spools
 
 log = logging.getLogger("agenttrail.producer")
@@ -130,11 +131,11 @@ class SpoolingExporter:
                 own = self._own_spool()
                 if own is not None:
                     try:
-                        appended = own.spool.append([(r.key, r.value) for r in records])
+                        segment, offsets = own.spool.append_at([(r.key, r.value) for r in records])
                     except OSError as exc:
                         self._spool_refused(own.spool, exc, len(records))
                     else:
-                        own.remember(appended)
+                        own.remember(records, segment, offsets)
                         return
             self._held.extend(records)
 
@@ -183,16 +184,16 @@ class SpoolingExporter:
                 return
             held = list(self._held)
             try:
-                appended = own.spool.append([(r.key, r.value) for r in held])
+                segment, offsets = own.spool.append_at([(r.key, r.value) for r in held])
             except OSError as exc:
                 self.spool_error = f"{own.spool.directory}: {exc}"
                 return
             self._held.clear()
-            own.remember(appended)
+            own.remember(held, segment, offsets)
         log.warning(
             "agenttrail: the spool %s takes writes again; %d held events are on disk now.",
             own.spool.directory,
-            len(appended),
+            len(held),
         )
         self.spool_error = None
 
@@ -250,7 +251,8 @@ class SpoolingExporter:
             to_send = [f for f in flights if f.state is None]
             handed = self._hand_over(to_send, replayer)
             if handed < len(to_send):
-                replayer.unsend(flights[flights.index(to_send[handed]) :])
+                first = to_send[handed]
+                replayer.unsend(flights[next(i for i, f in enumerate(flights) if f is first) :])
                 return False
         return True
 
@@ -260,7 +262,7 @@ class SpoolingExporter:
         if not flights:
             return 0
         try:
-            self.inner.export([f.out for f in flights], _AckTo(self, flights, replayer))
+            self.inner.export(cast("list[OutRecord]", flights), _AckTo(self, replayer))
         except PartialExport as exc:
             self._unavailable(exc)
             return exc.handed_over
@@ -282,9 +284,8 @@ class SpoolingExporter:
                 replayer.acked(flight)  # in the spool's ack log before it counts
             else:
                 flight.state = True
-            if flight.record is None:
                 self._wake.set()
-            self._on_done(flight.out, None)
+            self._on_done(flight, None)
         else:
             flight.state = error
             self._failed = True
@@ -311,7 +312,7 @@ class SpoolingExporter:
     def _send_held(self) -> None:
         """Send held records straight to the destination (the disk is still full)."""
         with self._lock:
-            flights = [Flight(None, r) for r in self._held]
+            flights = [held_flight(r) for r in self._held]
         self._held_flights.extend(flights)
         handed = self._hand_over(flights)
         for _ in flights[handed:]:
@@ -399,18 +400,15 @@ class SpoolingExporter:
 
 
 class _AckTo:
-    """The ack callback of one handed-over batch: maps each record back to its flight."""
+    """The ack callback of one handed-over batch: the records handed over are its flights
+    (an exporter reports the very objects it was given)."""
 
-    __slots__ = ("_by_id", "_exporter", "_replayer")
+    __slots__ = ("_exporter", "_replayer")
 
-    def __init__(
-        self, exporter: SpoolingExporter, flights: list[Flight], replayer: SpoolReplayer | None
-    ):
+    def __init__(self, exporter: SpoolingExporter, replayer: SpoolReplayer | None):
         self._exporter = exporter
         self._replayer = replayer
-        self._by_id = {id(f.out): f for f in flights}
 
     def __call__(self, record: OutRecord, error: BaseException | None) -> None:
-        flight = self._by_id.get(id(record))
-        if flight is not None:
-            self._exporter.acked(flight, error, self._replayer)
+        if type(record) is Flight:
+            self._exporter.acked(record, error, self._replayer)
