@@ -30,7 +30,7 @@ from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, overload
 
-from agenttrail.consumers._avro import AvroBlock, AvroBlockEncoder
+from agenttrail.consumers._avro import AvroBlock, AvroBlockEncoder, zigzag
 
 log = logging.getLogger("agenttrail.consumers")
 
@@ -56,20 +56,9 @@ class FramingSpec(NamedTuple):
     nonce: int
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def frame_row(partition: int, offset: int, value: bytes, nonce: int) -> bytes:
     """One store-side Avro row as the children frame it (for checks and tests)."""
-    return (
-        _varint(partition << 1) + _varint(offset << 1) + value[5:] + _varint((nonce + offset) << 1)
-    )
+    return zigzag(partition) + zigzag(offset) + value[5:] + zigzag(nonce + offset)
 
 
 _NONCE = re.compile(r"agenttrail_check = kafka_offset \+ (\d+)")
@@ -89,12 +78,12 @@ def assemble(encoder: AvroBlockEncoder, partition: int, count: int,
     if found is None:
         return None
     sql = empty.check_sql.replace(found.group(0), f"agenttrail_check = kafka_offset + {nonce}")
-    size = _varint(sum(len(r) for r in rows) << 1)
+    size = zigzag(sum(len(r) for r in rows))
     insert_head = memoryview(empty.insert_data)[: -len(tail)]
     check_head = memoryview(empty.check_data)[: -len(tail)]
     return AvroBlock(
-        insert_data=b"".join([insert_head, _varint(count << 1), size, *rows, sync]),
-        check_data=b"".join([check_head, _varint(count << 1), size, *rows, sync]),
+        insert_data=b"".join([insert_head, zigzag(count), size, *rows, sync]),
+        check_data=b"".join([check_head, zigzag(count), size, *rows, sync]),
         check_sql=sql,
         rows=count,
     )
@@ -178,8 +167,8 @@ class Chunk:
         ends = self.row_ends[kind]
         start = ends[row - 1] if row else 0
         offset = self.offsets[n]
-        body_at = start + len(_varint(self.partition << 1)) + len(_varint(offset << 1))
-        body_end = ends[row] - len(_varint((self.nonce + offset) << 1))
+        body_at = start + len(zigzag(self.partition)) + len(zigzag(offset))
+        body_end = ends[row] - len(zigzag(self.nonce + offset))
         header = b"\x00" + self.schema_ids[kind].to_bytes(4, "big")
         return header + self.slabs[kind][body_at:body_end]
 
