@@ -11,11 +11,8 @@ from tests.deadline import wait_until
 from tests.integration.test_consumer_fencing import pipeline
 from tests.integration.test_pipeline import (
     BAD_INPUT,
-    Produced,
     config,
-    make_events,
-    produce,
-    send_raw,
+    produce_bad_input,
     stored_ids,
     stored_positions,
     table_counts,
@@ -25,16 +22,7 @@ from tests.integration.test_pipeline import (
 def test_bad_input_framed_by_fetchers_is_dead_lettered_as_without_them(
     broker: EmbeddedBroker, topic: str, unique_group: str, store: Store
 ) -> None:
-    good = make_events(tasks=1, per_task=len(BAD_INPUT) + 1)
-    produced = Produced()
-    expected: list[tuple[int, str, str]] = []
-    offset = 0
-    for i, (reason, payload) in enumerate(BAD_INPUT):
-        produce(broker.bootstrap, topic, [good[i]], produced, partition=1)
-        send_raw(broker.bootstrap, topic, [(payload, 1)])
-        expected.append((offset + 1, reason, (payload or b"").hex().upper()))
-        offset += 2
-    produce(broker.bootstrap, topic, [good[-1]], produced, partition=1)
+    produced, expected = produce_bad_input(broker.bootstrap, topic, 1)
     cfg = config(broker.bootstrap, topic, unique_group, max_payload_bytes=8192, fetchers=2)
 
     def letters() -> int:

@@ -337,19 +337,28 @@ BAD_INPUT: list[tuple[str, bytes | None]] = [
 ]
 
 
-def test_bad_input_is_dead_lettered_with_its_reason_and_the_partition_keeps_flowing(
-    broker: EmbeddedBroker, topic: str, unique_group: str, store: Store
-) -> None:
+def produce_bad_input(
+    bootstrap: str, topic: str, partition: int
+) -> tuple[Produced, list[tuple[int, str, str]]]:
+    """Each of ``BAD_INPUT`` between good events on one empty partition: what was
+    produced, and each bad message's (offset, reason, raw bytes as hex)."""
     good = make_events(tasks=1, per_task=len(BAD_INPUT) + 1)
     produced = Produced()
     expected: list[tuple[int, str, str]] = []
     offset = 0
     for i, (reason, payload) in enumerate(BAD_INPUT):
-        produce(broker.bootstrap, topic, [good[i]], produced, partition=0)
-        send_raw(broker.bootstrap, topic, [(payload, 0)])
+        produce(bootstrap, topic, [good[i]], produced, partition=partition)
+        send_raw(bootstrap, topic, [(payload, partition)])
         expected.append((offset + 1, reason, (payload or b"").hex().upper()))
         offset += 2
-    produce(broker.bootstrap, topic, [good[-1]], produced, partition=0)
+    produce(bootstrap, topic, [good[-1]], produced, partition=partition)
+    return produced, expected
+
+
+def test_bad_input_is_dead_lettered_with_its_reason_and_the_partition_keeps_flowing(
+    broker: EmbeddedBroker, topic: str, unique_group: str, store: Store
+) -> None:
+    produced, expected = produce_bad_input(broker.bootstrap, topic, 0)
     cfg = config(broker.bootstrap, topic, unique_group, max_payload_bytes=8192)
     with running(cfg, store) as stats:
         wait_stored(stats, produced.events, dead_letters=len(BAD_INPUT))
