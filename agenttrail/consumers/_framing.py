@@ -211,7 +211,27 @@ class ChunkSlice:
         self.chunk, self.i, self.j = chunk, i, j
 
 
-class FramedMessages(Sequence[FetchedRecord]):
+class _LazyRecords(Sequence[FetchedRecord]):
+    """A sequence of records made on first use (by :meth:`_all`), for the slow paths."""
+
+    def _all(self) -> list[FetchedRecord]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __iter__(self) -> Iterator[FetchedRecord]:
+        return iter(self._all())
+
+    @overload
+    def __getitem__(self, index: int) -> FetchedRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[FetchedRecord]: ...
+    def __getitem__(self, index: int | slice) -> FetchedRecord | list[FetchedRecord]:
+        return self._all()[index]
+
+
+class FramedMessages(_LazyRecords):
     """A batch's messages as chunk slices. A sequence of records like a list (made on
     first use, for the slow paths); :meth:`framed` gives the framed rows without them."""
 
@@ -227,16 +247,6 @@ class FramedMessages(Sequence[FetchedRecord]):
 
     def __len__(self) -> int:
         return self._len
-
-    def __iter__(self) -> Iterator[FetchedRecord]:
-        return iter(self._all())
-
-    @overload
-    def __getitem__(self, index: int) -> FetchedRecord: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[FetchedRecord]: ...
-    def __getitem__(self, index: int | slice) -> FetchedRecord | list[FetchedRecord]:
-        return self._all()[index]
 
     def unframed(self) -> list[FetchedRecord]:
         """The messages shipped raw, in offset order."""
@@ -275,7 +285,7 @@ class FramedMessages(Sequence[FetchedRecord]):
         return next((s.chunk.nonce for s in self.slices), None)
 
 
-class FramedGroup(Sequence[FetchedRecord]):
+class FramedGroup(_LazyRecords):
     """The messages of one schema framed in a batch's slices, made on first use."""
 
     def __init__(self, slices: list[ChunkSlice], schema_id: int):
@@ -295,19 +305,6 @@ class FramedGroup(Sequence[FetchedRecord]):
                 out.extend(r for n, r in enumerate(records, s.i) if chunk.kinds[n] == kind)
             self._records = out
         return self._records
-
-    def __len__(self) -> int:
-        return len(self._all())
-
-    def __iter__(self) -> Iterator[FetchedRecord]:
-        return iter(self._all())
-
-    @overload
-    def __getitem__(self, index: int) -> FetchedRecord: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[FetchedRecord]: ...
-    def __getitem__(self, index: int | slice) -> FetchedRecord | list[FetchedRecord]:
-        return self._all()[index]
 
 
 class FramedBlocks(NamedTuple):
