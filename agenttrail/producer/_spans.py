@@ -19,7 +19,7 @@ import time
 from hashlib import sha256
 from time import perf_counter, time_ns
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from agenttrail.events import new_span_id
 from agenttrail.producer._build_fallback import fallback_event
@@ -128,17 +128,25 @@ class Span:
         self.task.open_spans.pop(self.span_id, None)
         return (time.perf_counter() - self._t0) * 1000.0
 
+    _family: ClassVar[str]
+    """The event family the span records (``tool_span``, ``llm_call``)."""
+
     def _event(self, latency_ms: float, seq: int) -> dict[str, Any]:
         """The whole event, envelope included; built by the pipeline's worker.
 
         Never raises: a failed build gives the span's fallback record under the same
         ``seq`` (see :mod:`._build_fallback`).
         """
-        raise NotImplementedError
+        try:
+            return self._full_event(latency_ms, seq)
+        except Exception as exc:  # an SDK bug (or a custom detector's): keep seq gapless
+            return fallback_event(self, self._family, latency_ms, seq, exc)
 
-    def __call__(self, latency_ms: float, seq: int) -> dict[str, Any]:
-        """The span is the ``build`` of its own Deferred event (see ``_pipeline``): one
-        object fewer per span for the collector than a bound ``_event``."""
+    # The span is the ``build`` of its own Deferred event (see ``_pipeline``): one object
+    # fewer per span for the collector than a bound ``_event``.
+    __call__ = _event
+
+    def _full_event(self, latency_ms: float, seq: int) -> dict[str, Any]:
         raise NotImplementedError
 
     def _record(self) -> None:
@@ -194,6 +202,7 @@ class ToolSpan(Span):
     Starting checks the task (a stopped task raises before the tool runs).
     """
 
+    _family = "tool_span"
     __slots__ = (
         "_args",
         "_result_size",
@@ -354,14 +363,6 @@ class ToolSpan(Span):
     def _recorded(self) -> None:
         self.task.tool_calls += 1
 
-    def _event(self, latency_ms: float, seq: int) -> dict[str, Any]:
-        try:
-            return self._full_event(latency_ms, seq)
-        except Exception as exc:  # an SDK bug (or a custom detector's): keep seq gapless
-            return fallback_event(self, "tool_span", latency_ms, seq, exc)
-
-    __call__ = _event
-
     def _full_event(self, latency_ms: float, seq: int) -> dict[str, Any]:
         tools = self.task.tools
         args_json = self.args_json
@@ -405,6 +406,7 @@ class LlmCall(Span):
     task; crossing a limit there stops the task at once (the next call raises).
     """
 
+    _family = "llm_call"
     __slots__ = (
         "cached_tokens",
         "context_window",
@@ -563,14 +565,6 @@ class LlmCall(Span):
         if error is not None:
             self.fail(error)
         self._record()
-
-    def _event(self, latency_ms: float, seq: int) -> dict[str, Any]:
-        try:
-            return self._full_event(latency_ms, seq)
-        except Exception as exc:  # an SDK bug (or a custom detector's): keep seq gapless
-            return fallback_event(self, "llm_call", latency_ms, seq, exc)
-
-    __call__ = _event
 
     def _full_event(self, latency_ms: float, seq: int) -> dict[str, Any]:
         return {
