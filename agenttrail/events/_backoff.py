@@ -3,8 +3,14 @@ exporter reconnecting to the broker, the consumers retrying a failing store)."""
 
 from __future__ import annotations
 
+import os
 import random
 import time
+
+# The jitter has its own generator: drawing from the module's shared one would move an
+# application's seeded sequence (and a test's generated data) from a background thread.
+_jitter = random.Random(os.urandom(16))
+os.register_at_fork(after_in_child=lambda: _jitter.seed(os.urandom(16)))
 
 
 class Backoff:
@@ -31,7 +37,7 @@ class Backoff:
         now = time.monotonic() if now is None else now
         self.failures += 1
         wait: float = min(self.max_s, self.initial_s * 2.0 ** (self.failures - 1))
-        wait *= random.uniform(0.8, 1.0)  # spread retries of several consumers
+        wait *= _jitter.uniform(0.8, 1.0)  # spread retries of several consumers
         self._due = now + wait
         return wait
 

@@ -14,3 +14,13 @@ def test_waits_double_up_to_the_cap_and_reset_clears_them() -> None:
     assert b.active and not b.ready(now=0.0) and b.ready(now=5.0)
     b.reset()
     assert not b.active and b.ready(now=0.0)
+
+
+def test_jitter_leaves_the_shared_random_sequence_alone() -> None:
+    import random
+
+    random.seed(1234)
+    expected = [random.random() for _ in range(3)]
+    random.seed(1234)
+    Backoff(initial_s=1.0, max_s=5.0).failed(now=0.0)
+    assert [random.random() for _ in range(3)] == expected
