@@ -122,10 +122,15 @@ class Store:
             dedup_token: ``insert_deduplication_token``: a repeated insert with the same
                 token (within the table's deduplication window) is stored once.
 
+        The data travels as ONE block whatever its size: the store derives a block's
+        deduplication id from the token and the block's place in the insert, so only a
+        single-block insert is recognised as a repeat of the same rows inserted another
+        way (a store-decoded Avro insert with the same token, see ``insert_avro``).
+        clickhouse-connect would otherwise cut ~2 MiB blocks.
+
         Raises:
-            StoreUnavailable: the store is unreachable or refused the insert; nothing or
-                (on a multi-block insert) part of the data was stored, so retry with the
-                same token.
+            StoreUnavailable: the store is unreachable or refused the insert; nothing
+                was stored, so retry with the same token.
         """
         settings: dict[str, Any] = {}
         if dedup_token is not None:
@@ -134,14 +139,16 @@ class Store:
             self._check_open()
             try:
                 types = self._column_types(table, tuple(column_names))
-                self._client.insert(
+                context = self._client.create_insert_context(
                     table,
-                    columns,
-                    column_names=list(column_names),
+                    list(column_names),
                     column_type_names=types,
                     column_oriented=True,
                     settings=settings,
                 )
+                context.req_block_size = max(1, max((len(c) for c in columns), default=1))
+                context.data = columns
+                self._client.insert(context=context)
             except (TypeError, ValueError, OverflowError) as exc:
                 # Raised by clickhouse-connect while encoding a value for its column
                 # (e.g. None in a non-Nullable column): the data, not the store.

@@ -102,6 +102,35 @@ def test_a_batch_redone_finds_its_own_rows_and_counts_them_as_its_events_not_cop
     assert set(stored_ids(store).values()) == {1}
 
 
+def test_a_large_batch_stored_by_the_engine_and_redone_through_python_is_stored_once(
+    store: Store,
+) -> None:
+    # The first attempt passes the store's check and is inserted as one Avro block; the
+    # redo finds its own rows, so its group is decoded in Python and inserted as columns
+    # under the same token. 6,000 spans are far more than one client-side Native block
+    # (~2 MiB): the token drops the redo only if both inserts are one block each.
+    n = 6000
+    messages = []
+    for i in range(n):
+        record = sample_record("tool_span", task_id=f"big-{i // 10}", seq=i % 10)
+        messages.append(Msg(i, sealed(record), key=f"big-{i // 10}".encode()))
+    types = {t: store.table_columns(t) for t in FAMILY_TABLES.values()}
+    paths = []
+    for attempt in range(2):  # a fresh decoder and writer each time: a new process
+        decoder = BatchDecoder(store_decodes=True, column_types=types)
+        writer = BatchWriter(store, OffsetLedger(store, "g", "test"), decoder)
+        batch = decoder.prepare(Batch("big", 0, 0, n - 1, list(messages), redo=attempt == 1))
+        writer.write(batch)
+        (insert,) = batch.inserts
+        paths.append("avro" if insert.avro is not None else "columns")
+        assert batch.events == {"tool_span": n} and batch.duplicates == 0
+    assert paths == ["avro", "columns"]
+    assert table_counts(store)["tool_span"] == n
+    assert set(stored_ids(store).values()) == {1}
+    # The views behind task_runs drop the redone block too.
+    assert store.query("SELECT sum(events) FROM task_runs_state")[0][0] == n
+
+
 def test_a_copy_resent_to_the_same_position_of_a_restarted_broker_is_still_a_copy(
     store: Store,
 ) -> None:
