@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
@@ -19,12 +19,28 @@ from agenttrail.events import EVENTS_TOPIC
 log = logging.getLogger("agenttrail.producer.exporter")
 
 
+def _unreported(record: OutRecord, *outcome: Any) -> None:
+    raise RuntimeError("a client reported a record that was never handed to it")
+
+
 @dataclass(slots=True)
 class OutRecord:
-    """One framed event on its way out: Kafka key (the task id) and value."""
+    """One framed event on its way out: Kafka key (the task id) and value.
+
+    A record is its own delivery callback: a Kafka client takes one callable per record
+    (librdkafka's ``on_delivery``, a kafka-python future's callback), and the exporter
+    hands it the record, having set ``report`` to its handler of the batch; calling the
+    record calls ``report(record, *outcome)``. No callable is made per record: a record
+    in flight is long-lived, and every such object is one more for each full garbage
+    collection to walk.
+    """
 
     key: bytes
     value: bytes
+    report: Callable[..., None] = field(default=_unreported, repr=False, compare=False)
+
+    def __call__(self, *outcome: Any) -> None:
+        self.report(self, *outcome)
 
 
 AckCallback = Callable[[OutRecord, BaseException | None], None]
@@ -146,6 +162,7 @@ class KafkaExporter:
         complete = _done if self._config.get("acks") in (0, "0") else _done_with_offset
         append = self._direct_append(producer) if partition_of is not None else None
         small = self._config["max_request_size"] - 1024
+        report = partial(complete, on_done)  # each record is its future's callback
         for i, rec in enumerate(records):
             try:
                 future = None
@@ -175,14 +192,14 @@ class KafkaExporter:
                         f"Kafka at {self.bootstrap} did not take the event: {exc}"
                     ) from exc
                 raise PartialExport(i, exc) from exc
-            callback = partial(complete, rec, on_done)
+            rec.report = report
             both = getattr(future, "_add_cb_eb", None)
             if both is not None:
                 # kafka-python's own one-lock registration of a callback and an errback
                 # (add_both builds two partials and takes the future's lock twice).
-                both(callback, callback)
+                both(rec, rec)
             else:
-                future.add_both(callback)
+                future.add_both(rec)
 
     def _direct_append(self, producer: Any) -> Callable[[bytes, bytes, int], Any] | None:
         """``send`` for what this exporter sends, straight into the producer's accumulator.
@@ -357,12 +374,12 @@ class UnconfirmedDelivery(Exception):
     """
 
 
-def _done(rec: OutRecord, on_done: AckCallback, outcome: Any) -> None:
+def _done(on_done: AckCallback, rec: OutRecord, outcome: Any) -> None:
     """A record's outcome with acks=0: no answer to check, success is all there is."""
     on_done(rec, outcome if isinstance(outcome, BaseException) else None)
 
 
-def _done_with_offset(rec: OutRecord, on_done: AckCallback, outcome: Any) -> None:
+def _done_with_offset(on_done: AckCallback, rec: OutRecord, outcome: Any) -> None:
     """A record's outcome when the broker answers: only an offset proves it was stored."""
     if isinstance(outcome, BaseException):
         on_done(rec, outcome)

@@ -105,7 +105,7 @@ class _Client:
             )
             self._purge()
 
-    def delivered(self, rec: OutRecord, on_done: AckCallback, error: Any, msg: Any) -> None:
+    def delivered(self, on_done: AckCallback, rec: OutRecord, error: Any, msg: Any) -> None:
         """A delivery report (poll thread): only an offset from the broker this producer
         was built for proves the record was stored."""
         if error is not None:
@@ -249,11 +249,12 @@ class NativeKafkaExporter:
             self.reset()
             raise ExporterUnavailable(f"the Kafka producer failed for good: {client.fatal}")
         produce = client.producer.produce
-        delivered = client.delivered
+        report = partial(client.delivered, on_done)  # each record is its own on_delivery
         topic = self.topic
         for i, rec in enumerate(records):
+            rec.report = report
             try:
-                produce(topic, rec.value, rec.key, on_delivery=partial(delivered, rec, on_done))
+                produce(topic, rec.value, rec.key, on_delivery=rec)
             except (BufferError, KafkaException) as exc:
                 # BufferError: librdkafka's queue is full; KafkaException: the producer
                 # refuses (fatal error, oversized record). Either way, later.
