@@ -26,10 +26,9 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 from agenttrail.events import DEFAULT_MAX_PAYLOAD_BYTES, SchemaRegistry, SigningKey
 from agenttrail.producer._exporter import Exporter, OutRecord
@@ -41,13 +40,19 @@ log = logging.getLogger("agenttrail.producer")
 
 OnFull = Literal["spool", "block"]
 
-Deferred: TypeAlias = tuple[Callable[[float, int], dict[str, Any]], float, int]
-"""An event whose dict the worker builds: ``(build, latency_ms, seq)``.
 
-Spans submit this instead of the dict so that building it (two dozen fields) costs the
-worker thread, not the agent's. ``build`` must read only what can no longer change once
-the span has ended, and never raise (the worker logs and skips an event that does).
-"""
+class Deferred(Protocol):
+    """An event whose dict the worker builds by calling it (a span submits itself).
+
+    Spans submit this instead of the dict so that building it (two dozen fields) costs the
+    worker thread, not the agent's. The call must read only what can no longer change
+    once the span has ended, and never raise (the worker logs and skips an event that
+    does).
+    """
+
+    def __call__(self) -> dict[str, Any]: ...
+
+
 Unsealed: TypeAlias = dict[str, Any] | Deferred
 
 
@@ -77,15 +82,16 @@ class CloseReport:
         return self.spooled == 0 and self.unsaved == 0 and self.rejected == 0
 
 
-def _built(deferred: Any) -> dict[str, Any] | None:
-    """The dict of a :data:`Deferred` event; None (logged) if building it failed."""
-    build, latency_ms, seq = deferred
+def _built(deferred: Deferred) -> dict[str, Any] | None:
+    """The dict of a :class:`Deferred` event; None (logged) if building it failed."""
     try:
-        event: dict[str, Any] = build(latency_ms, seq)
+        return deferred()
     except Exception:  # a bug in a custom detector must not stop the batch
-        log.exception("agenttrail could not build event seq %d; it is not recorded", seq)
+        log.exception(
+            "agenttrail could not build event seq %s; it is not recorded",
+            getattr(deferred, "_seq", "?"),
+        )
         return None
-    return event
 
 
 def _ignore(record: OutRecord, error: BaseException | None) -> None:
@@ -178,7 +184,7 @@ class Pipeline:
     # -- the caller's side -------------------------------------------------------------
 
     def submit(self, event: Unsealed) -> None:
-        """Enqueue one unsealed event (or a :data:`Deferred` one).
+        """Enqueue one unsealed event (or a :class:`Deferred` one).
 
         Never raises; blocks only under ``on_full="block"``.
         """
@@ -216,7 +222,7 @@ class Pipeline:
         taken = [queue.popleft() for _ in range(min(limit, len(queue)))]
         if not taken:
             return
-        events = [e if type(e) is dict else _built(e) for e in taken]
+        events = [e if isinstance(e, dict) else _built(e) for e in taken]
         self.exporter.export(self.sealer.seal([e for e in events if e is not None]), _ignore)
         with self._cond:
             self._processed += len(taken)

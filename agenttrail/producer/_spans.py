@@ -54,9 +54,11 @@ class Span:
 
     __slots__ = (
         "_ended",
+        "_latency_ms",
         "_parent_arg",
         "_parent_span",
         "_previous",
+        "_seq",
         "_t0",
         "error_detail",
         "error_type",
@@ -142,9 +144,11 @@ class Span:
         except Exception as exc:  # an SDK bug (or a custom detector's): keep seq gapless
             return fallback_event(self, self._family, latency_ms, seq, exc)
 
-    # The span is the ``build`` of its own Deferred event (see ``_pipeline``): one object
-    # fewer per span for the collector than a bound ``_event``.
-    __call__ = _event
+    def __call__(self) -> dict[str, Any]:
+        """The span is its own Deferred event (see ``_pipeline``): submitted as it is, with
+        its duration and ``seq`` in its slots, so that no tuple or bound method is made
+        per span for the collector to walk while the event waits in the queue."""
+        return self._event(self._latency_ms, self._seq)
 
     def _full_event(self, latency_ms: float, seq: int) -> dict[str, Any]:
         raise NotImplementedError
@@ -158,7 +162,9 @@ class Span:
                 return
             # The worker builds the event dict (see Deferred): nothing it reads changes
             # once the span is claimed, since every mutator checks that it is open.
-            task.submit((self, self._claim(), next(task.seqs)))
+            self._latency_ms = self._claim()
+            self._seq = next(task.seqs)
+            task.submit(self)
         self._recorded()
 
     def _recorded(self) -> None:
@@ -168,7 +174,9 @@ class Span:
         """Record the span as abandoned (task lock held); called when its task ends."""
         self.success = False
         self.error_type, self.error_detail = ABANDONED, why
-        self.task.submit((self, self._claim(), next(self.task.seqs)))
+        self._latency_ms = self._claim()
+        self._seq = next(self.task.seqs)
+        self.task.submit(self)
 
     def _check_open(self, what: str) -> None:
         if self._ended:
@@ -353,7 +361,9 @@ class ToolSpan(Span):
             if not ended:
                 self._ended = True
                 task.open_spans.pop(self.span_id, None)
-                task.submit((self, (perf_counter() - self._t0) * 1000.0, next(task.seqs)))
+                self._latency_ms = (perf_counter() - self._t0) * 1000.0
+                self._seq = next(task.seqs)
+                task.submit(self)
                 task.tool_calls += 1
         finally:
             lock.release()
