@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeAlias
 
 from agenttrail.events import DEFAULT_MAX_PAYLOAD_BYTES, SchemaRegistry, SigningKey
-from agenttrail.producer._exporter import Exporter, OutRecord
+from agenttrail.producer._exporter import Exporter
 from agenttrail.producer._sealer import Sealer
 from agenttrail.producer._spool import FsyncPolicy
 from agenttrail.producer._spooling import SpoolingExporter
@@ -92,10 +92,6 @@ def _built(deferred: Deferred) -> dict[str, Any] | None:
             getattr(deferred, "_seq", "?"),
         )
         return None
-
-
-def _ignore(record: OutRecord, error: BaseException | None) -> None:
-    return None
 
 
 class Pipeline:
@@ -222,8 +218,12 @@ class Pipeline:
         taken = [queue.popleft() for _ in range(min(limit, len(queue)))]
         if not taken:
             return
-        events = [e if isinstance(e, dict) else _built(e) for e in taken]
-        self.exporter.export(self.sealer.seal([e for e in events if e is not None]), _ignore)
+        # Built one at a time as the sealer takes them: a dict lives only while its event
+        # is sealed, instead of a batch of them surviving into the collector's old
+        # generation.
+        self.exporter.write(
+            self.sealer.seal(e if isinstance(e, dict) else _built(e) for e in taken)
+        )
         with self._cond:
             self._processed += len(taken)
             self._cond.notify_all()
@@ -231,7 +231,7 @@ class Pipeline:
     def _checkpoint(self, *, final: bool) -> None:
         """Seal and export checkpoints of everything sealed so far. Caller holds ``_work``."""
         self._last_checkpoint = time.monotonic()
-        self.exporter.export(self.sealer.checkpoint(final=final), _ignore)
+        self.exporter.write(self.sealer.checkpoint(final=final))
 
     def _checkpoint_due(self) -> bool:
         interval = self.checkpoint_interval_s

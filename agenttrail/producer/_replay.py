@@ -69,9 +69,9 @@ HELD = -1
 """``Flight.segment`` of a record held in memory, in no spool."""
 
 
-def held_flight(record: OutRecord) -> Flight:
+def held_flight(key: bytes, value: bytes) -> Flight:
     """A flight of a record held in memory (the disk refused it)."""
-    return Flight(record.key, record.value, HELD, 0, 0)
+    return Flight(key, value, HELD, 0, 0)
 
 
 class SpoolReplayer:
@@ -95,8 +95,11 @@ class SpoolReplayer:
         self._acked_unwritten = 0  # acknowledged records the cursor does not pass yet
         self._cursor_moved_at = float("-inf")
 
-    def remember(self, records: list[OutRecord], segment: int, offsets: list[int]) -> None:
-        """Keep just-appended records in memory so sending need not read them back.
+    def remember(
+        self, records: list[tuple[bytes, bytes]], segment: int, offsets: list[int]
+    ) -> None:
+        """Keep just-appended (key, value) records in memory so sending need not read
+        them back.
 
         ``offsets`` are where each record starts in ``segment``, and where the last ends
         (what :meth:`Spool.append_at` returned).
@@ -106,8 +109,8 @@ class SpoolReplayer:
             return
         self._tail.extend(
             [
-                Flight(r.key, r.value, segment, offsets[i], offsets[i + 1])
-                for i, r in enumerate(records)
+                Flight(key, value, segment, offsets[i], offsets[i + 1])
+                for i, (key, value) in enumerate(records)
             ]
         )
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from agenttrail.events import (
     CHECKPOINT_TASK_TYPE,
@@ -45,7 +46,6 @@ from agenttrail.events import (
     uuid7,
 )
 from agenttrail.producer._avro_fast import Encoder, NotFast, compile_encoder
-from agenttrail.producer._exporter import OutRecord
 
 log = logging.getLogger("agenttrail.producer")
 
@@ -53,6 +53,9 @@ MAX_HEADS_PER_CHECKPOINT = 2000
 """More moved tasks than this are split over several checkpoints (each well under 1 MB)."""
 
 _Head = tuple[str, str, str, int, str, int, bool]
+Sealed: TypeAlias = tuple[bytes, bytes]
+"""One sealed event: its Kafka key (the task id) and its framed value. A plain tuple of
+bytes: the collector stops tracking it at its first pass, unlike a record object."""
 _HASH_PREFIX = b"\x80\x01"  # the Avro length of a 64-character hex digest
 
 
@@ -131,12 +134,19 @@ class Sealer:
         self._moved: dict[str, _Head] = {}  # task → its head since the last checkpoint
         self._sealed_since_checkpoint = 0
 
-    def seal(self, events: list[dict[str, Any]]) -> list[OutRecord]:
-        """Seal ``events`` in order; rejected ones are left out (and kept on disk)."""
-        out: list[OutRecord] = []
+    def seal(self, events: Iterable[dict[str, Any] | None]) -> list[Sealed]:
+        """Seal ``events`` in order; rejected ones are left out (and kept on disk), and so
+        is None (an event that could not be built).
+
+        ``events`` may be a generator: each event is built, sealed and dropped in turn, so
+        that a batch's event dicts are never alive all at once.
+        """
+        out: list[Sealed] = []
         chains = self._chains
         moved = self._moved
         for event in events:
+            if event is None:
+                continue
             writer = self._writers.get(event["event_type"])
             if writer is None:
                 self._reject(event, f"unknown event type {event['event_type']!r}")
@@ -173,7 +183,7 @@ class Sealer:
                 event["tenant"], event["task_type"], task_id, event["seq"], event["hash"],
                 event["ts"], closed,
             )  # fmt: skip
-            out.append(OutRecord(task_id.encode(), framed))
+            out.append((task_id.encode(), framed))
         self._sealed_since_checkpoint += len(out)
         return out
 
@@ -182,7 +192,7 @@ class Sealer:
         """True when events were sealed since the last checkpoint."""
         return self._sealed_since_checkpoint > 0
 
-    def checkpoint(self, *, final: bool = False) -> list[OutRecord]:
+    def checkpoint(self, *, final: bool = False) -> list[Sealed]:
         """Seal checkpoints covering everything sealed so far (one per 2,000 moved tasks).
 
         Each takes the next ``producer_seq`` and the next checkpoint number, links to the
@@ -198,14 +208,14 @@ class Sealer:
             heads[i : i + MAX_HEADS_PER_CHECKPOINT]
             for i in range(0, len(heads), MAX_HEADS_PER_CHECKPOINT)
         ] or [[]]
-        out: list[OutRecord] = []
+        out: list[Sealed] = []
         for n, chunk in enumerate(chunks):
             record = self._checkpoint_record(chunk, final=final and n == len(chunks) - 1)
             if record is not None:
                 out.append(record)
         return out
 
-    def _checkpoint_record(self, heads: list[_Head], *, final: bool) -> OutRecord | None:
+    def _checkpoint_record(self, heads: list[_Head], *, final: bool) -> Sealed | None:
         writer = self._writers[EventType.CHECKPOINT]
         entry = writer.entry
         ts = time.time_ns() // 1000
@@ -249,7 +259,7 @@ class Sealer:
         self.producer_seq += 1
         self.checkpoints += 1
         self._chains[task_id] = event["hash"]
-        return OutRecord(task_id.encode(), framed)
+        return task_id.encode(), framed
 
     def _reject(self, event: dict[str, Any], reason: str) -> None:
         self.rejected += 1

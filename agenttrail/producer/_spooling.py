@@ -99,7 +99,7 @@ class SpoolingExporter:
         self._lock = threading.Lock()  # the own spool: appends vs reads/acks
         self._own: SpoolReplayer | None = None
         self._orphans: list[SpoolReplayer] | None = None
-        self._held: collections.deque[OutRecord] = collections.deque()
+        self._held: collections.deque[tuple[bytes, bytes]] = collections.deque()  # (key, value)
         self._held_flights: collections.deque[Flight] = collections.deque()
         self.spool_error: str | None = None
         self._disk_retry_at = 0.0
@@ -121,17 +121,21 @@ class SpoolingExporter:
         """Write ``records`` to the spool (or hold them when the disk refuses); never raises.
 
         ``on_done(record, None)`` is called once per record when the destination
-        acknowledges it, from the sender thread.
+        acknowledges it, from the thread that reports the acknowledgement.
         """
+        self._on_done = on_done
+        self.write([(r.key, r.value) for r in records])
+
+    def write(self, records: list[tuple[bytes, bytes]]) -> None:
+        """:meth:`export` of (key, value) pairs, the sealer's output; never raises."""
         if not records:
             return
-        self._on_done = on_done
         with self._lock:
             if not self._held:
                 own = self._own_spool()
                 if own is not None:
                     try:
-                        segment, offsets = own.spool.append_at([(r.key, r.value) for r in records])
+                        segment, offsets = own.spool.append_at(records)
                     except OSError as exc:
                         self._spool_refused(own.spool, exc, len(records))
                     else:
@@ -184,7 +188,7 @@ class SpoolingExporter:
                 return
             held = list(self._held)
             try:
-                segment, offsets = own.spool.append_at([(r.key, r.value) for r in held])
+                segment, offsets = own.spool.append_at(held)
             except OSError as exc:
                 self.spool_error = f"{own.spool.directory}: {exc}"
                 return
@@ -312,7 +316,7 @@ class SpoolingExporter:
     def _send_held(self) -> None:
         """Send held records straight to the destination (the disk is still full)."""
         with self._lock:
-            flights = [held_flight(r) for r in self._held]
+            flights = [held_flight(key, value) for key, value in self._held]
         self._held_flights.extend(flights)
         handed = self._hand_over(flights)
         for _ in flights[handed:]:
