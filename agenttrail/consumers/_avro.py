@@ -4,19 +4,24 @@ The producer's Avro bodies are copied, not decoded: each is wrapped as
 ``zigzag(partition) · zigzag(offset) · body · zigzag(nonce + offset)``, exactly the
 binary encoding of a record with fields ``kafka_partition``, ``kafka_offset``, the
 family's fields and a trailing ``agenttrail_check``. ClickHouse reads the container
-in C++ (``FORMAT Avro``), far faster than decoding in Python.
+in C++ (``file(…, 'Avro')``), far faster than decoding in Python.
 
-Because ClickHouse is lenient where the codec is strict, a block is first checked by
-a query over the same bytes (read with plain types, every ``int`` as ``long``): the row
-count, the trailing check value of every row (a body with trailing or missing bytes
-shifts every field after it; the nonce is drawn per block, so no trailing bytes a
-producer wrote can spell it — with the bare offset, a last message ending in the
-byte ``zigzag(offset)`` read as checked), every integer within its column's range (``_ranges``),
-every rule of :mod:`agenttrail.consumers._validate` and valid UTF-8 in every string. A
-block that fails any check is decoded by the codec instead, which names the bad
-messages exactly. Known leniency: an out-of-range union index reads as NULL in
-ClickHouse where the codec refuses the message; producers writing with the agenttrail
-schemas cannot produce one.
+The container is read with plain types (logical types dropped, every ``int`` as
+``long``) by ONE statement, :attr:`AvroBlock.insert_sql`: ``INSERT INTO {table} …
+SELECT <the fields, uuid and timestamp converted> FROM {data} WHERE throwIf(…)``.
+Because ClickHouse is lenient where the codec is strict, the ``throwIf`` fails the
+whole insert unless every row passes: the trailing check value of every row (a body
+with trailing or missing bytes shifts every field after it; the nonce is drawn per
+block, so no trailing bytes a producer wrote can spell it — with the bare offset, a
+last message ending in the byte ``zigzag(offset)`` read as checked), every integer
+within its column's range (``_ranges``), every rule of
+:mod:`agenttrail.consumers._validate`, valid UTF-8 in every string; and the block
+must hold exactly its rows, none of them a copy of a stored event (``_copies``) and no
+event id twice. The store inserts the block as one block, so a failed check stores
+nothing (``Store.insert_from_file``); the block is then decoded by the codec instead,
+which names the bad messages exactly and drops the copies. Known leniency: an
+out-of-range union index reads as NULL in ClickHouse where the codec refuses the
+message; producers writing with the agenttrail schemas cannot produce one.
 """
 
 from __future__ import annotations
@@ -55,6 +60,18 @@ def _plain(field_type: Any) -> Any:
     return field_type
 
 
+def _converted(name: str, field_type: Any) -> str:
+    """The select expression turning a plain-typed field into its column's value; the
+    insert converts the rest (e.g. ``long`` into ``Int32``, range-checked first)."""
+    branches = field_type if isinstance(field_type, list) else [field_type]
+    for branch in branches:
+        if isinstance(branch, dict) and branch.get("logicalType") == "uuid":
+            return f"toUUID({name})"  # a string that is no UUID fails the insert
+        if isinstance(branch, dict) and branch.get("logicalType") == "timestamp-micros":
+            return f"fromUnixTimestamp64Micro({name}, 'UTC')"
+    return name
+
+
 def supports(entry: SchemaEntry) -> bool:
     """Whether a family can take the store-decoded path (flat records only)."""
     for f in entry.schema["fields"]:
@@ -76,32 +93,33 @@ def _header(schema: dict[str, Any], sync: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class AvroBlock:
-    """One family's events of one batch, as Avro containers for checking and inserting.
+    """One family's events of one batch, as an Avro container and its checked insert.
 
     Attributes:
-        insert_data: container read with the real types, for ``INSERT … FORMAT Avro``.
-        check_data: the same rows read with plain types, for :attr:`check_sql`.
-        check_sql: query over ``{data}`` and ``{table}`` (the family's table) returning
-            (rows, rows failing a check, rows that are copies of stored events or of
-            earlier rows of the block).
+        data: the container, read with plain types by :attr:`insert_sql`.
+        insert_sql: ``INSERT … SELECT … FROM {data}`` into ``{table}`` (the family's
+            table) that stores every row, or raises and stores nothing when any row
+            fails a check, is a copy of a stored event or repeats an event id.
         rows: number of events in the block.
+        nonce: the check value's nonce (``agenttrail_check = kafka_offset + nonce``).
     """
 
-    insert_data: bytes
-    check_data: bytes
-    check_sql: str
+    data: bytes
+    insert_sql: str
     rows: int
+    nonce: int
 
 
-# Resent copies (see _copies): (tenant, task_id, seq, event_id) already in the table, or
-# repeated in the block. Read from the same plain-typed bytes as the check, in the same
-# query (one statement and one scan of the block per group).
+# Resent copies (see _copies): (tenant, task_id, seq, event_id) already in the table.
+# Repeats inside the block are caught by the row count's subquery (every event id once).
 _COPIES = (
-    "countIf((tenant, task_id, seq, event_id) IN "
+    "(tenant, task_id, seq, event_id) IN "
     "(SELECT tenant, task_id, seq, toString(event_id) FROM {table} "
-    "WHERE (tenant, task_id) IN (SELECT tenant, task_id FROM {data}))) "
-    "+ count() - uniqExact(tenant, task_id, seq, event_id)"
+    "WHERE (tenant, task_id) IN (SELECT tenant, task_id FROM {data}))"
 )
+
+_FAILED = "agenttrail: the block failed its check; decode it with the codec"
+"""The ``throwIf`` message of a block that fails its check."""
 
 
 class AvroBlockEncoder:
@@ -121,13 +139,14 @@ class AvroBlockEncoder:
             {"name": "kafka_offset", "type": "long"},
         ]
         tail = [{"name": "agenttrail_check", "type": "long"}]
-        real = {"type": "record", "name": "IngestRow", "fields": [*head, *fields, *tail]}
         plain_fields = [{"name": f["name"], "type": _plain(f["type"])} for f in fields]
         plain = {"type": "record", "name": "IngestRow", "fields": [*head, *plain_fields, *tail]}
         self._sync = os.urandom(16)
-        self._insert_header = _header(real, self._sync)
-        self._check_header = _header(plain, self._sync)
+        self._header = _header(plain, self._sync)
         self.column_names: tuple[str, ...] = ("kafka_partition", "kafka_offset", *entry.field_names)
+        self._select = ", ".join(
+            ["kafka_partition", "kafka_offset", *(_converted(f["name"], f["type"]) for f in fields)]
+        )
         self._conditions = self._build_conditions()
 
     def block(self, partition: int, offsets: Sequence[int], values: Sequence[bytes]) -> AvroBlock:
@@ -140,19 +159,27 @@ class AvroBlockEncoder:
             rows += zigzag(offset)
             rows += memoryview(value)[5:]
             rows += zigzag(nonce + offset)
-        count = len(offsets)
-        data = b"".join([zigzag(count), zigzag(len(rows)), rows, self._sync])
+        return self.assemble(partition, len(offsets), [rows], nonce)
+
+    def assemble(
+        self, partition: int, count: int, rows: Sequence[bytes | bytearray | memoryview], nonce: int
+    ) -> AvroBlock:
+        """The block of ``count`` rows already wrapped with ``nonce`` (``rows``: the
+        wrapped rows in order, as pieces to join)."""
+        size = sum(len(r) for r in rows)
+        data = b"".join([self._header, zigzag(count), zigzag(size), *rows, self._sync])
         check = " AND ".join([
             f"kafka_partition = {int(partition)}",
             f"agenttrail_check = kafka_offset + {nonce}",
             *self._conditions,
         ])  # fmt: skip
-        return AvroBlock(
-            insert_data=self._insert_header + data,
-            check_data=self._check_header + data,
-            check_sql=f"SELECT count(), countIf(NOT ({check})), {_COPIES} FROM {{data}}",
-            rows=count,
+        whole = f"(SELECT count() != {count} OR uniqExact(event_id) != {count} FROM {{data}})"
+        columns = ", ".join(self.column_names)
+        sql = (
+            f"INSERT INTO {{table}} ({columns}) SELECT {self._select} FROM {{data}} "
+            f"WHERE throwIf((NOT ({check})) OR {_COPIES} OR {whole}, '{_FAILED}') = 0"
         )
+        return AvroBlock(data=data, insert_sql=sql, rows=count, nonce=nonce)
 
     def _build_conditions(self) -> list[str]:
         entry = self.entry

@@ -50,10 +50,18 @@ class CopyFilter:
         self.store = store
         self.decoder = decoder
 
-    def drop_copies(self, prepared: PreparedBatch) -> int:
-        """Remove copies from ``prepared``'s decoded family inserts; return how many.
-        Blocks on one query for the whole batch. Store-decoded (Avro) inserts were
-        checked for copies when they were settled (a group with copies is decoded here).
+    def drop_copies(
+        self, prepared: PreparedBatch, own_rows_possible: bool, tables: set[str] | None = None
+    ) -> int:
+        """Remove copies from ``prepared``'s decoded family inserts (of ``tables`` only,
+        if given); return how many. Blocks on one query for the whole batch.
+        Store-decoded inserts are checked for copies by the store within their insert
+        (a group with copies is decoded here and filtered then).
+
+        Args:
+            own_rows_possible: an earlier attempt of this batch may have stored rows
+                (a retry, or a redo of a range the ledger recorded 'before'): rows
+                stored at a message's own position are its own, not copies.
 
         Raises:
             StoreUnavailable: the store failed the lookup (retry the batch).
@@ -62,12 +70,12 @@ class CopyFilter:
             (i, insert)
             for i, insert in enumerate(prepared.inserts)
             if insert.table in _FAMILY_OF and insert.avro is None and insert.rows
-        ]
+            and (tables is None or insert.table in tables)
+        ]  # fmt: skip
         if not candidates:
             return 0
         keys = {i: _keys(insert) for i, insert in candidates}
         stored = self._stored({insert.table: [k for k, _ in keys[i]] for i, insert in candidates})
-        own_rows_possible = prepared.attempted or prepared.batch.redo
         dropped = 0
         for i, insert in candidates:
             at = stored.get(insert.table, {})

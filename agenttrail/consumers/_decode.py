@@ -1,7 +1,8 @@
 """Decode and validate one batch, routing each message to its family's columns or to
-the dead letters. ``prepare`` is pure computation; ``settle`` asks the store to check
-the groups it is to decode itself. A batch is prepared and settled once, and its
-insert retried any number of times with the same rows.
+the dead letters. ``prepare`` is pure computation; ``settle`` decides which groups the
+store decodes itself (each checked within its own insert, see ``_avro``), and
+``fall_back`` decodes here a group the store refused. A batch is prepared and settled
+once, and its insert retried any number of times with the same rows.
 """
 
 from __future__ import annotations
@@ -24,23 +25,7 @@ from agenttrail.consumers._framing import framed_blocks
 from agenttrail.consumers._ranges import Range, column_ranges, out_of_range_rows
 from agenttrail.consumers._validate import InvalidRecord, validate_record
 from agenttrail.events import HEADER_SIZE, DecodeError, EventCodec, SchemaEntry
-from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES, Store, StoreError
-
-
-@dataclass(frozen=True)
-class TableInsert:
-    """Rows for one table, and the token that makes their insert idempotent.
-
-    The rows are ``columns`` (column-oriented values), or ``avro`` (an Avro container
-    that the store decodes, its fields named like ``column_names``).
-    """
-
-    table: str
-    column_names: tuple[str, ...]
-    columns: list[list[Any]]
-    rows: int
-    dedup_token: str
-    avro: bytes | None = None
+from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES, Store
 
 
 @dataclass(frozen=True)
@@ -54,6 +39,24 @@ class StoreDecodedGroup:
     column_names: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class TableInsert:
+    """Rows for one table, and the token that makes their insert idempotent.
+
+    The rows are ``columns`` (column-oriented values), or ``avro``: a family's group of
+    Avro-framed events that the store checks and decodes within the insert
+    (``AvroBlock.insert_sql``); if the store refuses it, :meth:`Decoder.fall_back`
+    replaces it by the group decoded here.
+    """
+
+    table: str
+    column_names: tuple[str, ...]
+    columns: list[list[Any]]
+    rows: int
+    dedup_token: str
+    avro: StoreDecodedGroup | None = None
+
+
 @dataclass
 class PreparedBatch:
     """A batch decoded (or framed for the store to decode), ready to insert.
@@ -61,15 +64,18 @@ class PreparedBatch:
     Attributes:
         batch: the raw batch (its range names the ledger rows and tokens).
         inserts: one per table that receives rows, families first, dead letters last;
-            complete once :attr:`unchecked` is empty.
-        unchecked: groups whose Avro block the store must check before they become
-            inserts (see :meth:`BatchDecoder.settle`).
+            complete once :attr:`unchecked` is empty (a store-decoded insert the store
+            refuses is replaced by the group decoded here, see ``fall_back``).
+        unchecked: groups framed for the store to decode, not yet made inserts (see
+            :meth:`BatchDecoder.settle`).
         events: events per family.
         dead_letters: messages routed to ``dead_letters``.
         duplicates: events dropped at write time as copies of stored events.
         letters: the dead letters themselves.
         attempted: an insert of this batch was started before (a retry after a store
             failure): some of its rows may be stored already.
+        stored: tokens of the store-decoded inserts stored already (a retry skips them:
+            their check would find their own rows and refuse them as copies).
     """
 
     batch: Batch
@@ -80,6 +86,7 @@ class PreparedBatch:
     duplicates: int = 0
     letters: list[DeadLetter] = field(default_factory=list)
     attempted: bool = False
+    stored: set[str] = field(default_factory=set)
     decoded: dict[str, list[tuple[dict[str, Any], Any]]] = field(default_factory=dict, repr=False)
 
 
@@ -91,7 +98,7 @@ class Decoder(Protocol):
     * :class:`PythonDecoder` decodes every event with the codec; it works with any
       store and is what a ClickHouse server gets.
     * :class:`StoreDecoder` hands flat families to the in-process engine as Avro,
-      checked there first; anything failing a check is decoded by the codec.
+      checked there within the insert; a group failing a check is decoded by the codec.
     """
 
     def layout(self, family: str) -> TableLayout:
@@ -103,11 +110,12 @@ class Decoder(Protocol):
         ...
 
     def settle(self, prepared: PreparedBatch, store: Store) -> None:
-        """Finish what :meth:`prepare` left to the store. Idempotent; may query the store."""
+        """Finish what :meth:`prepare` left to the store. Idempotent; pure computation."""
         ...
 
-    def columns_insert(self, prepared: PreparedBatch, family: str, token: str) -> TableInsert:
-        """One family's rows of ``prepared`` as columns (to isolate refused rows)."""
+    def fall_back(self, prepared: PreparedBatch, insert: TableInsert) -> TableInsert | None:
+        """Decode here the store-decoded ``insert`` of ``prepared`` that the store refused;
+        return what replaces it (None: no rows left). Pure computation."""
         ...
 
 
@@ -117,7 +125,7 @@ class BatchDecoder:
     Args:
         codec: the event codec; its registry's newest schemas define the table layouts.
         store_decodes: hand flat families to the store as Avro (see ``_avro``) instead of
-            decoding them here; each block is checked by the store before insert.
+            decoding them here; each block is checked by the store within its insert.
         column_types: table → column → ClickHouse type, as the store reports them; every
             integer is checked against its column's range (from the Avro types when
             not given). A value outside makes its message a dead letter.
@@ -204,31 +212,20 @@ class BatchDecoder:
         return prepared
 
     def settle(self, prepared: PreparedBatch, store: Store) -> None:
-        """Check the store-decoded groups in the store; decode failing ones here instead.
+        """Make the store-decoded groups inserts the store checks within the insert
+        (``AvroBlock.insert_sql``); decode the others here. Idempotent; a no-op when
+        nothing is unchecked. Pure computation (the store is asked what it can do).
 
-        Idempotent; a no-op when nothing is unchecked. Blocks on one query per group
-        (the checks and the copy lookup together).
-        A group whose check query fails for any reason is decoded by the codec, so a
-        store error here never loses or misroutes an event.
+        A group is decoded here when the store cannot read local files (a server), or
+        when its family has rows decoded here already (an older schema version), so
+        that the family has one insert.
         """
         if not prepared.unchecked:
             return
         passed: dict[str, StoreDecodedGroup] = {}
         failed: list[Any] = []
         for group in prepared.unchecked:
-            ok = False
-            # A family with rows decoded here already (an older schema version) is
-            # decoded here entirely, so that it has one insert.
             if store.can_query_files and group.family not in prepared.decoded:
-                try:
-                    table = f"{store.database}.{group.table}"
-                    sql = group.block.check_sql.replace("{table}", table)
-                    ((rows, bad, copies),) = store.query_file(sql, group.block.check_data)
-                    # A group with resent copies is decoded here, where they are dropped.
-                    ok = rows == group.block.rows and bad == 0 and copies == 0
-                except StoreError:
-                    ok = False
-            if ok:
                 passed[group.family] = group
             else:
                 failed.extend(group.messages)
@@ -237,18 +234,32 @@ class BatchDecoder:
         self._decode_into(prepared, failed)
         self._finish(prepared, passed)
 
-    def columns_insert(self, prepared: PreparedBatch, family: str, token: str) -> TableInsert:
-        """One family's rows of a prepared batch, decoded here into columns (for a
-        store-decoded insert the store refused, so that its rows can be isolated).
-        Pure computation; ``prepared`` is not changed."""
+    def fall_back(self, prepared: PreparedBatch, insert: TableInsert) -> TableInsert | None:
+        """Replace the store-decoded ``insert`` of ``prepared`` (the store refused it: a
+        row failed its check, a copy, a repeated event id, or a store error) by its group
+        decoded here; its bad messages become dead letters of the batch (the dead-letter
+        insert is remade with them). Return the new insert, or None if no row is left.
+        Pure computation.
+        """
+        group = insert.avro
+        if group is None:
+            return insert
         scratch = PreparedBatch(batch=prepared.batch)
-        self._decode_into(scratch, list(prepared.batch.messages))
-        rows = scratch.decoded.get(family, [])
-        layout = self._layouts[family]
-        columns = layout.to_columns(
-            [r for r, _ in rows], prepared.batch.partition, [m.offset for _, m in rows]
-        )
-        return TableInsert(FAMILY_TABLES[family], layout.columns, columns, len(rows), token)
+        self._decode_into(scratch, sorted(group.messages, key=lambda m: m.offset))
+        rows = scratch.decoded.get(group.family, [])
+        letters = scratch.letters
+        made = self._rows_insert(prepared.batch, group.family, rows, letters)
+        at = prepared.inserts.index(insert)
+        if made is None:
+            del prepared.inserts[at]
+            prepared.events.pop(group.family, None)
+        else:
+            prepared.inserts[at] = made
+            prepared.events[group.family] = made.rows
+        if letters:
+            prepared.letters.extend(letters)
+            self._remake_letters(prepared)
+        return made
 
     def _decode_into(self, prepared: PreparedBatch, messages: list[Any]) -> None:
         decode = self.codec.decode_entry
@@ -275,42 +286,51 @@ class BatchDecoder:
         inserts: list[TableInsert] = []
         for family in sorted(set(decoded) | set(passed)):
             table = FAMILY_TABLES[family]
-            token = f"{base}:{table}"
             group = passed.get(family)
             if group is not None:  # settle() guarantees the family has no decoded rows
                 inserts.append(
-                    TableInsert(table, group.column_names, [], group.block.rows, token,
-                                avro=group.block.insert_data)
+                    TableInsert(table, group.column_names, [], group.block.rows,
+                                f"{base}:{table}", avro=group)
                 )  # fmt: skip
                 prepared.events[family] = group.block.rows
                 continue
-            rows = decoded[family]
-            layout = self._layouts[family]
+            made = self._rows_insert(batch, family, decoded[family], prepared.letters)
+            if made is not None:
+                inserts.append(made)
+                prepared.events[family] = made.rows
+        prepared.inserts = inserts
+        self._remake_letters(prepared)
+
+    def _rows_insert(
+        self, batch: Batch, family: str, rows: list[tuple[dict[str, Any], Any]],
+        letters: list[DeadLetter],
+    ) -> TableInsert | None:  # fmt: skip
+        """The columns insert of a family's decoded rows; rows with an integer outside
+        its column's range become ``letters``. None when no row is left."""
+        layout = self._layouts[family]
+        records = [r for r, _ in rows]
+        offsets = [m.offset for _, m in rows]
+        columns = layout.to_columns(records, batch.partition, offsets)
+        bad = out_of_range_rows(columns, layout.columns, self._ranges[family])
+        if bad:
+            for i, why in sorted(bad.items()):
+                m = rows[i][1]
+                raw = m.value if m.value is not None else b""
+                letters.append(_letter(m, raw, "out_of_range", ValueError(why)))
+            rows = [row for i, row in enumerate(rows) if i not in bad]
             records = [r for r, _ in rows]
             offsets = [m.offset for _, m in rows]
             columns = layout.to_columns(records, batch.partition, offsets)
-            bad = out_of_range_rows(columns, layout.columns, self._ranges[family])
-            if bad:
-                for i, why in sorted(bad.items()):
-                    m = rows[i][1]
-                    raw = m.value if m.value is not None else b""
-                    prepared.letters.append(_letter(m, raw, "out_of_range", ValueError(why)))
-                rows = [row for i, row in enumerate(rows) if i not in bad]
-                if not rows:
-                    continue
-                records = [r for r, _ in rows]
-                offsets = [m.offset for _, m in rows]
-                columns = layout.to_columns(records, batch.partition, offsets)
-            inserts.append(
-                TableInsert(
-                    table=table,
-                    column_names=layout.columns,
-                    columns=columns,
-                    rows=len(records),
-                    dedup_token=token,
-                )
-            )
-            prepared.events[family] = len(records)
+        if not rows:
+            return None
+        table = FAMILY_TABLES[family]
+        return TableInsert(table, layout.columns, columns, len(records),
+                           f"{batch.range_token}:{table}")  # fmt: skip
+
+    def _remake_letters(self, prepared: PreparedBatch) -> None:
+        """(Re)make the batch's dead-letter insert, last, from ``prepared.letters``."""
+        batch = prepared.batch
+        inserts = [i for i in prepared.inserts if i.table != DEAD_LETTERS_TABLE]
         letters = sorted(prepared.letters, key=lambda d: d.offset)
         if letters:
             inserts.append(
@@ -319,7 +339,7 @@ class BatchDecoder:
                     column_names=DEAD_LETTER_COLUMNS,
                     columns=dead_letter_columns(batch.topic, batch.partition, letters),
                     rows=len(letters),
-                    dedup_token=f"{base}:{DEAD_LETTERS_TABLE}",
+                    dedup_token=f"{batch.range_token}:{DEAD_LETTERS_TABLE}",
                 )
             )
         prepared.inserts = inserts
@@ -344,7 +364,7 @@ class PythonDecoder(BatchDecoder):
 
 class StoreDecoder(BatchDecoder):
     """The :class:`Decoder` for the in-process engine: flat families framed as Avro for
-    the engine to decode, each block checked by a query first (see ``_avro``).
+    the engine to decode, each block checked within its insert (see ``_avro``).
 
     Args:
         codec: the event codec (the packaged registry by default).

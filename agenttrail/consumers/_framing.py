@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, overload
@@ -61,43 +60,18 @@ def frame_row(partition: int, offset: int, value: bytes, nonce: int) -> bytes:
     return zigzag(partition) + zigzag(offset) + value[5:] + zigzag(nonce + offset)
 
 
-_NONCE = re.compile(r"agenttrail_check = kafka_offset \+ (\d+)")
-
-
 def assemble(encoder: AvroBlockEncoder, partition: int, count: int,
-             rows: Sequence[bytes | memoryview], nonce: int) -> AvroBlock | None:  # fmt: skip
+             rows: Sequence[bytes | memoryview], nonce: int) -> AvroBlock:  # fmt: skip
     """The block ``encoder.block`` makes for these messages, from rows framed elsewhere
-    with ``nonce`` (``rows``: pieces to join); None if the encoder's block no longer has
-    the shape framed here."""
-    empty = encoder.block(partition, [], [])
-    sync = empty.insert_data[-16:]
-    tail = b"\x00\x00" + sync  # zigzag(0 rows), zigzag(0 bytes), sync
-    if not empty.insert_data.endswith(tail) or not empty.check_data.endswith(tail):
-        return None
-    found = _NONCE.search(empty.check_sql)
-    if found is None:
-        return None
-    sql = empty.check_sql.replace(found.group(0), f"agenttrail_check = kafka_offset + {nonce}")
-    size = zigzag(sum(len(r) for r in rows))
-    insert_head = memoryview(empty.insert_data)[: -len(tail)]
-    check_head = memoryview(empty.check_data)[: -len(tail)]
-    return AvroBlock(
-        insert_data=b"".join([insert_head, zigzag(count), size, *rows, sync]),
-        check_data=b"".join([check_head, zigzag(count), size, *rows, sync]),
-        check_sql=sql,
-        rows=count,
-    )
+    with ``nonce`` (``rows``: pieces to join)."""
+    return encoder.assemble(partition, count, rows, nonce)
 
 
 def compatible(encoder: AvroBlockEncoder) -> bool:
     """Whether blocks assembled from child-framed rows equal the encoder's own."""
     value = b"\x00" + encoder.entry.schema_id.to_bytes(4, "big") + b"\x02\x04\x06"
     own = encoder.block(3, [300], [value])
-    found = _NONCE.search(own.check_sql)
-    if found is None:
-        return False
-    nonce = int(found.group(1))
-    made = assemble(encoder, 3, 1, [frame_row(3, 300, value, nonce)], nonce)
+    made = assemble(encoder, 3, 1, [frame_row(3, 300, value, own.nonce)], own.nonce)
     return made == own
 
 
@@ -326,10 +300,8 @@ def framed_blocks(batch: Any, encoders: dict[int, AvroBlockEncoder]) -> FramedBl
     blocks: dict[int, tuple[AvroBlock, Sequence[FetchedRecord]]] = {}
     for schema_id, (count, rows, group) in messages.framed().items():
         encoder = encoders.get(schema_id)
-        block = None
-        if encoder is not None and nonce is not None:
-            block = assemble(encoder, batch.partition, count, rows, nonce)
-        if block is None:
+        if encoder is None or nonce is None:
             return FramedBlocks({}, list(messages))
+        block = assemble(encoder, batch.partition, count, rows, nonce)
         blocks[schema_id] = (block, group)
     return FramedBlocks(blocks, messages.unframed())

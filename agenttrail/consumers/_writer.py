@@ -9,8 +9,14 @@ An insert the store refuses for good (:class:`StoreRejected`) is split in halves
 the refused rows stand alone; those become dead letters with the server's reason
 (``store_rejected``), the rest is stored. The halves' tokens are derived from the
 insert's token and their row range, and the same data splits the same way again, so a
-crash in the middle of isolating is redone without duplicates. A store-decoded (Avro)
-insert that is refused is decoded here first, then split the same way.
+crash in the middle of isolating is redone without duplicates.
+
+A store-decoded insert is checked by the store within the insert (``_avro``): if the
+store refuses it for any reason (a row fails its check, a resent copy, a store error),
+nothing of it is stored, and its group is decoded here instead (same token), its
+copies dropped and its bad messages dead-lettered, then inserted (and isolated) as
+above. The check runs where the insert runs: after the ledger's 'before' row and the
+fencing check.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from agenttrail.consumers._columns import DEAD_LETTER_COLUMNS, DeadLetter, dead_
 from agenttrail.consumers._copies import CopyFilter
 from agenttrail.consumers._decode import Decoder, PreparedBatch, PythonDecoder, TableInsert
 from agenttrail.consumers._ledger import NO_CLAIM, OffsetLedger, PartitionFenced, State
-from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES, Store, StoreRejected
+from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES, Store, StoreError, StoreRejected
 
 
 class BatchWriter:
@@ -58,9 +64,10 @@ class BatchWriter:
         fenced = self._fenced(batches)
         live = [p for p in batches if id(p) not in fenced]
         for prepared in live:
-            prepared.duplicates = self.copies.drop_copies(prepared)
+            own_rows_possible = prepared.attempted or prepared.batch.redo
+            prepared.duplicates += self.copies.drop_copies(prepared, own_rows_possible)
             prepared.attempted = True
-            self._insert(prepared)
+            self._insert(prepared, own_rows_possible)
         self.ledger.mark_many([_ledger_row(p, "after") for p in live])
         return [p for p in batches if id(p) in fenced]
 
@@ -95,9 +102,21 @@ class BatchWriter:
                 "by another consumer; this batch was not written."
             )
 
-    def _insert(self, prepared: PreparedBatch) -> None:
+    def _insert(self, prepared: PreparedBatch, own_rows_possible: bool) -> None:
         refused: list[DeadLetter] = []
-        for insert in prepared.inserts:
+        families = [i for i in prepared.inserts if i.table != DEAD_LETTERS_TABLE]
+        for planned in families:
+            insert: TableInsert | None = planned
+            if planned.avro is not None:
+                insert = self._insert_checked(prepared, planned, own_rows_possible)
+            if insert is None:
+                continue
+            try:
+                self._insert_one(insert)
+            except StoreRejected as exc:
+                refused += self._isolate(prepared, insert, exc)
+        # Last, once every family insert is settled (a group decoded here adds letters).
+        for insert in [i for i in prepared.inserts if i.table == DEAD_LETTERS_TABLE]:
             try:
                 self._insert_one(insert)
             except StoreRejected as exc:
@@ -112,15 +131,39 @@ class BatchWriter:
             )
             prepared.dead_letters += len(refused)
 
+    def _insert_checked(
+        self, prepared: PreparedBatch, insert: TableInsert, own_rows_possible: bool
+    ) -> TableInsert | None:
+        """Insert a store-decoded group, checked by the store within the insert; if the
+        store refuses it, return its group decoded here (copies dropped) to insert
+        instead, or None when nothing is left to insert."""
+        group = insert.avro
+        assert group is not None
+        if insert.dedup_token in prepared.stored:
+            return None
+        try:
+            block = group.block
+            self.store.insert_from_file(
+                insert.table, block.insert_sql, block.data, rows=block.rows,
+                dedup_token=insert.dedup_token,
+            )  # fmt: skip
+            prepared.stored.add(insert.dedup_token)
+            return None
+        except StoreError:
+            # Nothing of it was stored (one block, all or nothing): decode it here.
+            pass
+        if self.decoder.fall_back(prepared, insert) is None:
+            return None
+        prepared.duplicates += self.copies.drop_copies(
+            prepared, own_rows_possible, tables={insert.table}
+        )
+        return next((i for i in prepared.inserts if i.table == insert.table), None)
+
     def _insert_one(self, insert: TableInsert) -> None:
-        if insert.avro is not None:
-            self.store.insert_avro(
-                insert.table, insert.column_names, insert.avro, dedup_token=insert.dedup_token
-            )
-        else:
-            self.store.insert_columns(
-                insert.table, insert.column_names, insert.columns, dedup_token=insert.dedup_token
-            )
+        assert insert.avro is None, "store-decoded inserts go through _insert_checked"
+        self.store.insert_columns(
+            insert.table, insert.column_names, insert.columns, dedup_token=insert.dedup_token
+        )
 
     def _isolate(
         self, prepared: PreparedBatch, insert: TableInsert, exc: StoreRejected
@@ -135,8 +178,6 @@ class BatchWriter:
             raise exc
         family = next(f for f, t in FAMILY_TABLES.items() if t == insert.table)
         messages = {m.offset: m for m in prepared.batch.messages}
-        if insert.avro is not None:
-            insert = self.decoder.columns_insert(prepared, family, insert.dedup_token)
         offsets = insert.columns[-1]  # kafka_offset is the last column of every family
         refused: list[tuple[int, str]] = []
         self._split(insert, 0, insert.rows, refused, exc)
@@ -180,6 +221,8 @@ LedgerRow = tuple[str, str, int, int, int, State, int, int, datetime]
 
 
 def _ledger_row(p: PreparedBatch, state: State) -> LedgerRow:
+    # 'before' counts a store-decoded group's events as framed; a group the store then
+    # refuses may end with fewer events and some dead letters, which 'after' counts.
     b = p.batch
     return (b.topic, b.incarnation, b.partition, b.first_offset, b.last_offset, state,
             sum(p.events.values()), p.dead_letters, b.claimed_at or NO_CLAIM)  # fmt: skip

@@ -60,6 +60,7 @@ class Store:
         self._client = client
         self._lock = threading.RLock()
         self._types: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        self._settings_known: dict[str, bool] = {}
         self._closed = False
 
     @property
@@ -125,7 +126,7 @@ class Store:
         The data travels as ONE block whatever its size: the store derives a block's
         deduplication id from the token and the block's place in the insert, so only a
         single-block insert is recognised as a repeat of the same rows inserted another
-        way (a store-decoded Avro insert with the same token, see ``insert_avro``).
+        way (a store-decoded insert with the same token, see ``insert_from_file``).
         clickhouse-connect would otherwise cut ~2 MiB blocks.
 
         Raises:
@@ -156,34 +157,65 @@ class Store:
             except (ClickHouseError, OSError) as exc:
                 raise self._failure(f"insert into {table}", exc) from exc
 
-    def insert_avro(
+    def insert_from_file(
         self,
         table: str,
-        column_names: Sequence[str],
+        sql: str,
         data: bytes,
         *,
+        rows: int,
         dedup_token: str | None = None,
+        fmt: str = "Avro",
     ) -> None:
-        """Insert an Avro object container (``FORMAT Avro``); the store decodes it.
+        """Run ``sql``, an ``INSERT INTO {table} … SELECT … FROM {data}`` of ``rows`` rows,
+        with ``{table}`` standing for ``table`` and ``{data}`` for ``data`` read in format
+        ``fmt`` by the engine (in-process engine only, see :attr:`can_query_files`).
 
-        Fields map to ``column_names`` by name; fields without a column are skipped.
-        Blocks until stored. Same deduplication and failure contract as
-        :meth:`insert_columns`.
+        The rows are read as one chunk and inserted as ONE block, like
+        :meth:`insert_columns`: the insert is all or nothing (an exception raised while
+        the SELECT runs, e.g. by ``throwIf``, stores nothing), and its deduplication id
+        is the one the other insert methods give the same rows under the same token.
+        Blocks until stored.
 
         Raises:
-            StoreUnavailable: the store is unreachable or refused the data.
+            StoreError: the store is a server.
+            StoreRejected / StoreUnavailable: the statement failed; nothing was stored.
         """
-        settings: dict[str, Any] = {"input_format_skip_unknown_fields": 1}
+        if not self.can_query_files:
+            raise StoreError(f"Store {self.location} is a server; it cannot read local files.")
+        settings: dict[str, Any] = {
+            # One chunk read, one block inserted (see above); the file's own schema, not
+            # the table's, types what is read.
+            "max_block_size": max(rows, 65_409),
+            "max_insert_threads": 1,
+            "use_structure_from_insertion_table_in_table_functions": 0,
+        }
         if dedup_token is not None:
             settings.update(_dedup_settings(dedup_token))
-        with self._lock:
-            self._check_open()
-            try:
-                self._client.raw_insert(
-                    table, list(column_names), data, settings=settings, fmt="Avro"
-                )
-            except (ClickHouseError, OSError) as exc:
-                raise self._failure(f"insert into {table}", exc) from exc
+            if self._knows_setting("deduplicate_insert_select"):
+                # The token names the rows: deduplicate whatever the engine thinks of the
+                # SELECT's stability (its default may turn deduplication off silently).
+                settings["deduplicate_insert_select"] = "enable_even_for_bad_queries"
+        fd, name = tempfile.mkstemp(prefix="agenttrail-", suffix=f".{fmt.lower()}")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            source = f"file('{name}', '{fmt}')"
+            clause = ", ".join(f"{k} = {_setting_literal(v)}" for k, v in settings.items())
+            statement = sql.replace("{table}", f"{self.database}.{table}")
+            self.command(f"{statement.replace('{data}', source)} SETTINGS {clause}")
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+
+    def _knows_setting(self, name: str) -> bool:
+        known = self._settings_known.get(name)
+        if known is None:
+            rows = self.query(
+                "SELECT count() FROM system.settings WHERE name = {n:String}", {"n": name}
+            )
+            known = self._settings_known[name] = bool(rows[0][0])
+        return known
 
     def table_columns(self, table: str) -> dict[str, str]:
         """Column name → ClickHouse type of ``table`` in the store's database. Blocks.
@@ -505,6 +537,12 @@ def _long_query_settings(length: int) -> dict[str, Any]:
         "max_ast_elements": max(50_000, 10 * length),
         "max_expanded_ast_elements": max(500_000, 50 * length),
     }
+
+
+def _setting_literal(value: Any) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _dedup_settings(token: str) -> dict[str, Any]:

@@ -131,8 +131,9 @@ def test_a_large_batch_stored_by_the_engine_and_redone_through_python_is_stored_
     assert store.query("SELECT sum(events) FROM task_runs_state")[0][0] == n
 
 
+@pytest.mark.parametrize("store_decodes", [False, True], ids=["python", "store"])
 def test_a_copy_resent_to_the_same_position_of_a_restarted_broker_is_still_a_copy(
-    store: Store,
+    store: Store, store_decodes: bool
 ) -> None:
     # The embedded broker numbers offsets from 0 again after a restart, so a replayed
     # spool can put an event at the very (partition, offset) it had before. A first
@@ -140,7 +141,7 @@ def test_a_copy_resent_to_the_same_position_of_a_restarted_broker_is_still_a_cop
     events = make_events(tasks=2, per_task=5, prefix="restart")
     messages = [Msg(offset, payload) for offset, (_, _, payload) in enumerate(events)]
     types = {t: store.table_columns(t) for t in FAMILY_TABLES.values()}
-    decoder = BatchDecoder(column_types=types)
+    decoder = BatchDecoder(store_decodes=store_decodes, column_types=types)
     writer = BatchWriter(store, OffsetLedger(store, "g", "test"), decoder)
     last = len(messages) - 1
     writer.write(decoder.prepare(Batch("t", 0, 0, last, list(messages), incarnation="old")))

@@ -70,7 +70,7 @@ class Freezer:
         self.frozen = threading.Event()
         self.release = threading.Event()
         self._done = False
-        for name in ("insert_columns", "insert_avro", "query"):
+        for name in ("insert_columns", "insert_from_file", "query"):
             real = getattr(store, name)
             setattr(store, name, self._wrap(name, real))
 

@@ -2,7 +2,7 @@
 
 Run as ``python -m tests.reliability.faulty_consumer consume …`` with
 ``RELIABILITY_FAULT=<point>:<n>`` in the environment. The fault hooks wrap the store
-client's two insert methods (``Store.insert_columns`` / ``Store.insert_avro``), the one
+client's two insert methods (``Store.insert_columns`` / ``Store.insert_from_file``), the one
 place every consumer write goes through, so they do not depend on how the consumer's
 steps are arranged:
 
@@ -64,7 +64,7 @@ def install(spec: str) -> None:
                 )
 
     real_columns = Store.insert_columns
-    real_avro = Store.insert_avro
+    real_from_file = Store.insert_from_file
 
     def insert_columns(self: Store, table: str, column_names: Any, columns: Any,
                        **kw: Any) -> None:  # fmt: skip
@@ -72,13 +72,13 @@ def install(spec: str) -> None:
         real_columns(self, table, column_names, columns, **kw)
         after(table, column_names, columns)
 
-    def insert_avro(self: Store, table: str, column_names: Any, data: bytes, **kw: Any) -> None:
+    def insert_from_file(self: Store, table: str, sql: str, data: bytes, **kw: Any) -> None:
         outage(self, table)
-        real_avro(self, table, column_names, data, **kw)
-        after(table, column_names, [])
+        real_from_file(self, table, sql, data, **kw)
+        after(table, (), [])
 
     Store.insert_columns = insert_columns  # type: ignore[method-assign]
-    Store.insert_avro = insert_avro  # type: ignore[method-assign]
+    Store.insert_from_file = insert_from_file  # type: ignore[method-assign]
 
 
 def main() -> None:

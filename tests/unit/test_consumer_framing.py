@@ -181,7 +181,7 @@ def test_framed_blocks_are_the_encoders_own_blocks_byte_for_byte(
         assert b.block.rows == a.block.rows == len(a.messages)
         assert as_tuples(a.messages) == as_tuples(b.messages)
         # The encoder draws a nonce per block; draw the framed block's one and compare.
-        nonce = int(b.block.check_sql.split("agenttrail_check = kafka_offset + ")[1].split()[0])
+        nonce = b.block.nonce
         monkeypatch.setattr(_avro.os, "urandom", lambda n, v=nonce: v.to_bytes(n, "big"))
         schema_id = int.from_bytes(a.messages[0].value[1:5], "big")
         own = dec.store_encoders[schema_id].block(
@@ -198,7 +198,7 @@ def test_framed_blocks_are_the_encoders_own_blocks_byte_for_byte(
     letters = [(d.offset, d.key, d.raw, d.reason, d.timestamp_ms) for d in framed.letters]
     assert letters == [(d.offset, d.key, d.raw, d.reason, d.timestamp_ms) for d in plain.letters]
     # A malformed body under the newest header is framed; the store's check refuses it
-    # and the codec names it then (settle, an integration test's business).
+    # and the codec names it then (at its insert, an integration test's business).
     bad = {"oversize", "magic", "none"}
     assert len(letters) == 4 * sum(k in bad for k in KINDS)
 
