@@ -44,7 +44,24 @@ class OutRecord:
 
 
 AckCallback = Callable[[OutRecord, BaseException | None], None]
-"""Called once per exported record: with None when acked, with the error when failed."""
+"""Called once per exported record: with None when acked, with the error when failed.
+
+It may also have ``acked(records)`` (:class:`BatchAckCallback`): an exporter that learns
+of several acknowledgements at once may report them in one call instead.
+"""
+
+
+class BatchAckCallback(Protocol):
+    """An :data:`AckCallback` that also takes acknowledgements together.
+
+    ``acked(records)`` stands for ``callback(record, None)`` of each record, in order;
+    once it returns, every one of them was taken as acknowledged. The spooling exporter
+    logs them in its ack log with one write instead of one per record.
+    """
+
+    def __call__(self, record: OutRecord, error: BaseException | None) -> None: ...
+
+    def acked(self, records: list[OutRecord]) -> None: ...
 
 
 class ExporterUnavailable(Exception):

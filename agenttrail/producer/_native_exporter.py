@@ -19,6 +19,7 @@ drops the producer so the next export builds a fresh one.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from functools import partial
@@ -68,6 +69,8 @@ class _Client:
         from confluent_kafka import Producer
 
         self.fatal: str | None = None
+        # Successful reports of the current poll, handed on together when it returns.
+        self._acked: collections.deque[tuple[AckCallback, OutRecord]] = collections.deque()
         self.producer = Producer({**config, "error_cb": self._error, "logger": _Log(self)})
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="agenttrail-rdkafka", daemon=True)
@@ -91,6 +94,7 @@ class _Client:
                 # confluent-kafka raises a fatal producer error out of poll (an idempotent
                 # producer the broker no longer knows, say) instead of calling error_cb.
                 self.fail(f"{type(exc).__name__}: {exc}")
+            self.report_acked()
 
     def fail(self, why: str) -> None:
         """This producer never delivers again: every record it holds, and every report
@@ -107,20 +111,47 @@ class _Client:
 
     def delivered(self, on_done: AckCallback, rec: OutRecord, error: Any, msg: Any) -> None:
         """A delivery report (poll thread): only an offset from the broker this producer
-        was built for proves the record was stored."""
+        was built for proves the record was stored.
+
+        A success is handed on when the poll that served it returns (:meth:`report_acked`),
+        together with the others of that poll; a failure at once, after them.
+        """
+        if error is None and self.fatal is None:
+            offset = msg.offset()
+            if offset is not None and offset >= 0:
+                self._acked.append((on_done, rec))
+                return
+        self.report_acked()
         if error is not None:
             on_done(rec, DeliveryFailed(error))
-            return
-        if self.fatal is not None:
+        elif self.fatal is not None:
             on_done(rec, DeliveryFailed(f"reported by a failed producer: {self.fatal}"))
-            return
-        offset = msg.offset()
-        if offset is None or offset < 0:
+        else:
             # A batch the broker answered DUPLICATE_SEQUENCE_NUMBER: librdkafka reports
             # it delivered without an offset (see UnconfirmedDelivery).
+            offset = msg.offset()
             on_done(rec, UnconfirmedDelivery(f"acknowledged without an offset: {offset}"))
-        else:
-            on_done(rec, None)
+
+    def report_acked(self) -> None:
+        """Hand on the successful reports served so far, in order: the records of one
+        callback in one :meth:`~._exporter.BatchAckCallback.acked` call when it has one
+        (the spooling exporter logs them with one write), else one call per record.
+        Safe from two threads at once (poll and flush both serve reports)."""
+        acked = self._acked
+        on_done: AckCallback | None = None
+        records: list[OutRecord] = []
+        while True:
+            try:
+                callback, rec = acked.popleft()
+            except IndexError:
+                break
+            if callback is not on_done:
+                if on_done is not None:
+                    _hand_on(on_done, records)
+                on_done, records = callback, []
+            records.append(rec)
+        if on_done is not None:
+            _hand_on(on_done, records)
 
     def _purge(self) -> None:
         """Report every queued and in-flight record as failed (at the next poll)."""
@@ -139,6 +170,15 @@ class _Client:
         if threading.current_thread() is not self._thread:
             self._thread.join(5.0)
         self._purge()
+
+
+def _hand_on(on_done: AckCallback, records: list[OutRecord]) -> None:
+    many = getattr(on_done, "acked", None)
+    if many is not None:
+        many(records)
+    else:
+        for rec in records:
+            on_done(rec, None)
 
 
 class _Log:
@@ -282,7 +322,9 @@ class NativeKafkaExporter:
         client = self._client
         if client is None:
             return True
-        return int(client.producer.flush(timeout)) == 0
+        left = int(client.producer.flush(timeout))  # serves reports on this thread too
+        client.report_acked()
+        return left == 0
 
     def reset(self) -> None:
         """Drop the producer: its queued and in-flight records are never reported; the

@@ -63,11 +63,7 @@ class RegistryFramingExporter:
         except DecodeError as exc:  # not framed with a packaged id: a bug, never data loss
             raise ExporterUnavailable(f"cannot re-frame an event for the registry: {exc}") from exc
         originals = {id(f): r for f, r in zip(framed, records, strict=True)}
-
-        def done(record: OutRecord, error: BaseException | None) -> None:
-            on_done(originals.pop(id(record), record), error)
-
-        self.inner.export(framed, done)
+        self.inner.export(framed, _Originals(originals, on_done))
 
     def probe(self, timeout: float) -> bool:
         return self.inner.probe(timeout)
@@ -83,6 +79,29 @@ class RegistryFramingExporter:
 
     def shutdown(self) -> None:
         self.inner.shutdown()
+
+
+class _Originals:
+    """The ack callback of one re-framed batch: reports the records it was given."""
+
+    __slots__ = ("_on_done", "_originals")
+
+    def __init__(self, originals: dict[int, OutRecord], on_done: AckCallback):
+        self._originals = originals
+        self._on_done = on_done
+
+    def __call__(self, record: OutRecord, error: BaseException | None) -> None:
+        self._on_done(self._originals.pop(id(record), record), error)
+
+    def acked(self, records: list[OutRecord]) -> None:
+        """Acknowledgements together, passed on together when ``on_done`` takes them so."""
+        originals = [self._originals.pop(id(r), r) for r in records]
+        many = getattr(self._on_done, "acked", None)
+        if many is not None:
+            many(originals)
+        else:
+            for record in originals:
+                self._on_done(record, None)
 
 
 def registry_framed(inner: Exporter, url: str, topic: str) -> RegistryFramingExporter:

@@ -157,6 +157,12 @@ class SpoolReplayer:
         self.spool.log_acked_at(flight.segment, flight.offset)
         flight.state = True
 
+    def acked_many(self, flights: list[Flight]) -> None:
+        """:meth:`acked` of several flights, logged with one write (any thread)."""
+        self.spool.log_acked([(f.segment, f.offset) for f in flights])
+        for flight in flights:
+            flight.state = True
+
     def unsend(self, flights: list[Flight]) -> None:
         """The destination did not take ``flights`` (the tail of the last batch)."""
         if not flights:

@@ -388,7 +388,7 @@ class Spool:
         """Up to ``max_records`` unacked records from the cursor, oldest first."""
         return self.read_from(self.cursor, max_records)
 
-    def log_acked(self, positions: list[SpoolPosition]) -> None:
+    def log_acked(self, positions: list[SpoolPosition] | list[tuple[int, int]]) -> None:
         """Record that the records at ``positions`` were acknowledged; any thread.
 
         One unbuffered append, so it survives a SIGKILL once this returns (a power cut

@@ -295,6 +295,19 @@ class SpoolingExporter:
             self._failed = True
             self._wake.set()
 
+    def acked_many(self, flights: list[Flight], replayer: SpoolReplayer | None) -> None:
+        """:meth:`acked` of several acknowledged flights: one ack-log write for them all."""
+        if replayer is not None:
+            replayer.acked_many(flights)
+        else:
+            for flight in flights:
+                flight.state = True
+            self._wake.set()
+        on_done = self._on_done
+        if on_done is not _ignore:
+            for flight in flights:
+                on_done(flight, None)
+
     def _recover_from_failure(self) -> None:
         """A delivery failed: reset the destination, then resend from the first unacked."""
         self._failed = False
@@ -416,3 +429,9 @@ class _AckTo:
     def __call__(self, record: OutRecord, error: BaseException | None) -> None:
         if type(record) is Flight:
             self._exporter.acked(record, error, self._replayer)
+
+    def acked(self, records: list[OutRecord]) -> None:
+        """Several acknowledgements at once (see :class:`~._exporter.BatchAckCallback`)."""
+        flights = [r for r in records if type(r) is Flight]
+        if flights:
+            self._exporter.acked_many(flights, self._replayer)

@@ -2,8 +2,9 @@
 
 The agent runs in its own process and emits without pause. Its exporter is the real
 Kafka exporter behind a witness that, after the SDK has taken a record's
-acknowledgement (the SDK's callback returned), appends a digest of the record to a
-file with one unbuffered write: the page cache keeps it through a SIGKILL. The test
+acknowledgement (the SDK's callback returned; for acknowledgements the exporter reports
+together, its batch callback), appends a digest of the record to a file with one
+unbuffered write: the page cache keeps it through a SIGKILL. The test
 kills the agent while acknowledgements stream in, lets a new recorder replay the dead
 agent's spool, and then counts every message on the topic: no witnessed record may be
 there twice. Records that were in flight without an acknowledgement may be (the
@@ -37,6 +38,27 @@ ACKED_AGENT = textwrap.dedent(
     from agenttrail.producer import Recorder
     from agenttrail.producer._exporter import kafka_exporter
 
+    def digest(record):
+        return hashlib.blake2b(record.value, digest_size=16).digest()
+
+    class Witnessed:
+        # The SDK's ack callback, then the digests of what it took as acknowledged;
+        # acknowledgements reported together (acked) are witnessed together.
+
+        def __init__(self, on_done, fd):
+            self.on_done, self.fd = on_done, fd
+            if hasattr(on_done, "acked"):
+                self.acked = self._acked
+
+        def __call__(self, record, error):
+            self.on_done(record, error)  # the SDK takes the acknowledgement first
+            if error is None:
+                os.write(self.fd, digest(record))
+
+        def _acked(self, records):
+            self.on_done.acked(records)
+            os.write(self.fd, b"".join(digest(r) for r in records))
+
     class Witness:
         def __init__(self, inner, path):
             self.inner = inner
@@ -44,11 +66,7 @@ ACKED_AGENT = textwrap.dedent(
             self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
         def export(self, records, on_done):
-            def done(record, error):
-                on_done(record, error)  # the SDK takes the acknowledgement first
-                if error is None:
-                    os.write(self.fd, hashlib.blake2b(record.value, digest_size=16).digest())
-            self.inner.export(records, done)
+            self.inner.export(records, Witnessed(on_done, self.fd))
 
         def probe(self, timeout):
             return self.inner.probe(timeout)

@@ -196,18 +196,28 @@ def test_a_damaged_segment_is_kept_and_never_deleted(tmp_path: Path) -> None:
     assert len(damaged.read_bytes()) == len(data) - readable[-1].next_position.offset
 
 
+@pytest.mark.parametrize("together", [False, True], ids=["one-by-one", "together"])
 def test_an_acknowledged_record_is_never_handed_out_again_after_a_crash(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, together: bool
 ) -> None:
     """While records are in flight the cursor is written at most every CURSOR_EVERY_S
     (here: never within the test), at once when nothing is in flight, and on close. A
     crash in between must not re-send the acknowledged records the cursor did not pass
     yet, acknowledged in any order (partitions answer independently): the ack log holds
-    them. No unacknowledged record is ever skipped."""
+    them, whether they were acknowledged one by one or several in one call (as the
+    native exporter reports a poll's acknowledgements). No unacknowledged record is
+    ever skipped."""
     import threading
 
     from agenttrail.producer import _replay
-    from agenttrail.producer._replay import SpoolReplayer
+    from agenttrail.producer._replay import Flight, SpoolReplayer
+
+    def ack(replayer: SpoolReplayer, flights: list[Flight]) -> None:
+        if together:
+            replayer.acked_many(flights)
+        else:
+            for f in flights:
+                replayer.acked(f)
 
     monkeypatch.setattr(_replay, "CURSOR_EVERY_S", 3600.0)
     spool = Spool(tmp_path / "p")
@@ -215,11 +225,9 @@ def test_an_acknowledged_record_is_never_handed_out_again_after_a_crash(
     spool.append([(b"t", v) for v in values])
     replayer = SpoolReplayer(spool, threading.Lock())
     flights = replayer.next_batch(10)
-    for f in flights[:3]:
-        replayer.acked(f)
+    ack(replayer, flights[:3])
     assert replayer.settle() == 3  # the first move is written: nothing was written yet
-    for i in (3, 4, 5, 8):  # out of order: 6 and 7 are still unanswered
-        replayer.acked(flights[i])
+    ack(replayer, [flights[i] for i in (3, 4, 5, 8)])  # out of order: 6, 7 unanswered
     assert replayer.settle() == 3  # acknowledged, still in flight: the cursor waits
     # SIGKILL: nothing runs any more; what was written is in the page cache.
     os.close(spool._fd)
@@ -232,9 +240,7 @@ def test_an_acknowledged_record_is_never_handed_out_again_after_a_crash(
     flights = replayer.next_batch(100)
     unsent = [f.out.value for f in flights if f.state is None]
     assert unsent == [values[6], values[7], values[9]], "only the unacknowledged go out"
-    for f in flights:
-        if f.state is None:
-            replayer.acked(f)
+    ack(replayer, [f for f in flights if f.state is None])
     assert replayer.settle() == 3, "records acked by the dead process are not counted again"
     assert after_crash.pending == 0 and after_crash.read(100) == []
     after_crash.close()
@@ -244,11 +250,9 @@ def test_an_acknowledged_record_is_never_handed_out_again_after_a_crash(
     spool.append([(b"t", v) for v in values])
     replayer = SpoolReplayer(spool, threading.Lock())
     flights = replayer.next_batch(100)
-    for f in flights[:2]:
-        replayer.acked(f)
+    ack(replayer, flights[:2])
     replayer.settle(final=True)  # close writes it whatever the interval
-    for f in flights[2:]:
-        replayer.acked(f)
+    ack(replayer, flights[2:])
     replayer.settle()  # nothing in flight any more: written at once
     assert spool.pending == 0 and spool.read(100) == []
     assert (tmp_path / "p" / "acked").stat().st_size == 0, "a drained spool's log is cut"
