@@ -44,10 +44,30 @@ _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 
 
+_VARINT = tuple(bytes([i]) if i < 128 else bytes([i & 0x7F | 0x80, i >> 7]) for i in range(16384))
+_MORE = tuple(bytes([i & 0x7F | 0x80, i >> 7 | 0x80]) for i in range(16384))
+"""The varint of a number below 2**14, and its two 7-bit groups when more follow."""
+
+
+def _zigzag_long(v: int) -> bytes:
+    """:func:`_zigzag` of a long, 14 bits per table lookup (a timestamp in three)."""
+    n = (v << 1) ^ (v >> 63)
+    if n < 16384:
+        return _VARINT[n]
+    if n < 1 << 28:
+        return _MORE[n & 0x3FFF] + _VARINT[n >> 14]
+    if n < 1 << 42:
+        return _MORE[n & 0x3FFF] + _MORE[n >> 14 & 0x3FFF] + _VARINT[n >> 28]
+    if n < 1 << 56:
+        return b"".join((_MORE[n & 0x3FFF], _MORE[n >> 14 & 0x3FFF], _MORE[n >> 28 & 0x3FFF],
+                         _VARINT[n >> 42]))  # fmt: skip
+    return _zigzag(v)
+
+
 def _long(v: Any) -> bytes:
     if v.__class__ is not int or not _LONG_MIN <= v <= _LONG_MAX:
         raise NotFast
-    return _SMALL[v] if 0 <= v < 16384 else _zigzag(v)
+    return _SMALL[v] if 0 <= v < 16384 else _zigzag_long(v)
 
 
 def _int(v: Any) -> bytes:
@@ -99,9 +119,20 @@ def _primitive(t: Any) -> str | None:
     return str(t["type"]) if logical in _LOGICAL else None
 
 
+def _string_lines(indent: str) -> list[str]:
+    """:func:`_string` of ``v``, spelled out: strings are most of an event's fields."""
+    return [
+        f"{indent}if v.__class__ is not str: raise NotFast",
+        f"{indent}v = v.encode(); n = len(v)",
+        f"{indent}a(_SMALL[n] if n < 16384 else _zigzag(n)); a(v)",
+    ]
+
+
 def _field_lines(name: str, t: Any) -> list[str] | None:
     v = f"r[{name!r}]"
     prim = _primitive(t)
+    if prim == "string":
+        return [f" v = {v}", *_string_lines(" ")]
     if prim is not None:
         return [f" a(_{prim}({v}))"]
     if isinstance(t, list) and len(t) == 2 and "null" in t:
@@ -110,6 +141,14 @@ def _field_lines(name: str, t: Any) -> list[str] | None:
         if prim is None:
             return None
         null_index, value_index = _SMALL[t.index("null")], _SMALL[1 - t.index("null")]
+        if prim == "string":
+            return [
+                f" v = {v}",
+                f" if v is None: a({null_index!r})",
+                " else:",
+                f"  a({value_index!r})",
+                *_string_lines("  "),
+            ]
         return [
             f" v = {v}",
             f" if v is None: a({null_index!r})",
@@ -145,7 +184,7 @@ def compile_encoder(schema: dict[str, Any]) -> Encoder | None:
         lines.extend(more)
     lines.append(" return b''.join(p)")
     namespace: dict[str, Any] = {f"_{k}": f for k, f in _PRIMITIVES.items()}
-    namespace.update(_long=_long, NotFast=NotFast)
+    namespace.update(_long=_long, NotFast=NotFast, _SMALL=_SMALL, _zigzag=_zigzag)
     exec(compile("\n".join(lines), f"<avro encoder {schema.get('name')}>", "exec"), namespace)
     encoder: Encoder = namespace["encode"]
     return encoder

@@ -87,3 +87,10 @@ def test_the_sealer_writes_fastavros_bytes_or_its_error(
 def test_every_family_but_the_nested_one_is_compiled() -> None:
     compiled = {f for f in FAMILIES if compile_encoder(REGISTRY.latest(f).schema) is not None}
     assert compiled == set(FAMILIES) - {"state_transition"}
+
+
+@given(st.integers(-(2**63), 2**63 - 1))
+def test_the_table_varint_of_a_long_is_the_zigzag_varint(value: int) -> None:
+    from agenttrail.producer._avro_fast import _zigzag, _zigzag_long
+
+    assert _zigzag_long(value) == _zigzag(value)
