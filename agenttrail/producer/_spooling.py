@@ -194,12 +194,14 @@ class SpoolingExporter:
                 return
             self._held.clear()
             own.remember(held, segment, offsets)
+            # With the held records gone, in one step: no reader sees "nothing held"
+            # and still the disk's error.
+            self.spool_error = None
         log.warning(
             "agenttrail: the spool %s takes writes again; %d held events are on disk now.",
             own.spool.directory,
             len(held),
         )
-        self.spool_error = None
 
     # -- the sender thread -------------------------------------------------------------------
 

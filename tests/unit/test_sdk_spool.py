@@ -178,6 +178,38 @@ def test_a_full_spool_disk_is_visible_and_loses_nothing(
     assert not (small_disk / "spool").exists() or not any((small_disk / "spool").iterdir())
 
 
+def test_the_disk_error_clears_with_the_held_events_not_after(small_disk: Path) -> None:
+    """A reader that sees nothing held in memory any more must not still see the full
+    disk's error: both change in one step. Checked at the moment the spool announces it
+    takes writes again (after the held events moved, before anything else runs)."""
+    import logging
+
+    exporter = InMemoryExporter()
+    exporter.available = False
+    rec = _recorder_on(small_disk, exporter)
+    filler = _fill(small_disk, leave=128 * 1024)
+    n = _emit(rec, tasks=20, spans=48)
+    assert rec.flush(10) is False and rec.stats["held_in_memory"] > 0
+    seen: list[dict[str, Any]] = []
+
+    class Witness(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "takes writes again" in record.getMessage():
+                seen.append(dict(rec.stats))
+
+    witness = Witness(logging.WARNING)
+    logger = logging.getLogger("agenttrail.producer")
+    logger.addHandler(witness)
+    try:
+        filler.unlink()
+        wait_until(lambda: seen, what="the spool to take writes again")
+    finally:
+        logger.removeHandler(witness)
+    assert seen[0]["held_in_memory"] == 0 and seen[0]["spool_full"] == 0, seen[0]
+    exporter.available = True
+    assert rec.close(timeout=30).delivered == n + 1
+
+
 def test_a_damaged_segment_is_kept_and_never_deleted(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s")
     spool.append([(b"k", f"v{i}".encode() * 50) for i in range(10)])
