@@ -64,6 +64,17 @@ class BatchAckCallback(Protocol):
     def acked(self, records: list[OutRecord]) -> None: ...
 
 
+def report_acked(on_done: AckCallback, records: list[OutRecord]) -> None:
+    """Report ``records`` acknowledged to ``on_done``: in one ``acked`` call when it is a
+    :class:`BatchAckCallback`, else one call per record, in order."""
+    many = getattr(on_done, "acked", None)
+    if many is not None:
+        many(records)
+    else:
+        for rec in records:
+            on_done(rec, None)
+
+
 class ExporterUnavailable(Exception):
     """The destination cannot take records now (broker unreachable, buffer full)."""
 

@@ -32,6 +32,7 @@ from agenttrail.producer._exporter import (
     OutRecord,
     PartialExport,
     UnconfirmedDelivery,
+    report_acked,
 )
 
 log = logging.getLogger("agenttrail.producer.exporter")
@@ -147,11 +148,11 @@ class _Client:
                 break
             if callback is not on_done:
                 if on_done is not None:
-                    _hand_on(on_done, records)
+                    report_acked(on_done, records)
                 on_done, records = callback, []
             records.append(rec)
         if on_done is not None:
-            _hand_on(on_done, records)
+            report_acked(on_done, records)
 
     def _purge(self) -> None:
         """Report every queued and in-flight record as failed (at the next poll)."""
@@ -170,15 +171,6 @@ class _Client:
         if threading.current_thread() is not self._thread:
             self._thread.join(5.0)
         self._purge()
-
-
-def _hand_on(on_done: AckCallback, records: list[OutRecord]) -> None:
-    many = getattr(on_done, "acked", None)
-    if many is not None:
-        many(records)
-    else:
-        for rec in records:
-            on_done(rec, None)
 
 
 class _Log:

@@ -20,7 +20,13 @@ from agenttrail.events._schema_registry import (
     redact_url,
 )
 from agenttrail.producer._config import RecorderConfigError
-from agenttrail.producer._exporter import AckCallback, Exporter, ExporterUnavailable, OutRecord
+from agenttrail.producer._exporter import (
+    AckCallback,
+    Exporter,
+    ExporterUnavailable,
+    OutRecord,
+    report_acked,
+)
 
 log = logging.getLogger("agenttrail.producer.registry")
 
@@ -95,13 +101,7 @@ class _Originals:
 
     def acked(self, records: list[OutRecord]) -> None:
         """Acknowledgements together, passed on together when ``on_done`` takes them so."""
-        originals = [self._originals.pop(id(r), r) for r in records]
-        many = getattr(self._on_done, "acked", None)
-        if many is not None:
-            many(originals)
-        else:
-            for record in originals:
-                self._on_done(record, None)
+        report_acked(self._on_done, [self._originals.pop(id(r), r) for r in records])
 
 
 def registry_framed(inner: Exporter, url: str, topic: str) -> RegistryFramingExporter:
