@@ -60,18 +60,11 @@ def frame_row(partition: int, offset: int, value: bytes, nonce: int) -> bytes:
     return zigzag(partition) + zigzag(offset) + value[5:] + zigzag(nonce + offset)
 
 
-def assemble(encoder: AvroBlockEncoder, partition: int, count: int,
-             rows: Sequence[bytes | memoryview], nonce: int) -> AvroBlock:  # fmt: skip
-    """The block ``encoder.block`` makes for these messages, from rows framed elsewhere
-    with ``nonce`` (``rows``: pieces to join)."""
-    return encoder.assemble(partition, count, rows, nonce)
-
-
 def compatible(encoder: AvroBlockEncoder) -> bool:
     """Whether blocks assembled from child-framed rows equal the encoder's own."""
     value = b"\x00" + encoder.entry.schema_id.to_bytes(4, "big") + b"\x02\x04\x06"
     own = encoder.block(3, [300], [value])
-    made = assemble(encoder, 3, 1, [frame_row(3, 300, value, own.nonce)], own.nonce)
+    made = encoder.assemble(3, 1, [frame_row(3, 300, value, own.nonce)], own.nonce)
     return made == own
 
 
@@ -302,6 +295,6 @@ def framed_blocks(batch: Any, encoders: dict[int, AvroBlockEncoder]) -> FramedBl
         encoder = encoders.get(schema_id)
         if encoder is None or nonce is None:
             return FramedBlocks({}, list(messages))
-        block = assemble(encoder, batch.partition, count, rows, nonce)
+        block = encoder.assemble(batch.partition, count, rows, nonce)
         blocks[schema_id] = (block, group)
     return FramedBlocks(blocks, messages.unframed())
