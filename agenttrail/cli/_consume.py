@@ -61,6 +61,14 @@ from agenttrail.store import MigrationError, StoreError, open_store
     "process. [env AGENTTRAIL_FETCHERS; default 0]",
 )
 @click.option(
+    "--fetcher-client",
+    type=click.Choice(["auto", "confluent-kafka", "kafka-python"]),
+    default=None,
+    help="The fetcher processes' Kafka client: confluent-kafka (librdkafka, from "
+    "agenttrail[native]) parses in C at a fraction of the CPU; auto takes it when "
+    "installed. [env AGENTTRAIL_FETCHER_CLIENT; default auto]",
+)
+@click.option(
     "--status-every",
     type=click.FloatRange(min=0),
     default=10.0,
@@ -78,6 +86,7 @@ def command(
     batch_size: int | None,
     batch_ms: int | None,
     fetchers: int | None,
+    fetcher_client: str | None,
     status_every: float,
     as_json: bool,
 ) -> None:
@@ -108,6 +117,7 @@ def command(
             "batch_size": batch_size,
             "batch_ms": batch_ms,
             "fetchers": fetchers,
+            "fetcher_client": fetcher_client,
         }.items()
         if v is not None
     }

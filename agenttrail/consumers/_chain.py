@@ -188,6 +188,11 @@ class InsertStep:
         return any(p.pending is not None for p in self._parts)
 
     @property
+    def idle(self) -> bool:
+        """Whether the writer has nothing to do: no batch here and no backoff."""
+        return not self.holding and not self.backoff.active
+
+    @property
     def outstanding(self) -> int:
         """Batches with the writer now."""
         return self._background.outstanding
@@ -270,6 +275,11 @@ class DecodeStep:
         decoding work, so a refused batch is never decoded twice)."""
         return self._next.accepts(part)
 
+    @property
+    def idle(self) -> bool:
+        """Whether the writer has nothing to do."""
+        return self._next.idle
+
     def submit(self, part: Partition, batch: Batch) -> None:
         """Decode ``batch`` and hand it on."""
         if not self.accepts(part):
@@ -280,6 +290,13 @@ class DecodeStep:
 class BatchStep:
     """Buffers a partition's fetched records and cuts them into batches: by count, by
     bytes or by age, or to exactly a range the ledger recorded before a crash.
+
+    While the writer has nothing to do, a partition holding ``min_batch_size`` records
+    is cut at once rather than at ``batch_size`` or ``batch_ms``: under load the writer
+    never waits idle beside a sizeable batch, and batches grow by themselves to what
+    arrives while the writer is busy; a trickle is still gathered for ``batch_ms``, so
+    it does not become an insert per record. Where a batch ends is free: its range is
+    recorded in the ledger before it is inserted, and a redo takes exactly that range.
 
     It refuses records for a partition whose buffer is full (``max_buffered_batches``
     batches by count or by bytes) and for every partition while the store backs off
@@ -321,10 +338,15 @@ class BatchStep:
         """Cut the next batch of each of ``parts`` that is due (every non-empty one when
         ``final``) and hand it on; a partition whose next step refuses it is not cut."""
         c = self._config
+        idle = self._next.idle  # as it was before this poll cut anything
         for part in parts:
             if not self._next.accepts(part):
                 continue
-            if final or part.buffer.ready(c.batch_size, c.batch_ms, None, c.batch_bytes):
+            if (
+                final
+                or (idle and len(part.buffer) >= c.min_batch_size)
+                or part.buffer.ready(c.batch_size, c.batch_ms, None, c.batch_bytes)
+            ):
                 batch = part.buffer.take(c.batch_size, c.batch_bytes)
                 if batch is not None:
                     self._next.submit(part, batch)

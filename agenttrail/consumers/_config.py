@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agenttrail.consumers._librdkafka import FetcherClient
 from agenttrail.events import DEFAULT_MAX_PAYLOAD_BYTES, EVENTS_TOPIC
 
 
@@ -33,6 +34,12 @@ class ConsumerConfig(BaseSettings):
         default=20000,
         gt=0,
         description="AGENTTRAIL_BATCH_SIZE: a partition's batch is inserted at this many messages.",
+    )
+    min_batch_size: int = Field(
+        default=2000,
+        gt=0,
+        description="AGENTTRAIL_MIN_BATCH_SIZE: while the writer has nothing to do, a "
+        "partition's batch is inserted as soon as it has this many messages.",
     )
     batch_bytes: int = Field(
         default=16 * 1024 * 1024,
@@ -66,6 +73,13 @@ class ConsumerConfig(BaseSettings):
         le=64,
         description="AGENTTRAIL_FETCHERS: child processes that fetch the partitions (each "
         "takes partition % N); 0 fetches in the consumer process.",
+    )
+    fetcher_client: FetcherClient = Field(
+        default="auto",
+        description="AGENTTRAIL_FETCHER_CLIENT: the fetcher processes' Kafka client: "
+        "'confluent-kafka' (librdkafka, the [native] extra: parses in C, a fraction of the "
+        "CPU per record), 'kafka-python', or 'auto' (librdkafka when installed and every "
+        "kafka_options setting has a librdkafka equivalent).",
     )
     poll_timeout_ms: int = Field(default=100, gt=0, description="Longest wait of one poll.")
     stuck_join_s: float = Field(

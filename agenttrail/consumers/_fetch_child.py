@@ -1,16 +1,20 @@
 """A fetcher child process: reads its share of a topic's partitions and ships the records.
 
 Started by :mod:`agenttrail.consumers._fetchers` as ``python -c`` running this file by
-path, so the child imports kafka-python only (not the store, not the engine). It is no
-group member: it ``assign()`` s the partitions its parent tells it and fetches from the
-positions the parent sets. Every command that positions a partition carries an epoch;
+path, so the child imports its Kafka client only (not the store, not the engine): kafka-python,
+or librdkafka through confluent-kafka, which parses record batches in C on its own threads
+and so costs a fraction of kafka-python's CPU per record. It is no group member: it
+``assign()`` s the partitions its parent tells it and fetches from the positions the
+parent sets. Every command that positions a partition carries an epoch;
 each shipped chunk names the epoch it was fetched under, so the parent can drop what was
 fetched before a later seek.
 
 Wire: two pipes of :class:`multiprocessing.connection.Connection` frames (pickle).
-Parent → child: ``("start", topic, settings, framing)`` first (``framing`` is
-``(schema_ids, max_payload_bytes, nonce)``, see ``_framing``), then ``("seek", partition,
-offset or None for the beginning, epoch)``, ``("drop", partition)``, ``("stop",)``.
+Parent → child: ``("start", topic, settings, framing, client)`` first (``framing`` is
+``(schema_ids, max_payload_bytes, nonce)``, see ``_framing``; ``client`` is
+``"kafka-python"`` or ``"confluent-kafka"``, and ``settings`` are that client's), then
+``("seek", partition, offset or None for the beginning, epoch)``, ``("drop", partition)``,
+``("stop",)``.
 Child → parent: ``("chunk", partition, epoch, highwater, wire)`` with ``wire`` as
 :func:`pack` makes it (one per partition per fetch: arrays and blobs, framed rows, not
 one object per record) and, about every second, ``("alive", {partition: highwater})``.
@@ -22,6 +26,7 @@ that changed, or ``PR_SET_PDEATHSIG`` on Linux), so a SIGKILLed consumer leaves 
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import pickle
 import signal
@@ -59,20 +64,18 @@ def main(command_fd: int, data_fd: int) -> None:
 
 
 def _run(commands: Connection, data: Connection, parent: int) -> None:
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
-
-    kind, topic, settings, framing = commands.recv()
+    kind, topic, settings, framing, client = commands.recv()
     assert kind == "start", kind
     schema_ids, limit, nonce = framing
     kinds = {b"\x00" + sid.to_bytes(4, "big"): k for k, sid in enumerate(schema_ids)}
-    while True:
+    fetch: _PythonFetch | _NativeFetch | None = None
+    while fetch is None:
         # A broker that is down when the child starts is waited for, not died of: the
         # parent would take repeated deaths for a broken fetcher and stop.
         try:
-            consumer = KafkaConsumer(**settings)
-            break
-        except KafkaError:
+            fetch = _NativeFetch(topic, settings) if client == "confluent-kafka" else (
+                _PythonFetch(topic, settings))  # fmt: skip
+        except _BrokerDown:
             # Commands wait in the pipe meanwhile; the parent kills a child that does
             # not answer its stop.
             data.send_bytes(pickle.dumps(("alive", {}), protocol=pickle.HIGHEST_PROTOCOL))
@@ -91,44 +94,173 @@ def _run(commands: Connection, data: Connection, parent: int) -> None:
                     return
                 if command[0] == "seek":
                     _, partition, offset, epoch = command
-                    tp = TopicPartition(topic, partition)
-                    if partition not in epochs:
-                        epochs[partition] = epoch
-                        consumer.assign([TopicPartition(topic, p) for p in sorted(epochs)])
+                    fetch.position(partition, offset, new=partition not in epochs)
                     epochs[partition] = epoch
-                    if offset is None:
-                        consumer.seek_to_beginning(tp)
-                    else:
-                        consumer.seek(tp, offset)
                 elif command[0] == "drop" and epochs.pop(command[1], None) is not None:
+                    fetch.drop(command[1])
                     changed = True
             if changed:
-                consumer.assign([TopicPartition(topic, p) for p in sorted(epochs)])
+                fetch.assigned(sorted(epochs))
             now = time.monotonic()
             if now - alive_at >= _ALIVE_EVERY_S:
                 if os.getppid() != parent:
                     return
                 alive_at = now
-                marks = {p: consumer.highwater(TopicPartition(topic, p)) for p in epochs}
+                marks = {p: fetch.highwater(p) for p in epochs}
                 data.send_bytes(pickle.dumps(("alive", marks), protocol=pickle.HIGHEST_PROTOCOL))
             if not epochs:
                 continue
-            fetched = consumer.poll(timeout_ms=100)
-            for tp, records in fetched.items():
-                epoch = epochs.get(tp.partition)
+            for partition, records in fetch.fetch().items():
+                epoch = epochs.get(partition)
                 if epoch is None or not records:
                     continue
                 chunk: tuple[Any, ...] = (
                     "chunk",
-                    tp.partition,
+                    partition,
                     epoch,
-                    consumer.highwater(tp),
-                    pack(tp.partition, records, kinds, limit, nonce),
+                    fetch.highwater(partition),
+                    pack(partition, records, kinds, limit, nonce),
                 )
                 data.send_bytes(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
     finally:
+        fetch.close()
+
+
+class _BrokerDown(Exception):
+    """The client cannot be created until the broker answers."""
+
+
+Fields = tuple[int, int, bytes | None, bytes | None]
+"""A fetched record as :func:`pack` takes it: offset, timestamp (ms, -1 if none), key, value."""
+
+
+class _PythonFetch:
+    """Fetching with kafka-python: it parses the record batches in Python."""
+
+    def __init__(self, topic: str, settings: dict[str, Any]):
+        from kafka import KafkaConsumer, TopicPartition
+        from kafka.errors import KafkaError
+
+        self.topic = topic
+        self._tp = TopicPartition
+        try:
+            self.consumer = KafkaConsumer(**settings)
+        except KafkaError as exc:
+            raise _BrokerDown from exc
+        self._fields = operator.attrgetter("offset", "timestamp", "key", "value")
+
+    def position(self, partition: int, offset: int | None, new: bool) -> None:
+        tp = self._tp(self.topic, partition)
+        if new:
+            assigned = {p.partition for p in self.consumer.assignment()} | {partition}
+            self.assigned(sorted(assigned))
+        if offset is None:
+            self.consumer.seek_to_beginning(tp)
+        else:
+            self.consumer.seek(tp, offset)
+
+    def drop(self, partition: int) -> None:
+        """Nothing to do before :meth:`assigned` names the partitions left."""
+
+    def assigned(self, partitions: list[int]) -> None:
+        self.consumer.assign([self._tp(self.topic, p) for p in partitions])
+
+    def highwater(self, partition: int) -> int | None:
+        mark: int | None = self.consumer.highwater(self._tp(self.topic, partition))
+        return mark
+
+    def fetch(self) -> dict[int, list[Fields]]:
+        fetched = self.consumer.poll(timeout_ms=100)
+        fields = self._fields
+        return {tp.partition: [fields(r) for r in records] for tp, records in fetched.items()}
+
+    def close(self) -> None:
         with contextlib.suppress(Exception):
-            consumer.close(autocommit=False)
+            self.consumer.close(autocommit=False)
+
+
+class _NativeFetch:
+    """Fetching with librdkafka (confluent-kafka): it parses in C, on its own threads.
+
+    A partition is positioned by removing it from the assignment and adding it back at
+    the offset: librdkafka drops what it had fetched for it before, so nothing fetched
+    before a seek is returned after it.
+    """
+
+    BATCH = 500
+    """Records taken per ``consume`` call. librdkafka waits for this many or the
+    timeout, so it is kept small; one fetch gathers calls for up to :data:`GATHER_S`."""
+    GATHER_S = 0.05
+
+    def __init__(self, topic: str, settings: dict[str, Any]):
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+        self.topic = topic
+        self._tp = TopicPartition
+        self._beginning = OFFSET_BEGINNING
+        self._partition_eof = KafkaError._PARTITION_EOF
+        # Creating it connects to nothing; a bad setting was refused by the parent first.
+        self.consumer = Consumer(settings)
+        self._assigned: set[int] = set()
+        # The next offset a fetch may return per partition: a record below it was
+        # fetched before the last seek (belt and braces: librdkafka drops those itself).
+        self._next: dict[int, int] = {}
+
+    def position(self, partition: int, offset: int | None, new: bool) -> None:
+        if partition in self._assigned:
+            self.consumer.incremental_unassign([self._tp(self.topic, partition)])
+        start = self._beginning if offset is None else offset
+        self.consumer.incremental_assign([self._tp(self.topic, partition, start)])
+        self._assigned.add(partition)
+        if offset is None:
+            self._next.pop(partition, None)
+        else:
+            self._next[partition] = offset
+
+    def drop(self, partition: int) -> None:
+        if partition in self._assigned:
+            self.consumer.incremental_unassign([self._tp(self.topic, partition)])
+            self._assigned.discard(partition)
+            self._next.pop(partition, None)
+
+    def assigned(self, partitions: list[int]) -> None:
+        """Partitions are added and removed one by one (:meth:`position`, :meth:`drop`)."""
+
+    def highwater(self, partition: int) -> int | None:
+        _, high = self.consumer.get_watermark_offsets(self._tp(self.topic, partition), cached=True)
+        return int(high) if high >= 0 else None
+
+    def fetch(self) -> dict[int, list[Fields]]:
+        out: dict[int, list[Fields]] = {}
+        consume = self.consumer.consume
+        deadline = time.monotonic() + self.GATHER_S
+        timeout = 0.1
+        while True:
+            messages = consume(num_messages=self.BATCH, timeout=timeout)
+            for m in messages:
+                error = m.error()
+                if error is not None:
+                    if error.fatal():
+                        raise RuntimeError(f"librdkafka: {error}")
+                    continue  # librdkafka retries by itself; it is logged there
+                partition = m.partition()
+                offset = m.offset()
+                if partition is None or offset is None or offset < self._next.get(partition, -1):
+                    continue
+                records = out.get(partition)
+                if records is None:
+                    records = out[partition] = []
+                records.append((offset, m.timestamp()[1], m.key(), m.value()))
+            if len(messages) < self.BATCH or time.monotonic() >= deadline:
+                break
+            timeout = 0.0
+        for partition, records in out.items():
+            self._next[partition] = records[-1][0] + 1
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.consumer.close()
 
 
 _RAW = 255  # kind of a message shipped as its raw bytes (``_framing.RAW``)
@@ -147,7 +279,7 @@ def _varint(n: int) -> bytes:
 
 
 def pack(
-    partition: int, records: list[Any], kinds: dict[bytes, int], limit: int, nonce: int
+    partition: int, records: list[Fields], kinds: dict[bytes, int], limit: int, nonce: int
 ) -> tuple[Any, ...]:
     """One partition's fetched records as ``_framing.Chunk`` reads them.
 
@@ -170,23 +302,20 @@ def pack(
     raw: list[bytes | None] = []
     head = _varint(partition << 1)
     size = 0
-    for r in records:
-        offset = r.offset
+    for offset, stamp, key, value in records:
         offsets.append(offset)
-        stamps.append(r.timestamp if r.timestamp is not None else -1)
-        key = r.key
+        stamps.append(stamp if stamp is not None else -1)
         if key is None:
             key_none.append(1)
         else:
             key_none.append(0)
             keys += key
         key_cum.append(len(keys))
-        value = r.value
         n = len(value) if value is not None else 0
         size += n
         cum.append(size)
         kind = kinds.get(value[:5]) if value is not None and 5 <= n <= limit else None
-        if kind is None:
+        if kind is None or value is None:
             kind_of.append(_RAW)
             raw.append(value)
             continue

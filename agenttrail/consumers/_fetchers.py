@@ -44,6 +44,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 
 from agenttrail.consumers._errors import ConsumerError
 from agenttrail.consumers._framing import Chunk, ChunkList, FramingSpec
+from agenttrail.consumers._librdkafka import librdkafka_settings
 
 log = logging.getLogger("agenttrail.consumers")
 
@@ -68,7 +69,12 @@ class _Child:
     """One fetcher process and its two pipes."""
 
     def __init__(
-        self, index: int, topic: str, settings: dict[str, Any], framing: FramingSpec | None = None
+        self,
+        index: int,
+        topic: str,
+        settings: dict[str, Any],
+        framing: FramingSpec | None = None,
+        client: str = "kafka-python",
     ):
         self.index = index
         cmd_read, cmd_write = os.pipe()
@@ -86,7 +92,7 @@ class _Child:
         self.commands = Connection(cmd_write, readable=False)
         self.data = Connection(data_read, writable=False)
         self.heard_at = time.monotonic()
-        self.send(("start", topic, settings, tuple(framing or FramingSpec((), 0, 0))))
+        self.send(("start", topic, settings, tuple(framing or FramingSpec((), 0, 0)), client))
 
     def send(self, command: tuple[Any, ...]) -> None:
         self.commands.send_bytes(pickle.dumps(command, protocol=pickle.HIGHEST_PROTOCOL))
@@ -145,6 +151,8 @@ class FetcherPool:
         fetchers: number of child processes (>= 1).
         framing: what the children frame for the store (``_framing``); without it they
             frame nothing and ship every record raw.
+        client: the children's Kafka client, ``"kafka-python"`` or ``"confluent-kafka"``
+            (librdkafka; ``settings`` are translated, see ``_librdkafka``).
 
     ``poll`` returns each partition's records as a :class:`~agenttrail.consumers.
     _framing.ChunkList` (chunks as the children shipped them), which the partition
@@ -153,10 +161,17 @@ class FetcherPool:
     Not thread-safe: one thread calls it, as with ``KafkaConsumer``.
     """
 
-    def __init__(self, settings: dict[str, Any], fetchers: int, framing: FramingSpec | None = None):
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        fetchers: int,
+        framing: FramingSpec | None = None,
+        client: str = "kafka-python",
+    ):
         if fetchers < 1:
             raise ValueError(f"fetchers must be at least 1, got {fetchers}")
         self._settings = dict(settings)
+        self.client = client
         self._count = fetchers
         self._framing = framing or FramingSpec((), 0, 0)
         self._group = KafkaConsumer(**settings)
@@ -262,8 +277,10 @@ class FetcherPool:
         settings["client_id"] = f"{settings.get('client_id', 'agenttrail')}-fetcher{index}"
         # Well inside STALL_S: a child waiting for a broker that is down keeps reporting.
         settings["bootstrap_timeout_ms"] = min(settings.get("bootstrap_timeout_ms", 5000), 5000)
+        if self.client == "confluent-kafka":
+            settings = librdkafka_settings(settings)
         assert self._topic is not None
-        return _Child(index, self._topic, settings, self._framing)
+        return _Child(index, self._topic, settings, self._framing, self.client)
 
     def _share(self, tp: TopicPartition) -> int:
         return int(tp.partition) % self._count

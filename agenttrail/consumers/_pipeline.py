@@ -51,6 +51,7 @@ from agenttrail.consumers._fetchers import FetcherPool
 from agenttrail.consumers._framing import FramingSpec, first_offset, spec_for
 from agenttrail.consumers._incarnation import IncarnationProbe
 from agenttrail.consumers._ledger import OffsetLedger
+from agenttrail.consumers._librdkafka import choose
 from agenttrail.consumers._stats import IngestStats
 from agenttrail.consumers._writer import BatchWriter
 from agenttrail.events import EventCodec
@@ -223,7 +224,12 @@ class IngestPipeline:
             # In this process, or a group member whose partitions are fetched by
             # ``config.fetchers`` child processes (``_fetchers``).
             consumer: KafkaConsumer = (
-                FetcherPool(self.kafka_settings(), self.config.fetchers, self._framing())
+                FetcherPool(
+                    self.kafka_settings(),
+                    self.config.fetchers,
+                    self._framing(),
+                    choose(self.config.fetcher_client, self.kafka_settings()),
+                )
                 if self.config.fetchers
                 else KafkaConsumer(**self.kafka_settings())
             )

@@ -100,3 +100,9 @@ def kafka_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         pytest.importorskip("confluent_kafka", reason="pip install 'agenttrail[native]'")
     monkeypatch.setenv("AGENTTRAIL_KAFKA_CLIENT", client)
     return client
+
+
+@pytest.fixture(params=["confluent-kafka", "kafka-python"])
+def fetcher_client(request: pytest.FixtureRequest) -> str:
+    """The Kafka client of the fetcher processes: their guarantees are checked with both."""
+    return str(request.param)

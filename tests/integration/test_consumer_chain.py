@@ -148,6 +148,7 @@ class _Refusing:
 
     def __init__(self) -> None:
         self.taken: list[Any] = []
+        self.idle = False
 
     def accepts(self, part: Partition) -> bool:
         return False
@@ -205,6 +206,47 @@ def test_backpressure_holds_only_the_refused_partition_and_never_decodes_twice()
     batching.poll([held, free])
     assert [first for part, first in decoded if part == 0] == [0, 5]
     assert sorted(decoded) == sorted(set(decoded))
+
+
+def test_an_idle_writer_gets_a_sizeable_batch_at_once_and_a_busy_one_full_batches() -> None:
+    from kafka import TopicPartition
+
+    from agenttrail.consumers import ConsumerConfig
+    from agenttrail.events._backoff import Backoff
+
+    cfg = ConsumerConfig(bootstrap="unused", topic="t", group="g", batch_size=100,
+                         min_batch_size=10, batch_ms=60_000)  # fmt: skip
+    insert = _Refusing()
+    insert.accepts = lambda part: True  # type: ignore[method-assign]
+
+    class _Passing:
+        def prepare(self, batch: Any) -> Any:
+            return batch
+
+    batching = BatchStep(cfg, Backoff(0.1, 1.0), DecodeStep(_Passing(), insert))  # type: ignore[arg-type]
+    part = Partition.new(TopicPartition("t", 0))
+    part.ready = True
+    ranges = lambda: [(b.first_offset, b.last_offset) for b in insert.taken]  # noqa: E731
+
+    insert.idle = True
+    batching.submit(part, [_Record(i) for i in range(9)])
+    batching.poll([part])
+    assert ranges() == [], "a trickle below min_batch_size waits for batch_ms"
+    batching.submit(part, [_Record(9)])
+    batching.poll([part])
+    assert ranges() == [(0, 9)], "an idle writer takes min_batch_size at once"
+
+    insert.idle = False
+    batching.submit(part, [_Record(10 + i) for i in range(99)])
+    batching.poll([part])
+    assert ranges() == [(0, 9)], "a busy writer's next batch waits for batch_size"
+    batching.submit(part, [_Record(109 + i) for i in range(11)])
+    batching.poll([part])
+    assert ranges() == [(0, 9), (10, 109)]
+    insert.idle = True
+    batching.poll([part])
+    assert ranges() == [(0, 9), (10, 109), (110, 119)]
+    assert len(part.buffer) == 0
 
 
 def test_stats_count_fetch_failures() -> None:

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import pytest
 
 from agenttrail.consumers import IngestPipeline, _fetchers
 from agenttrail.consumers._fetchers import FetcherFailed, FetcherPool
+from agenttrail.consumers._framing import Chunk, FramingSpec
+from agenttrail.consumers._librdkafka import librdkafka_settings
 from agenttrail.embedded import EmbeddedBroker
 from agenttrail.store import Store, open_store
 from tests.deadline import wait_until
@@ -39,6 +42,8 @@ def pool_of(p: IngestPipeline) -> FetcherPool:
     wait_until(lambda: isinstance(p._consumer, FetcherPool) and p._consumer.pids, timeout=30,
                what="the fetcher processes")  # fmt: skip
     assert isinstance(p._consumer, FetcherPool)
+    if p.config.fetcher_client != "auto":
+        assert p._consumer.client == p.config.fetcher_client
     return p._consumer
 
 
@@ -70,10 +75,10 @@ def producing(bootstrap: str, topic: str, produced: Produced, rounds: int, prefi
 
 
 def test_fetchers_store_every_event_once(
-    broker: EmbeddedBroker, topic: str, unique_group: str, store: Store
+    broker: EmbeddedBroker, topic: str, unique_group: str, fetcher_client: str, store: Store
 ) -> None:
     produced = produce(broker.bootstrap, topic, make_events(12, 20, prefix="a"))
-    cfg = config(broker.bootstrap, topic, unique_group, fetchers=3)
+    cfg = config(broker.bootstrap, topic, unique_group, fetchers=3, fetcher_client=fetcher_client)
     with pipeline(cfg, store) as p:
         assert len(pool_of(p).pids) == 3
         wait_until(lambda: everything_stored(store, produced) and p.stats.snapshot().lag == 0,
@@ -83,10 +88,10 @@ def test_fetchers_store_every_event_once(
 
 
 def test_a_fetcher_sigkilled_mid_stream_is_restarted_and_nothing_is_lost_or_stored_twice(
-    broker: EmbeddedBroker, topic: str, unique_group: str, store: Store
+    broker: EmbeddedBroker, topic: str, unique_group: str, fetcher_client: str, store: Store
 ) -> None:
     produced = Produced()
-    cfg = config(broker.bootstrap, topic, unique_group, fetchers=2)
+    cfg = config(broker.bootstrap, topic, unique_group, fetchers=2, fetcher_client=fetcher_client)
     with pipeline(cfg, store) as p:
         pool = pool_of(p)
         sender = producing(broker.bootstrap, topic, produced, rounds=8, prefix="k")
@@ -110,12 +115,13 @@ def test_a_hung_fetcher_is_killed_and_replaced_instead_of_stalling_its_partition
     broker: EmbeddedBroker,
     topic: str,
     unique_group: str,
+    fetcher_client: str,
     store: Store,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(_fetchers, "STALL_S", 3.0)
     produced = produce(broker.bootstrap, topic, make_events(4, 20, prefix="h"))
-    cfg = config(broker.bootstrap, topic, unique_group, fetchers=2)
+    cfg = config(broker.bootstrap, topic, unique_group, fetchers=2, fetcher_client=fetcher_client)
     with pipeline(cfg, store) as p:
         pool = pool_of(p)
         wait_until(lambda: everything_stored(store, produced), timeout=60,
@@ -157,12 +163,17 @@ def test_a_fetcher_that_keeps_dying_stops_the_consumer_with_a_clear_error(
 
 
 def test_two_consumers_with_fetchers_rebalancing_mid_stream_store_everything_once(
-    broker: EmbeddedBroker, topic: str, unique_group: str, store: Store, store_dir: Path
+    broker: EmbeddedBroker,
+    topic: str,
+    unique_group: str,
+    fetcher_client: str,
+    store: Store,
+    store_dir: Path,
 ) -> None:
     produced = Produced()
     # Long batch age: records sit in the buffers when each rebalance comes.
     cfg = config(broker.bootstrap, topic, unique_group, batch_size=500, batch_ms=1500,
-                 fetchers=2)  # fmt: skip
+                 fetchers=2, fetcher_client=fetcher_client)  # fmt: skip
     with open_store(data=store_dir) as store_b, pipeline(cfg, store) as one:
         for round_ in range(3):
             produce(broker.bootstrap, topic, make_events(4, 20, prefix=f"r{round_}"), produced)
@@ -239,12 +250,19 @@ def test_consumer_with_fetchers_sigkilled_and_restarted_loses_nothing_and_leaves
         assert_exactly_once(store, produced)
 
 
-def test_a_fetcher_started_while_the_broker_is_down_waits_for_it_instead_of_dying() -> None:
+def _child_settings(bootstrap: str, client: str) -> dict[str, Any]:
+    settings = {"bootstrap_servers": [bootstrap], "bootstrap_timeout_ms": 1000,
+                "group_id": None, "enable_auto_commit": False}  # fmt: skip
+    return librdkafka_settings(settings) if client == "confluent-kafka" else settings
+
+
+def test_a_fetcher_started_while_the_broker_is_down_waits_for_it_instead_of_dying(
+    fetcher_client: str,
+) -> None:
     from agenttrail.consumers._fetchers import _Child
 
-    settings = {"bootstrap_servers": [f"127.0.0.1:{restartable_port()}"],
-                "bootstrap_timeout_ms": 1000, "group_id": None}  # fmt: skip
-    child = _Child(0, "events", settings)
+    settings = _child_settings(f"127.0.0.1:{restartable_port()}", fetcher_client)
+    child = _Child(0, "events", settings, client=fetcher_client)
     try:
         heard = 0
         deadline = time.monotonic() + 60
@@ -257,3 +275,62 @@ def test_a_fetcher_started_while_the_broker_is_down_waits_for_it_instead_of_dyin
     finally:
         child.stop()
     assert child.process.returncode is not None
+
+
+def _chunks(child: Any, until: Callable[[list[tuple[int, list[int]]]], bool]) -> list[Any]:
+    """(epoch, offsets) of the chunks a child ships, until ``until`` holds for them."""
+    got: list[tuple[int, list[int]]] = []
+    deadline = time.monotonic() + 60
+    while not until(got):
+        assert time.monotonic() < deadline, f"the fetcher shipped only {got!r:.300}"
+        if child.data.poll(0.5):
+            message = pickle.loads(child.data.recv_bytes())
+            if message[0] == "chunk":
+                _, partition, epoch, mark, wire = message
+                assert partition == 0 and mark == 200
+                chunk = Chunk(partition, wire, FramingSpec((), 0, 0))
+                got.append((epoch, [int(o) for o in chunk.offsets]))
+    return got
+
+
+def test_a_seek_makes_the_fetcher_ship_from_that_offset_and_nothing_fetched_before_it(
+    broker: EmbeddedBroker, topic: str, fetcher_client: str
+) -> None:
+    from kafka import KafkaProducer
+
+    from agenttrail.consumers._fetchers import _Child
+
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for n in range(200):
+        producer.send(topic, value=b"v%d" % n, partition=0)
+    producer.flush()
+    producer.close()
+    settings = _child_settings(broker.bootstrap, fetcher_client)
+    child = _Child(0, topic, settings, client=fetcher_client)
+    try:
+        child.send(("seek", 0, 0, 1))
+        first = _chunks(child, lambda got: sum(len(o) for _, o in got) >= 200)
+        assert [o for _, offsets in first for o in offsets] == list(range(200))
+        assert {epoch for epoch, _ in first} == {1}
+        # Back to 120: what follows under epoch 2 starts there and skips nothing.
+        child.send(("seek", 0, 120, 2))
+        again = _chunks(child, lambda got: any(e == 2 and o[-1] == 199 for e, o in got))
+        after = [o for epoch, offsets in again if epoch == 2 for o in offsets]
+        assert after == list(range(120, 200))
+        # Dropped: what arrives after is not fetched, and no highwater mark is reported.
+        child.send(("drop", 0))
+        quiet_until = time.monotonic() + 1
+        while time.monotonic() < quiet_until:  # what was in flight before the drop
+            if child.data.poll(0.2):
+                child.data.recv_bytes()
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        producer.send(topic, value=b"late", partition=0)
+        producer.flush()
+        producer.close()
+        quiet_until = time.monotonic() + 3
+        while time.monotonic() < quiet_until:
+            if child.data.poll(0.5):
+                message = pickle.loads(child.data.recv_bytes())
+                assert message[0] == "alive" and 0 not in message[1], message[:3]
+    finally:
+        child.stop()

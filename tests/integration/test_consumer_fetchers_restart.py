@@ -75,13 +75,18 @@ def own_broker(tmp_path: Path) -> Iterator[list[EmbeddedBroker]]:
 
 
 def test_fetchers_through_a_broker_sigkilled_and_restarted_store_every_event_once(
-    own_broker: list[EmbeddedBroker], unique_group: str, store: Store, tmp_path: Path
+    own_broker: list[EmbeddedBroker],
+    unique_group: str,
+    fetcher_client: str,
+    store: Store,
+    tmp_path: Path,
 ) -> None:
     broker = own_broker[0]
     port = broker.port
     before, after = Acked(), Acked()
     before.send(broker.bootstrap, tasks=8, per_task=50, prefix="before")  # 400 events
-    cfg = config(broker.bootstrap, EVENTS_TOPIC, unique_group, fetchers=2, batch_size=20)
+    cfg = config(broker.bootstrap, EVENTS_TOPIC, unique_group, fetchers=2, batch_size=20,
+                 fetcher_client=fetcher_client)  # fmt: skip
     with pipeline(cfg, store) as p:
         pool = pool_of(p)
         # Mid-stream: some of the first events stored, not all of them.

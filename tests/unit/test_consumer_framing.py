@@ -77,7 +77,8 @@ def chunks_of(partition: int, recs: list[Rec], sizes: list[int], spec: Any) -> l
     while i < len(recs):
         size = max(1, sizes[n % len(sizes)])
         part = recs[i : i + size]
-        wire = pack(partition, part, kinds, spec.max_payload_bytes, spec.nonce)
+        fields = [(r.offset, r.timestamp, r.key, r.value) for r in part]
+        wire = pack(partition, fields, kinds, spec.max_payload_bytes, spec.nonce)
         out.append(ChunkList([Chunk(partition, wire, spec)]))
         i, n = i + size, n + 1
     return out
