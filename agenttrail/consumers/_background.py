@@ -8,7 +8,9 @@ commits offsets.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -31,15 +33,47 @@ class WriteResult:
     error: StoreError | PartitionFenced | None
 
 
+class Wakeup:
+    """A pipe that is readable while a result waits: the consumer thread can wait for the
+    fetch and for the writer at once (``multiprocessing.connection.wait`` takes it).
+
+    Never blocks: a full pipe already says "readable".
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def set(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._write, b"\0")
+
+    def clear(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._read, 4096):
+                pass
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class BackgroundWriter:
     """A thread that runs :meth:`BatchWriter.write` for submitted batches, in order.
 
     Args:
         writer: the writer to run.
+        wakeup: set whenever a result is ready.
     """
 
-    def __init__(self, writer: BatchWriter):
+    def __init__(self, writer: BatchWriter, wakeup: Wakeup | None = None):
         self.writer = writer
+        self._wakeup = wakeup
         self._jobs: queue.SimpleQueue[tuple[Any, PreparedBatch] | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[WriteResult] = queue.SimpleQueue()
         self._outstanding = 0
@@ -59,6 +93,8 @@ class BackgroundWriter:
     def results(self, wait_s: float = 0.0) -> list[WriteResult]:
         """Results ready now; waits up to ``wait_s`` for the first when none is ready."""
         out: list[WriteResult] = []
+        if self._wakeup is not None:
+            self._wakeup.clear()  # before taking: a result put after this sets it again
         try:
             if wait_s > 0 and self._outstanding:
                 out.append(self._results.get(timeout=wait_s))
@@ -107,5 +143,7 @@ class BackgroundWriter:
                     outcome = PartitionFenced(f"partition {prepared.batch.partition} claimed "
                                               "by another consumer")  # fmt: skip
                 self._results.put(WriteResult(owner, prepared, outcome))
+            if self._wakeup is not None:
+                self._wakeup.set()
             if closing:
                 return

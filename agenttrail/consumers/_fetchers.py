@@ -153,6 +153,8 @@ class FetcherPool:
             frame nothing and ship every record raw.
         client: the children's Kafka client, ``"kafka-python"`` or ``"confluent-kafka"``
             (librdkafka; ``settings`` are translated, see ``_librdkafka``).
+        wakeup: something with a ``fileno()`` that ends ``poll``'s wait when readable
+            (the writer's results), so a stored batch is followed up at once.
 
     ``poll`` returns each partition's records as a :class:`~agenttrail.consumers.
     _framing.ChunkList` (chunks as the children shipped them), which the partition
@@ -167,11 +169,13 @@ class FetcherPool:
         fetchers: int,
         framing: FramingSpec | None = None,
         client: str = "kafka-python",
+        wakeup: Any = None,
     ):
         if fetchers < 1:
             raise ValueError(f"fetchers must be at least 1, got {fetchers}")
         self._settings = dict(settings)
         self.client = client
+        self._wakeup = wakeup
         self._count = fetchers
         self._framing = framing or FramingSpec((), 0, 0)
         self._group = KafkaConsumer(**settings)
@@ -211,11 +215,18 @@ class FetcherPool:
         taken = 0
         while taken < limit:
             live = {c.data: c for c in self._children if c is not None}
-            remaining = max(0.0, deadline - time.monotonic()) if not out else 0.0
-            ready = wait(list(live), timeout=remaining)
-            if not ready:
-                break
+            waiting: list[Any] = list(live)
+            if out:
+                remaining = 0.0  # only what is ready now
+            else:
+                remaining = max(0.0, deadline - time.monotonic())
+                if self._wakeup is not None:
+                    waiting.append(self._wakeup)  # a stored batch ends the wait
+            ready = wait(waiting, timeout=remaining)
+            woken = self._wakeup is not None and self._wakeup in ready
             for conn in ready:
+                if conn is self._wakeup:
+                    continue
                 child = live[conn]  # type: ignore[index]
                 try:
                     message = pickle.loads(child.data.recv_bytes())
@@ -224,6 +235,8 @@ class FetcherPool:
                     continue
                 child.heard_at = time.monotonic()
                 taken += self._take(message, out)
+            if not ready or woken:
+                break
         return out
 
     def seek(self, tp: TopicPartition, offset: int) -> None:

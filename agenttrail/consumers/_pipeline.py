@@ -33,7 +33,7 @@ from kafka import errors as kafka_errors
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from agenttrail.consumers._background import BackgroundWriter
+from agenttrail.consumers._background import BackgroundWriter, Wakeup
 from agenttrail.consumers._backoff import Backoff
 from agenttrail.consumers._batch import PartitionBuffer
 from agenttrail.consumers._chain import (
@@ -150,6 +150,8 @@ class IngestPipeline:
         # When the client last lost its partitions without getting an assignment since.
         self._unassigned_since: float | None = None
         self._framing_spec: FramingSpec | None = None
+        # Readable while the writer has a result: ends a fetcher pool's wait for records.
+        self._wakeup: Wakeup | None = None
 
     def kafka_settings(self) -> dict[str, Any]:
         """The KafkaConsumer settings used: agenttrail's defaults, then ``kafka_options``."""
@@ -185,10 +187,15 @@ class IngestPipeline:
             BrokerRefused: the broker refused the running consumer for good (e.g. its
                 authorization was revoked); what was stored is committed first.
         """
-        consumer = self._open_consumer()
+        self._wakeup = wakeup = Wakeup()
+        try:
+            consumer = self._open_consumer()
+        except BaseException:
+            wakeup.close()
+            raise
         log.info("consuming %s as group %s into %s", self.config.topic, self.config.group,
                  self.store.location)  # fmt: skip
-        self._background = BackgroundWriter(self.writer)
+        self._background = BackgroundWriter(self.writer, wakeup)
         self._committing = CommitStep(self._commit, self.stats, self._lag)
         self._inserting = InsertStep(
             self._background, self._backoff, self.stats, self._fence, self._committing
@@ -207,6 +214,7 @@ class IngestPipeline:
         finally:
             self._background.close()
             self._probe.close()
+            wakeup.close()
             self._consumer = None
             try:
                 consumer.close(autocommit=False)
@@ -229,6 +237,7 @@ class IngestPipeline:
                     self.config.fetchers,
                     self._framing(),
                     choose(self.config.fetcher_client, self.kafka_settings()),
+                    wakeup=self._wakeup,
                 )
                 if self.config.fetchers
                 else KafkaConsumer(**self.kafka_settings())
@@ -339,6 +348,8 @@ class IngestPipeline:
                 accepted += batching.submit(part, messages)
             except MessageRejected:
                 part.dropped = True
+        # Results first: a partition whose batch was just stored is cut again at once.
+        done += self._progress(wait_s=0.0)
         self._cut(final=False)
         done += self._progress(wait_s=0.0)
         self.stats.set_lag(self._lag())
