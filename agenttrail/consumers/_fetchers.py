@@ -187,6 +187,7 @@ class FetcherPool:
         self._positions: dict[TopicPartition, int | None] = {}
         self._epochs: dict[TopicPartition, int] = {}
         self._highwater: dict[TopicPartition, int] = {}
+        self._held: set[TopicPartition] = set()  # not fetched until their next seek
         self._restarts: deque[float] = deque()
         self._closed = False
         self.restarts = 0
@@ -241,6 +242,22 @@ class FetcherPool:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._position(tp, int(offset))
+
+    def hold(self, tp: TopicPartition) -> None:
+        """Stop fetching ``tp`` until its next seek. The pipeline holds a partition whose
+        buffer is full (it drops what was fetched for it and seeks back on release), so
+        the child does not fetch ahead, over and over, what would only be dropped.
+        Chunks already on their way are dropped here."""
+        if tp not in self._assignment or tp in self._held:
+            return
+        self._held.add(tp)
+        self._epochs[tp] = self._epochs.get(tp, 0) + 1
+        child = self._children[self._share(tp)]
+        if child is not None:
+            try:
+                child.send(("drop", tp.partition))
+            except OSError:
+                self._restart(child, "exited")
 
     def seek_to_beginning(self, *tps: TopicPartition) -> None:
         for tp in tps:
@@ -301,6 +318,7 @@ class FetcherPool:
     def _position(self, tp: TopicPartition, offset: int | None) -> None:
         if tp not in self._assignment:
             return  # not ours (any more): no child fetches it
+        self._held.discard(tp)
         self._positions[tp] = offset
         epoch = self._epochs.get(tp, 0) + 1
         self._epochs[tp] = epoch
@@ -319,6 +337,7 @@ class FetcherPool:
     def _revoked(self, tps: list[TopicPartition]) -> None:
         for tp in tps:
             self._assignment.discard(tp)
+            self._held.discard(tp)
             self._positions.pop(tp, None)
             self._highwater.pop(tp, None)
             # A later chunk of this partition must not pass for a fresh one.
@@ -383,5 +402,5 @@ class FetcherPool:
         replacement = self._spawn(child.index)
         self._children[child.index] = replacement
         for tp in sorted(self._assignment):
-            if self._share(tp) == child.index and tp in self._positions:
+            if self._share(tp) == child.index and tp in self._positions and tp not in self._held:
                 self._position(tp, self._positions[tp])

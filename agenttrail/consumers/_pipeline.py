@@ -340,14 +340,14 @@ class IngestPipeline:
             if part is None or not part.ready:
                 continue  # not ours (any more), or re-read after its position is decided
             if not batching.accepts(part):
-                part.dropped = True  # held: fetched again from its position on release
+                self._hold(consumer, part)  # fetched again from its position on release
                 continue
             if not self._contiguous(consumer, part, messages):
                 continue
             try:
                 accepted += batching.submit(part, messages)
             except MessageRejected:
-                part.dropped = True
+                self._hold(consumer, part)
         # Results first: a partition whose batch was just stored is cut again at once.
         done += self._progress(wait_s=0.0)
         self._cut(final=False)
@@ -429,6 +429,14 @@ class IngestPipeline:
         part.gap = (expected, first)
         consumer.seek(part.tp, expected)
         return False
+
+    def _hold(self, consumer: KafkaConsumer, part: Partition) -> None:
+        """Drop what was fetched for a partition the chain refuses; :meth:`_release`
+        seeks it back. Fetcher processes also stop fetching it until then (the consumer
+        in this process cannot be paused safely, see the module)."""
+        part.dropped = True
+        if isinstance(consumer, FetcherPool):
+            consumer.hold(part.tp)
 
     def _release(self, consumer: KafkaConsumer) -> None:
         """Seek partitions the batch step takes again back to the first offset dropped."""
