@@ -278,6 +278,13 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+# Varints by table: a number below 2**14 is looked up whole; a larger one is its low 14
+# bits (two bytes with the continuation bit) followed by the varint of the rest, which
+# changes only every 2**14 offsets and is kept from the previous record.
+_SHORT = [_varint(n) for n in range(1 << 14)]
+_LOW = [bytes(((n & 0x7F) | 0x80, (n >> 7) | 0x80)) for n in range(1 << 14)]
+
+
 def pack(
     partition: int, records: list[Fields], kinds: dict[bytes, int], limit: int, nonce: int
 ) -> tuple[Any, ...]:
@@ -289,45 +296,57 @@ def pack(
     zigzag(nonce + offset)``; any other is shipped as it came.
     """
     from array import array
+    from itertools import accumulate
 
-    offsets = array("q")
-    stamps = array("q")
-    keys = bytearray()
+    offsets = array("q", [r[0] for r in records])
+    stamps = array("q", [-1 if r[1] is None else r[1] for r in records])
+    key_none = bytes([r[2] is None for r in records])
+    key_list = [r[2] or b"" for r in records]
+    keys = b"".join(key_list)
     key_cum = array("q", [0])
-    key_none = bytearray()
+    key_cum.extend(accumulate(map(len, key_list)))
     cum = array("q", [0])
+    cum.extend(accumulate([0 if r[3] is None else len(r[3]) for r in records]))
     kind_of = bytearray()
     slabs = [bytearray() for _ in kinds]
     ends = [array("q") for _ in kinds]
     raw: list[bytes | None] = []
     head = _varint(partition << 1)
-    size = 0
-    for offset, stamp, key, value in records:
-        offsets.append(offset)
-        stamps.append(stamp if stamp is not None else -1)
-        if key is None:
-            key_none.append(1)
-        else:
-            key_none.append(0)
-            keys += key
-        key_cum.append(len(keys))
-        n = len(value) if value is not None else 0
-        size += n
-        cum.append(size)
-        kind = kinds.get(value[:5]) if value is not None and 5 <= n <= limit else None
+    short, low, varint = _SHORT, _LOW, _varint
+    offset_hi = nonce_hi = -1
+    offset_rest = nonce_rest = b""
+    get_kind, add_kind, add_raw = kinds.get, kind_of.append, raw.append
+    for offset, _, _, value in records:
+        kind = get_kind(value[:5]) if value is not None and 5 <= len(value) <= limit else None
         if kind is None or value is None:
-            kind_of.append(_RAW)
-            raw.append(value)
+            add_kind(_RAW)
+            add_raw(value)
             continue
+        z = offset << 1
+        if z < 0x4000:
+            zo = short[z]
+        else:
+            if z >> 14 != offset_hi:
+                offset_hi = z >> 14
+                offset_rest = varint(offset_hi)
+            zo = low[z & 0x3FFF] + offset_rest
+        z = (nonce + offset) << 1
+        if z < 0x4000:
+            zn = short[z]
+        else:
+            if z >> 14 != nonce_hi:
+                nonce_hi = z >> 14
+                nonce_rest = varint(nonce_hi)
+            zn = low[z & 0x3FFF] + nonce_rest
         slab = slabs[kind]
         slab += head
-        slab += _varint(offset << 1)
+        slab += zo
         slab += memoryview(value)[5:]
-        slab += _varint((nonce + offset) << 1)
+        slab += zn
         ends[kind].append(len(slab))
-        kind_of.append(kind)
+        add_kind(kind)
     return (
-        offsets.tobytes(), stamps.tobytes(), bytes(keys), key_cum.tobytes(), bytes(key_none),
+        offsets.tobytes(), stamps.tobytes(), keys, key_cum.tobytes(), key_none,
         cum.tobytes(), bytes(kind_of), [bytes(s) for s in slabs], [e.tobytes() for e in ends],
         raw,
     )  # fmt: skip

@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 import agenttrail.consumers._avro as _avro
 import agenttrail.consumers._fetch_child as fetch_child_module
 from agenttrail.consumers import Batch, PartitionBuffer, StoreDecoder
-from agenttrail.consumers._framing import Chunk, ChunkList, FetchedRecord, first_offset, spec_for
+from agenttrail.consumers._framing import (
+    Chunk,
+    ChunkList,
+    FetchedRecord,
+    first_offset,
+    frame_row,
+    spec_for,
+)
 from agenttrail.consumers.testing import sample_record, sealed
 from agenttrail.events import EventCodec, default_registry, seal
 
@@ -220,3 +227,37 @@ def test_an_unframed_chunk_gives_back_every_record_as_it_came() -> None:
     (chunk,) = chunks
     assert not chunk.framed
     assert as_tuples(chunk.records(0, len(chunk))) == [tuple(r) for r in recs]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    partition=st.integers(0, 2**31 - 1),
+    first=st.one_of(
+        st.integers(0, 2**20),
+        st.integers(2**13 - 40, 2**14 + 40),
+        st.integers(2**62 - 10**6, 2**62),
+    ),
+    steps=st.lists(st.sampled_from([1, 1, 1, 2, 8191, 8192, 8193]), min_size=1, max_size=40),
+    nonce=st.one_of(st.integers(0, 2**14), st.integers(0, 2**56 - 1)),
+    bodies=st.lists(st.binary(max_size=20), min_size=1, max_size=5),
+)
+def test_every_framed_row_is_the_store_row_of_its_message_at_any_offset_and_nonce(
+    partition: int, first: int, steps: list[int], nonce: int, bodies: list[bytes]
+) -> None:
+    # Offsets and nonces across the 7-bit groups where the table-driven varints switch
+    # from one lookup to a low part and a kept high part.
+    spec = spec_for(decoder().store_encoders, LIMIT)._replace(nonce=nonce)
+    header = b"\x00" + spec.schema_ids[0].to_bytes(4, "big")
+    offsets, offset = [], first
+    for step in steps:
+        offsets.append(offset)
+        offset += step
+    values = [header + bodies[n % len(bodies)] for n in range(len(offsets))]
+    kinds = {header: 0}
+    fields = [(o, 0, None, v) for o, v in zip(offsets, values, strict=True)]
+    wire = pack(partition, fields, kinds, LIMIT, nonce)
+    chunk = Chunk(partition, wire, spec)
+    for n, (o, v) in enumerate(zip(offsets, values, strict=True)):
+        count, row = chunk.rows(0, n, n + 1)
+        assert count == 1 and bytes(row) == frame_row(partition, o, v, nonce)
+        assert chunk.records(n, n + 1)[0].value == v
