@@ -193,12 +193,11 @@ class _NativeFetch:
     GATHER_S = 0.05
 
     def __init__(self, topic: str, settings: dict[str, Any]):
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         self.topic = topic
         self._tp = TopicPartition
         self._beginning = OFFSET_BEGINNING
-        self._partition_eof = KafkaError._PARTITION_EOF
         # Creating it connects to nothing; a bad setting was refused by the parent first.
         self.consumer = Consumer(settings)
         self._assigned: set[int] = set()
