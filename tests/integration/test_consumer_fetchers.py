@@ -376,3 +376,21 @@ def test_a_partition_held_by_backpressure_is_not_fetched_ahead_again_and_again(
     # again, but a held partition is not streamed past the consumer over and over
     # (kafka-python children shipped about 5 times the topic before holds stopped them).
     assert delivered[0] <= 3 * produced.messages, (delivered[0], produced.messages)
+
+
+def test_consume_asked_for_librdkafka_with_a_setting_it_cannot_carry_exits_2_naming_it(
+    broker: EmbeddedBroker, topic: str, unique_group: str, store_dir: Path
+) -> None:
+    import json
+    import subprocess
+
+    options = {**INGEST_KAFKA_OPTIONS, "sasl_kerberos_service_name": "kafka"}
+    env = dict(os.environ, AGENTTRAIL_KAFKA_OPTIONS=json.dumps(options))
+    done = subprocess.run(
+        [sys.executable, "-c", "from agenttrail.cli import main; main()", "consume",
+         "--bootstrap", broker.bootstrap, "--topic", topic, "--group", unique_group,
+         "--data", str(store_dir), "--fetchers", "1", "--fetcher-client", "confluent-kafka"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "sasl_kerberos_service_name" in done.stderr and "kafka-python" in done.stderr
