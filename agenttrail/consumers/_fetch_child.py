@@ -32,6 +32,7 @@ import pickle
 import signal
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -86,7 +87,6 @@ def _run(commands: Connection, data: Connection, parent: int) -> None:
     alive_at = 0.0
     try:
         while True:
-            changed = False
             # Idle children wait on the command pipe; busy ones only look at it.
             while commands.poll(0 if epochs else 0.2):
                 command = commands.recv()
@@ -94,13 +94,10 @@ def _run(commands: Connection, data: Connection, parent: int) -> None:
                     return
                 if command[0] == "seek":
                     _, partition, offset, epoch = command
-                    fetch.position(partition, offset, new=partition not in epochs)
+                    fetch.position(partition, offset)
                     epochs[partition] = epoch
                 elif command[0] == "drop" and epochs.pop(command[1], None) is not None:
                     fetch.drop(command[1])
-                    changed = True
-            if changed:
-                fetch.assigned(sorted(epochs))
             now = time.monotonic()
             if now - alive_at >= _ALIVE_EVERY_S:
                 if os.getppid() != parent:
@@ -149,21 +146,18 @@ class _PythonFetch:
             raise _BrokerDown from exc
         self._fields = operator.attrgetter("offset", "timestamp", "key", "value")
 
-    def position(self, partition: int, offset: int | None, new: bool) -> None:
+    def position(self, partition: int, offset: int | None) -> None:
         tp = self._tp(self.topic, partition)
-        if new:
-            assigned = {p.partition for p in self.consumer.assignment()} | {partition}
-            self.assigned(sorted(assigned))
+        if tp not in self.consumer.assignment():
+            self.consumer.assign(sorted(self.consumer.assignment() | {tp}))
         if offset is None:
             self.consumer.seek_to_beginning(tp)
         else:
             self.consumer.seek(tp, offset)
 
     def drop(self, partition: int) -> None:
-        """Nothing to do before :meth:`assigned` names the partitions left."""
-
-    def assigned(self, partitions: list[int]) -> None:
-        self.consumer.assign([self._tp(self.topic, p) for p in partitions])
+        tp = self._tp(self.topic, partition)
+        self.consumer.assign(sorted(self.consumer.assignment() - {tp}))
 
     def highwater(self, partition: int) -> int | None:
         mark: int | None = self.consumer.highwater(self._tp(self.topic, partition))
@@ -205,7 +199,7 @@ class _NativeFetch:
         # fetched before the last seek (belt and braces: librdkafka drops those itself).
         self._next: dict[int, int] = {}
 
-    def position(self, partition: int, offset: int | None, new: bool) -> None:
+    def position(self, partition: int, offset: int | None) -> None:
         if partition in self._assigned:
             self.consumer.incremental_unassign([self._tp(self.topic, partition)])
         start = self._beginning if offset is None else offset
@@ -221,9 +215,6 @@ class _NativeFetch:
             self.consumer.incremental_unassign([self._tp(self.topic, partition)])
             self._assigned.discard(partition)
             self._next.pop(partition, None)
-
-    def assigned(self, partitions: list[int]) -> None:
-        """Partitions are added and removed one by one (:meth:`position`, :meth:`drop`)."""
 
     def highwater(self, partition: int) -> int | None:
         _, high = self.consumer.get_watermark_offsets(self._tp(self.topic, partition), cached=True)
@@ -277,11 +268,28 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-# Varints by table: a number below 2**14 is looked up whole; a larger one is its low 14
-# bits (two bytes with the continuation bit) followed by the varint of the rest, which
-# changes only every 2**14 offsets and is kept from the previous record.
 _SHORT = [_varint(n) for n in range(1 << 14)]
 _LOW = [bytes(((n & 0x7F) | 0x80, (n >> 7) | 0x80)) for n in range(1 << 14)]
+
+
+def _zigzags() -> Callable[[int], bytes]:
+    """``zigzag`` for a rising series of non-negative numbers (offsets, nonce + offset),
+    by table: below 2**13 one lookup; above, the low 14 bits of the zigzag (two bytes with
+    the continuation bit) and the varint of the rest, which changes only every 2**13
+    numbers and is kept from the call before."""
+    kept_hi, kept = -1, b""
+
+    def zigzag(n: int) -> bytes:
+        nonlocal kept_hi, kept
+        z = n << 1
+        if z < 0x4000:
+            return _SHORT[z]
+        if z >> 14 != kept_hi:
+            kept_hi = z >> 14
+            kept = _varint(kept_hi)
+        return _LOW[z & 0x3FFF] + kept
+
+    return zigzag
 
 
 def pack(
@@ -311,9 +319,7 @@ def pack(
     ends = [array("q") for _ in kinds]
     raw: list[bytes | None] = []
     head = _varint(partition << 1)
-    short, low, varint = _SHORT, _LOW, _varint
-    offset_hi = nonce_hi = -1
-    offset_rest = nonce_rest = b""
+    offset_zigzag, nonce_zigzag = _zigzags(), _zigzags()
     get_kind, add_kind, add_raw = kinds.get, kind_of.append, raw.append
     for offset, _, _, value in records:
         kind = get_kind(value[:5]) if value is not None and 5 <= len(value) <= limit else None
@@ -321,27 +327,11 @@ def pack(
             add_kind(_RAW)
             add_raw(value)
             continue
-        z = offset << 1
-        if z < 0x4000:
-            zo = short[z]
-        else:
-            if z >> 14 != offset_hi:
-                offset_hi = z >> 14
-                offset_rest = varint(offset_hi)
-            zo = low[z & 0x3FFF] + offset_rest
-        z = (nonce + offset) << 1
-        if z < 0x4000:
-            zn = short[z]
-        else:
-            if z >> 14 != nonce_hi:
-                nonce_hi = z >> 14
-                nonce_rest = varint(nonce_hi)
-            zn = low[z & 0x3FFF] + nonce_rest
         slab = slabs[kind]
         slab += head
-        slab += zo
+        slab += offset_zigzag(offset)
         slab += memoryview(value)[5:]
-        slab += zn
+        slab += nonce_zigzag(nonce + offset)
         ends[kind].append(len(slab))
         add_kind(kind)
     return (

@@ -252,12 +252,7 @@ class FetcherPool:
             return
         self._held.add(tp)
         self._epochs[tp] = self._epochs.get(tp, 0) + 1
-        child = self._children[self._share(tp)]
-        if child is not None:
-            try:
-                child.send(("drop", tp.partition))
-            except OSError:
-                self._restart(child, "exited")
+        self._tell(tp, ("drop", tp.partition))
 
     def seek_to_beginning(self, *tps: TopicPartition) -> None:
         for tp in tps:
@@ -322,10 +317,14 @@ class FetcherPool:
         self._positions[tp] = offset
         epoch = self._epochs.get(tp, 0) + 1
         self._epochs[tp] = epoch
+        self._tell(tp, ("seek", tp.partition, offset, epoch))
+
+    def _tell(self, tp: TopicPartition, command: tuple[Any, ...]) -> None:
+        """Send a command to the child fetching ``tp``; one that is gone is restarted."""
         child = self._children[self._share(tp)]
         if child is not None:
             try:
-                child.send(("seek", tp.partition, offset, epoch))
+                child.send(command)
             except OSError:
                 self._restart(child, "exited")
 

@@ -9,12 +9,12 @@ setting decided it, and ``"confluent-kafka"`` refuses to start and names it.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
 from agenttrail.consumers._errors import ConsumerError
+from agenttrail.events._clients import confluent_kafka_available
 
 log = logging.getLogger("agenttrail.consumers")
 
@@ -114,10 +114,6 @@ def librdkafka_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def confluent_kafka_installed() -> bool:
-    return importlib.util.find_spec("confluent_kafka") is not None
-
-
 def choose(requested: FetcherClient, settings: dict[str, Any]) -> str:
     """The client the fetcher children use.
 
@@ -130,7 +126,7 @@ def choose(requested: FetcherClient, settings: dict[str, Any]) -> str:
     """
     if requested == "kafka-python":
         return requested
-    if not confluent_kafka_installed():
+    if not confluent_kafka_available():
         if requested == "confluent-kafka":
             raise FetcherClientUnusable(
                 "fetcher_client='confluent-kafka' needs the confluent-kafka package: "

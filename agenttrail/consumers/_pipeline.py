@@ -228,19 +228,20 @@ class IngestPipeline:
         Raises:
             BrokerUnavailable: the broker is unreachable, or refused the consumer.
         """
+        settings = self.kafka_settings()
         try:
             # In this process, or a group member whose partitions are fetched by
             # ``config.fetchers`` child processes (``_fetchers``).
             consumer: KafkaConsumer = (
                 FetcherPool(
-                    self.kafka_settings(),
+                    settings,
                     self.config.fetchers,
                     self._framing(),
-                    choose(self.config.fetcher_client, self.kafka_settings()),
+                    choose(self.config.fetcher_client, settings),
                     wakeup=self._wakeup,
                 )
                 if self.config.fetchers
-                else KafkaConsumer(**self.kafka_settings())
+                else KafkaConsumer(**settings)
             )
             consumer.subscribe([self.config.topic], listener=_Listener(self._events))
         except KafkaError as exc:

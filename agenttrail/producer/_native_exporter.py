@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any
 
 from agenttrail.events import EVENTS_TOPIC
+from agenttrail.events._clients import confluent_kafka_available
 from agenttrail.producer._exporter import (
     AckCallback,
     ExporterUnavailable,
@@ -44,15 +45,6 @@ POLL_S = 0.05
 
 class NativeClientMissing(ImportError):
     """``kafka_client="confluent-kafka"`` was asked for without the package installed."""
-
-
-def confluent_kafka_available() -> bool:
-    """True when confluent-kafka (librdkafka) can be imported."""
-    try:
-        import confluent_kafka  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class DeliveryFailed(Exception):

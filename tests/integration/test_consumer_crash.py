@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agenttrail.embedded import EmbeddedBroker
 from agenttrail.store import open_store
 from tests.deadline import wait_until
@@ -60,11 +62,24 @@ class ConsumerProcess:
         return self.proc.stderr.read()
 
 
+@pytest.mark.parametrize("cut", ["by_size", "when_idle"])
 def test_killed_consumer_restarted_loses_nothing_and_stores_nothing_twice(
-    broker: EmbeddedBroker, topic: str, unique_group: str, store_dir: Path
+    broker: EmbeddedBroker,
+    topic: str,
+    unique_group: str,
+    store_dir: Path,
+    cut: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # when_idle: batch_size and batch_ms are out of reach, so every batch is one the idle
+    # writer took (min_batch_size) and ends wherever the fetch happened to stand; the
+    # ledger's recorded ranges are all the redo has to go by.
+    extra: tuple[str, ...] = ()
+    if cut == "when_idle":
+        monkeypatch.setenv("AGENTTRAIL_MIN_BATCH_SIZE", "3")
+        extra = ("--batch-size", "100000", "--batch-ms", "600000")
     produced = produce(broker.bootstrap, topic, make_events(tasks=24, per_task=25, prefix="a"))
-    first = ConsumerProcess(broker.bootstrap, topic, unique_group, store_dir)
+    first = ConsumerProcess(broker.bootstrap, topic, unique_group, store_dir, *extra)
     wait_until(
         lambda: first.last().get("events_total", 0) >= 150,
         timeout=60,
@@ -80,7 +95,7 @@ def test_killed_consumer_restarted_loses_nothing_and_stores_nothing_twice(
     sender.join(timeout=60)
     total = produced.messages + more.messages
 
-    second = ConsumerProcess(broker.bootstrap, topic, unique_group, store_dir)
+    second = ConsumerProcess(broker.bootstrap, topic, unique_group, store_dir, *extra)
 
     def caught_up() -> bool:
         s = second.last()

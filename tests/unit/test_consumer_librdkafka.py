@@ -77,7 +77,7 @@ def test_a_configuration_librdkafka_refuses_is_an_error_when_asked_for_a_fallbac
 def test_without_confluent_kafka_auto_uses_kafka_python_and_asking_for_it_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(lib, "confluent_kafka_installed", lambda: False)
+    monkeypatch.setattr(lib, "confluent_kafka_available", lambda: False)
     plain = {"bootstrap_servers": ["127.0.0.1:1"]}
     assert choose("auto", plain) == "kafka-python"
     with pytest.raises(FetcherClientUnusable, match=r"agenttrail\[native\]"):
