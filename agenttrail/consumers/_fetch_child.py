@@ -10,14 +10,17 @@ each shipped chunk names the epoch it was fetched under, so the parent can drop 
 fetched before a later seek.
 
 Wire: two pipes of :class:`multiprocessing.connection.Connection` frames (pickle).
-Parent → child: ``("start", topic, settings, framing, client)`` first (``framing`` is
-``(schema_ids, max_payload_bytes, nonce)``, see ``_framing``; ``client`` is
-``"kafka-python"`` or ``"confluent-kafka"``, and ``settings`` are that client's), then
+Parent → child: ``("start", topic, settings, framing, client, log_level)`` first
+(``framing`` is ``(schema_ids, max_payload_bytes, nonce)``, see ``_framing``; ``client``
+is ``"kafka-python"`` or ``"confluent-kafka"``, and ``settings`` are that client's), then
 ``("seek", partition, offset or None for the beginning, epoch)``, ``("drop", partition)``,
 ``("stop",)``.
 Child → parent: ``("chunk", partition, epoch, highwater, wire)`` with ``wire`` as
 :func:`pack` makes it (one per partition per fetch: arrays and blobs, framed rows, not
-one object per record) and, about every second, ``("alive", {partition: highwater})``.
+one object per record), about every second, ``("alive", {partition: highwater})``, and
+``("log", level, logger name, message)`` for each log record at ``log_level`` or above
+(the Kafka client's and librdkafka's own), which the parent logs as its own: a child
+writes nothing to the terminal itself.
 
 The child exits when its parent goes away (end of the command pipe, a parent process
 that changed, or ``PR_SET_PDEATHSIG`` on Linux), so a SIGKILLed consumer leaves none.
@@ -26,6 +29,7 @@ that changed, or ``PR_SET_PDEATHSIG`` on Linux), so a SIGKILLed consumer leaves 
 from __future__ import annotations
 
 import contextlib
+import logging
 import operator
 import os
 import pickle
@@ -64,9 +68,60 @@ def main(command_fd: int, data_fd: int) -> None:
         return  # the parent is gone
 
 
+class _PipeLog(logging.Handler):
+    """Ships the child's log records to the parent over the data pipe.
+
+    A record identical to one shipped less than :attr:`REPEAT_S` ago (a client retrying
+    a broker that is down logs the same line many times a second) is counted instead;
+    the next one shipped after that says how many were left out.
+    """
+
+    REPEAT_S = 30.0
+
+    def __init__(self, data: Connection):
+        super().__init__()
+        self._data = data
+        self._shipped: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
+            key = (record.name, record.levelno, message)
+            now = time.monotonic()
+            shipped_at, left_out = self._shipped.get(key, (-self.REPEAT_S, 0))
+            if now - shipped_at < self.REPEAT_S:
+                self._shipped[key] = (shipped_at, left_out + 1)
+                return
+            if len(self._shipped) > 1000:
+                self._shipped.clear()
+            self._shipped[key] = (now, 0)
+            if left_out:
+                message += f" (and {left_out} more like it in the last {now - shipped_at:.0f} s)"
+            wire = pickle.dumps(
+                ("log", record.levelno, record.name, message), protocol=pickle.HIGHEST_PROTOCOL
+            )
+            self._data.send_bytes(wire)
+        except (OSError, EOFError):
+            pass  # the parent is gone; the main loop notices and ends
+        except Exception:  # a record that cannot be formatted: say so, as logging does
+            self.handleError(record)
+
+
+def _route_logs(data: Connection, level: int) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_PipeLog(data))
+    root.setLevel(level)
+    logging.lastResort = None
+
+
 def _run(commands: Connection, data: Connection, parent: int) -> None:
-    kind, topic, settings, framing, client = commands.recv()
+    kind, topic, settings, framing, client, log_level = commands.recv()
     assert kind == "start", kind
+    _route_logs(data, log_level)
     schema_ids, limit, nonce = framing
     kinds = {b"\x00" + sid.to_bytes(4, "big"): k for k, sid in enumerate(schema_ids)}
     fetch: _PythonFetch | _NativeFetch | None = None
@@ -193,7 +248,8 @@ class _NativeFetch:
         self._tp = TopicPartition
         self._beginning = OFFSET_BEGINNING
         # Creating it connects to nothing; a bad setting was refused by the parent first.
-        self.consumer = Consumer(settings)
+        # Its log lines go through Python logging (served by consume()), to the parent.
+        self.consumer = Consumer(settings, logger=logging.getLogger("librdkafka"))
         self._assigned: set[int] = set()
         # The next offset a fetch may return per partition: a record below it was
         # fetched before the last seek (belt and braces: librdkafka drops those itself).

@@ -65,6 +65,14 @@ class FetcherFailed(ConsumerError):
     """A fetcher child process keeps dying; the consumer stops rather than stall."""
 
 
+def _relay(child: _Child, level: int, name: str, message: str) -> None:
+    """Log a fetcher child's log record here, under its own logger name."""
+    logger = logging.getLogger(
+        name if name.startswith("agenttrail") else f"{log.name}.fetcher.{name}"
+    )
+    logger.log(level, "fetcher %d (pid %d): %s", child.index, child.process.pid, message)
+
+
 class _Child:
     """One fetcher process and its two pipes."""
 
@@ -92,7 +100,10 @@ class _Child:
         self.commands = Connection(cmd_write, readable=False)
         self.data = Connection(data_read, writable=False)
         self.heard_at = time.monotonic()
-        self.send(("start", topic, settings, tuple(framing or FramingSpec((), 0, 0)), client))
+        # The child ships its log records at the level this process would log them.
+        level = logging.getLogger("agenttrail.consumers").getEffectiveLevel()
+        framed = tuple(framing or FramingSpec((), 0, 0))
+        self.send(("start", topic, settings, framed, client, level))
 
     def send(self, command: tuple[Any, ...]) -> None:
         self.commands.send_bytes(pickle.dumps(command, protocol=pickle.HIGHEST_PROTOCOL))
@@ -235,6 +246,9 @@ class FetcherPool:
                     self._restart(child, "exited")
                     continue
                 child.heard_at = time.monotonic()
+                if message[0] == "log":
+                    _relay(child, *message[1:])
+                    continue
                 taken += self._take(message, out)
             if not ready or woken:
                 break

@@ -5,12 +5,14 @@ counted from what the test produced (event ids, partition and offset)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -268,13 +270,49 @@ def test_a_fetcher_started_while_the_broker_is_down_waits_for_it_instead_of_dyin
         deadline = time.monotonic() + 60
         while heard < 3 and time.monotonic() < deadline:
             if child.data.poll(1.0):
-                assert pickle.loads(child.data.recv_bytes())[0] == "alive"
-                heard += 1
+                kind = pickle.loads(child.data.recv_bytes())[0]
+                assert kind in ("alive", "log"), kind
+                heard += kind == "alive"
             assert child.process.poll() is None, "the fetcher died while the broker was down"
         assert heard >= 3
     finally:
         child.stop()
     assert child.process.returncode is not None
+
+
+def test_a_fetchers_log_lines_reach_the_consumers_logging_not_the_terminal(
+    fetcher_client: str, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from agenttrail.consumers._fetchers import _Child, _relay
+
+    settings = _child_settings(f"127.0.0.1:{restartable_port()}", fetcher_client)
+    child = _Child(0, "events", settings, client=fetcher_client)
+    logs: list[tuple[int, str, str]] = []
+    try:
+        child.send(("seek", 0, 0, 1))  # librdkafka connects once it has a partition
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            if child.data.poll(0.5):
+                message = pickle.loads(child.data.recv_bytes())
+                if message[0] == "log":
+                    logs.append(message[1:])
+    finally:
+        child.stop()
+    # The client's complaint about the broker that is down, as a record of its level.
+    refused = [m for m in logs if m[0] >= logging.WARNING and "refused" in m[2].lower()]
+    assert refused, f"no connection error among the child's log records: {logs!r:.500}"
+    # A broker retried many times a second is not a line per retry.
+    assert max(Counter(logs).values()) == 1
+    assert len(logs) < 60, f"{len(logs)} log records in 8 s"
+    with caplog.at_level(logging.DEBUG, logger="agenttrail.consumers"):
+        _relay(child, *refused[0])
+    record = caplog.records[-1]
+    assert record.name.startswith("agenttrail.consumers.fetcher.")
+    assert record.levelno == refused[0][0]
+    assert record.getMessage().startswith(f"fetcher 0 (pid {child.process.pid}): ")
+    # Nothing the child or its client wrote went to the terminal directly.
+    err = capfd.readouterr().err
+    assert "refused" not in err.lower() and "ECONNREFUSED" not in err, err[:500]
 
 
 def _chunks(child: Any, until: Callable[[list[tuple[int, list[int]]]], bool]) -> list[Any]:
