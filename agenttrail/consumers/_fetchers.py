@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from agenttrail.consumers._errors import ConsumerError
 from agenttrail.consumers._framing import Chunk, ChunkList, FramingSpec
@@ -199,6 +200,7 @@ class FetcherPool:
         self._epochs: dict[TopicPartition, int] = {}
         self._highwater: dict[TopicPartition, int] = {}
         self._held: set[TopicPartition] = set()  # not fetched until their next seek
+        self._held_marks_at = 0.0
         self._restarts: deque[float] = deque()
         self._closed = False
         self.restarts = 0
@@ -222,6 +224,7 @@ class FetcherPool:
         deadline = time.monotonic() + timeout_ms / 1000
         self._group.poll(timeout_ms=0 if self._assignment else timeout_ms)
         self._watch()
+        self._mark_held()
         limit = max_records or 1 << 62
         out: dict[Any, ChunkList] = {}
         taken = 0
@@ -256,6 +259,35 @@ class FetcherPool:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._position(tp, int(offset))
+
+    HELD_MARKS_EVERY_S = 1.0
+    """How often the end offsets of held partitions are asked for (see :meth:`_mark_held`)."""
+    HELD_MARKS_TIMEOUT_MS = 500
+
+    def _mark_held(self) -> None:
+        """Keep the highwater marks of held partitions current: no child fetches them,
+        so none reports their mark, and the lag would count nothing produced since the
+        hold, understating the backlog exactly while it grows. Asked of the broker about
+        once a second, bounded by :data:`HELD_MARKS_TIMEOUT_MS`; a broker that does not
+        answer leaves the last mark and is asked again 10 s later. The embedded broker
+        answers with its last record batch's first offset + 1, short of the end when
+        that batch holds several records; a mark is only ever raised, so the lag there
+        counts at least what was known at the hold, and most of what came after."""
+        now = time.monotonic()
+        if not self._held or now < self._held_marks_at:
+            return
+        self._held_marks_at = now + self.HELD_MARKS_EVERY_S
+        try:
+            marks = self._group.end_offsets(
+                sorted(self._held), timeout_ms=self.HELD_MARKS_TIMEOUT_MS
+            )
+        except KafkaError as exc:
+            self._held_marks_at = now + 10 * self.HELD_MARKS_EVERY_S
+            log.debug("end offsets of held partitions not known (%s); lag uses older marks", exc)
+            return
+        for tp, mark in marks.items():
+            if tp in self._held and mark is not None:
+                self._highwater[tp] = max(int(mark), self._highwater.get(tp, 0))
 
     def hold(self, tp: TopicPartition) -> None:
         """Stop fetching ``tp`` until its next seek. The pipeline holds a partition whose

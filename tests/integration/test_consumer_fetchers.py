@@ -416,6 +416,71 @@ def test_a_partition_held_by_backpressure_is_not_fetched_ahead_again_and_again(
     assert delivered[0] <= 3 * produced.messages, (delivered[0], produced.messages)
 
 
+def _produce_one_by_one(bootstrap: str, topic: str, events: list[Any], produced: Produced) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for task_id, record, payload in events:
+            producer.send(topic, key=task_id.encode(), value=payload).get(timeout=30)
+            produced.event_ids.setdefault(record["event_type"], set()).add(str(record["event_id"]))
+            produced.hashes[str(record["event_id"])] = record["hash"]
+            produced.messages += 1
+    finally:
+        producer.close()
+
+
+def test_the_lag_of_a_held_partition_counts_what_was_produced_while_it_was_held(
+    broker: EmbeddedBroker,
+    topic: str,
+    unique_group: str,
+    fetcher_client: str,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agenttrail.consumers import BatchWriter
+
+    # The store takes nothing until released: every partition fills its buffer and is
+    # held, and no child fetches it any more.
+    release = threading.Event()
+    write_many = BatchWriter.write_many
+
+    def blocked(self: BatchWriter, batches: Any) -> Any:
+        release.wait(120)
+        return write_many(self, batches)
+
+    monkeypatch.setattr(BatchWriter, "write_many", blocked)
+    produced = produce(broker.bootstrap, topic, make_events(12, 20, prefix="h"))
+    cfg = config(broker.bootstrap, topic, unique_group, fetchers=1, batch_size=20,
+                 max_buffered_batches=1, fetcher_client=fetcher_client)  # fmt: skip
+    with pipeline(cfg, store) as p:
+        try:
+            pool = pool_of(p)
+            wait_until(lambda: p.stats.snapshot().lag == produced.messages, timeout=60,
+                       what="the first events fetched and buffered")  # fmt: skip
+            # More than the buffers take: every partition is refused and held.
+            produce(broker.bootstrap, topic, make_events(12, 20, prefix="i"), produced)
+            wait_until(lambda: len(pool._held) == BROKER_PARTITIONS, timeout=60,
+                       what="every partition held")  # fmt: skip
+            wait_until(lambda: p.stats.snapshot().lag == produced.messages, timeout=30,
+                       what="a lag of everything produced")  # fmt: skip
+            # Produced while held: no child fetches these partitions now, yet nothing is
+            # stored, so the lag must come to everything produced.
+            # One record per produce request: the embedded broker answers ListOffsets
+            # with the last batch's first offset + 1, so only single-record batches
+            # give the end offset a Kafka broker gives for any batching.
+            _produce_one_by_one(broker.bootstrap, topic, make_events(12, 20, prefix="j"),
+                                produced)  # fmt: skip
+            wait_until(lambda: p.stats.snapshot().lag == produced.messages, timeout=30,
+                       what="a lag counting what was produced while held")  # fmt: skip
+            assert len(pool._held) == BROKER_PARTITIONS
+        finally:
+            release.set()
+        wait_until(lambda: everything_stored(store, produced) and p.stats.snapshot().lag == 0,
+                   timeout=120, what="everything stored once released")  # fmt: skip
+    assert_exactly_once(store, produced)
+
+
 def test_consume_asked_for_librdkafka_with_a_setting_it_cannot_carry_exits_2_naming_it(
     broker: EmbeddedBroker, topic: str, unique_group: str, store_dir: Path
 ) -> None:
