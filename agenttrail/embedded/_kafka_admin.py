@@ -108,6 +108,51 @@ def ensure_topics(
         admin.close()
 
 
+def messages_in_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> int:
+    """The sum of ``topic``'s end offsets: on a topic nothing was ever deleted from, the
+    messages it holds. 0 when the broker or the topic is not there.
+
+    Asked twice: with ListOffsets, then with one fetch per partition from just below
+    that answer, whose response carries the partition's high watermark. The embedded
+    broker answers ListOffsets with its last record batch's first offset + 1, short of
+    the end by the rest of that batch; the fetch gives the end on any broker. The
+    larger of the two counts (within ``timeout``; a partition not answered keeps the
+    first).
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=1024,  # the first batch from there says enough
+        )
+    except KafkaError:
+        return 0
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = {tp: int(end) for tp, end in consumer.end_offsets(tps).items()}
+        asked = [tp for tp in tps if ends.get(tp, 0) > 0]
+        consumer.assign(asked)
+        for tp in asked:
+            consumer.seek(tp, ends[tp] - 1)
+        deadline = time.monotonic() + timeout
+        while asked and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=100)
+            for tp in list(asked):
+                mark = consumer.highwater(tp)
+                if mark is not None:
+                    ends[tp] = max(ends[tp], int(mark))
+                    asked.remove(tp)
+        return sum(ends.values())
+    except KafkaError:
+        return 0
+    finally:
+        consumer.close()
+
+
 def _probe_cluster_id(bootstrap: str, timeout: float) -> str | None:
     """Ask for cluster metadata; return the cluster id, or None if nobody answered."""
     admin = _connect_admin(bootstrap, timeout)

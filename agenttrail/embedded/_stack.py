@@ -24,7 +24,7 @@ from agenttrail.embedded._broker import (
     _port_is_free,
     embedded_consumer_config,
 )
-from agenttrail.embedded._kafka_admin import BrokerError
+from agenttrail.embedded._kafka_admin import BrokerError, messages_in_topic
 from agenttrail.embedded._read_server import ReadServer
 from agenttrail.events import EVENTS_TOPIC
 from agenttrail.store import DEAD_LETTERS_TABLE, FAMILY_TABLES, Store, migrate, open_store
@@ -262,23 +262,9 @@ class LocalStack:
 
     def _messages_in_broker(self) -> int:
         """Sum of the events topic's end offsets: the messages produced this session."""
-        from kafka import KafkaConsumer, TopicPartition
-        from kafka.errors import KafkaError
-
         if self.broker is None:
             return 0
-        try:
-            consumer = KafkaConsumer(bootstrap_servers=self.broker.bootstrap)
-        except KafkaError:
-            return 0
-        try:
-            parts = consumer.partitions_for_topic(EVENTS_TOPIC) or set()
-            ends = consumer.end_offsets([TopicPartition(EVENTS_TOPIC, p) for p in parts])
-            return int(sum(ends.values()))
-        except KafkaError:
-            return 0
-        finally:
-            consumer.close()
+        return messages_in_topic(self.broker.bootstrap, EVENTS_TOPIC)
 
     def stored_counts(self) -> dict[str, int]:
         """Rows per family table and in dead_letters, read from the store itself."""

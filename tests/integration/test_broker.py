@@ -162,6 +162,28 @@ def test_end_offsets_count_every_record_of_a_batch(broker: EmbeddedBroker) -> No
     assert end == 5
 
 
+def test_messages_in_topic_counts_every_record_despite_that(broker: EmbeddedBroker) -> None:
+    from agenttrail.embedded._kafka_admin import messages_in_topic
+
+    topic = f"test-messages-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, client_id="test-create")
+    try:
+        admin.create_topics({topic: {"num_partitions": 3, "replication_factor": 1}})
+    finally:
+        admin.close()
+    assert messages_in_topic(broker.bootstrap, topic) == 0
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=200)
+    try:
+        # Multi-record batches on partitions 0 and 1, a single record on 2.
+        for n in range(1000):
+            producer.send(topic, value=b"x" * 300, partition=n % 2)
+        producer.send(topic, value=b"one", partition=2)
+        producer.flush(timeout=15)
+    finally:
+        producer.close()
+    assert messages_in_topic(broker.bootstrap, topic) == 1001
+
+
 def test_second_broker_on_the_same_port_fails_naming_the_port(broker: EmbeddedBroker) -> None:
     clash = EmbeddedBroker(port=broker.port)
 
