@@ -416,20 +416,6 @@ def test_a_partition_held_by_backpressure_is_not_fetched_ahead_again_and_again(
     assert delivered[0] <= 3 * produced.messages, (delivered[0], produced.messages)
 
 
-def _produce_one_by_one(bootstrap: str, topic: str, events: list[Any], produced: Produced) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    try:
-        for task_id, record, payload in events:
-            producer.send(topic, key=task_id.encode(), value=payload).get(timeout=30)
-            produced.event_ids.setdefault(record["event_type"], set()).add(str(record["event_id"]))
-            produced.hashes[str(record["event_id"])] = record["hash"]
-            produced.messages += 1
-    finally:
-        producer.close()
-
-
 def test_the_lag_of_a_held_partition_counts_what_was_produced_while_it_was_held(
     broker: EmbeddedBroker,
     topic: str,
@@ -469,8 +455,8 @@ def test_the_lag_of_a_held_partition_counts_what_was_produced_while_it_was_held(
             # One record per produce request: the embedded broker answers ListOffsets
             # with the last batch's first offset + 1, so only single-record batches
             # give the end offset a Kafka broker gives for any batching.
-            _produce_one_by_one(broker.bootstrap, topic, make_events(12, 20, prefix="j"),
-                                produced)  # fmt: skip
+            produce(broker.bootstrap, topic, make_events(12, 20, prefix="j"), produced,
+                    one_by_one=True)  # fmt: skip
             wait_until(lambda: p.stats.snapshot().lag == produced.messages, timeout=30,
                        what="a lag counting what was produced while held")  # fmt: skip
             assert len(pool._held) == BROKER_PARTITIONS

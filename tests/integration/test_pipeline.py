@@ -74,13 +74,17 @@ def produce(
     events: list[tuple[str, dict[str, Any], bytes]],
     produced: Produced | None = None,
     partition: int | None = None,
+    one_by_one: bool = False,
 ) -> Produced:
-    """Send events keyed by task id and wait until the broker acknowledged all of them."""
+    """Send events keyed by task id and wait until the broker acknowledged all of them
+    (``one_by_one``: each before the next is sent, so each is a batch of its own)."""
     produced = produced or Produced()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     try:
         for task_id, record, payload in events:
-            producer.send(topic, key=task_id.encode(), value=payload, partition=partition)
+            sent = producer.send(topic, key=task_id.encode(), value=payload, partition=partition)
+            if one_by_one:
+                sent.get(timeout=30)
             produced.event_ids.setdefault(record["event_type"], set()).add(str(record["event_id"]))
             produced.hashes[str(record["event_id"])] = record["hash"]
             produced.messages += 1
