@@ -36,6 +36,7 @@ import pickle
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -68,19 +69,41 @@ def main(command_fd: int, data_fd: int) -> None:
         return  # the parent is gone
 
 
-class _PipeLog(logging.Handler):
-    """Ships the child's log records to the parent over the data pipe.
+class _Outbox:
+    """The data pipe, written by the main thread only.
 
-    A record identical to one shipped less than :attr:`REPEAT_S` ago (a client retrying
+    Log records are emitted on any thread (kafka-python logs from its I/O thread), and
+    two threads writing one pipe can interleave their frames; so :class:`_PipeLog`
+    only queues them (the newest 1000), and they are sent, in order, before the next
+    message (at least once a second, with the ``alive`` message).
+    """
+
+    def __init__(self, data: Connection):
+        self._data = data
+        self.logs: deque[tuple[int, str, str]] = deque(maxlen=1000)
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        while self.logs:
+            self._write(("log", *self.logs.popleft()))
+        self._write(message)
+
+    def _write(self, message: tuple[Any, ...]) -> None:
+        self._data.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+class _PipeLog(logging.Handler):
+    """Queues the child's log records for the parent (see :class:`_Outbox`).
+
+    A record identical to one queued less than :attr:`REPEAT_S` ago (a client retrying
     a broker that is down logs the same line many times a second) is counted instead;
-    the next one shipped after that says how many were left out.
+    the next one queued after that says how many were left out.
     """
 
     REPEAT_S = 30.0
 
-    def __init__(self, data: Connection):
+    def __init__(self, outbox: _Outbox):
         super().__init__()
-        self._data = data
+        self._outbox = outbox
         self._shipped: dict[tuple[str, int, str], tuple[float, int]] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -89,7 +112,7 @@ class _PipeLog(logging.Handler):
             if record.exc_info:
                 message += "\n" + logging.Formatter().formatException(record.exc_info)
             key = (record.name, record.levelno, message)
-            now = time.monotonic()
+            now = time.monotonic()  # emit runs under the handler's lock: one at a time
             shipped_at, left_out = self._shipped.get(key, (-self.REPEAT_S, 0))
             if now - shipped_at < self.REPEAT_S:
                 self._shipped[key] = (shipped_at, left_out + 1)
@@ -99,21 +122,16 @@ class _PipeLog(logging.Handler):
             self._shipped[key] = (now, 0)
             if left_out:
                 message += f" (and {left_out} more like it in the last {now - shipped_at:.0f} s)"
-            wire = pickle.dumps(
-                ("log", record.levelno, record.name, message), protocol=pickle.HIGHEST_PROTOCOL
-            )
-            self._data.send_bytes(wire)
-        except (OSError, EOFError):
-            pass  # the parent is gone; the main loop notices and ends
+            self._outbox.logs.append((record.levelno, record.name, message))
         except Exception:  # a record that cannot be formatted: say so, as logging does
             self.handleError(record)
 
 
-def _route_logs(data: Connection, level: int) -> None:
+def _route_logs(outbox: _Outbox, level: int) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    root.addHandler(_PipeLog(data))
+    root.addHandler(_PipeLog(outbox))
     root.setLevel(level)
     logging.lastResort = None
 
@@ -121,7 +139,8 @@ def _route_logs(data: Connection, level: int) -> None:
 def _run(commands: Connection, data: Connection, parent: int) -> None:
     kind, topic, settings, framing, client, log_level = commands.recv()
     assert kind == "start", kind
-    _route_logs(data, log_level)
+    outbox = _Outbox(data)
+    _route_logs(outbox, log_level)
     schema_ids, limit, nonce = framing
     kinds = {b"\x00" + sid.to_bytes(4, "big"): k for k, sid in enumerate(schema_ids)}
     fetch: _PythonFetch | _NativeFetch | None = None
@@ -134,7 +153,7 @@ def _run(commands: Connection, data: Connection, parent: int) -> None:
         except _BrokerDown:
             # Commands wait in the pipe meanwhile; the parent kills a child that does
             # not answer its stop.
-            data.send_bytes(pickle.dumps(("alive", {}), protocol=pickle.HIGHEST_PROTOCOL))
+            outbox.send(("alive", {}))
             if os.getppid() != parent:
                 return
             time.sleep(1.0)
@@ -159,7 +178,7 @@ def _run(commands: Connection, data: Connection, parent: int) -> None:
                     return
                 alive_at = now
                 marks = {p: fetch.highwater(p) for p in epochs}
-                data.send_bytes(pickle.dumps(("alive", marks), protocol=pickle.HIGHEST_PROTOCOL))
+                outbox.send(("alive", marks))
             if not epochs:
                 continue
             for partition, records in fetch.fetch().items():
@@ -173,7 +192,7 @@ def _run(commands: Connection, data: Connection, parent: int) -> None:
                     fetch.highwater(partition),
                     pack(partition, records, kinds, limit, nonce),
                 )
-                data.send_bytes(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+                outbox.send(chunk)
     finally:
         fetch.close()
 

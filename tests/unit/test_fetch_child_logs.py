@@ -1,0 +1,102 @@
+"""A fetcher child's log records travel on its data pipe between the chunks: records
+logged on other threads (kafka-python logs from its I/O thread) never tear a frame."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from agenttrail.consumers._fetch_child import _Outbox, _PipeLog
+
+
+def test_records_logged_on_other_threads_while_chunks_are_sent_arrive_whole() -> None:
+    read_fd, write_fd = os.pipe()
+    reader, writer = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    outbox = _Outbox(writer)
+    logger = logging.getLogger("test.fetch_child_logs")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = _PipeLog(outbox)
+    logger.addHandler(handler)
+    received: list[Any] = []
+    torn: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            while True:
+                message = pickle.loads(reader.recv_bytes())  # a torn frame fails here
+                if message == ("end",):
+                    return
+                received.append(message)
+        except Exception as exc:
+            torn.append(exc)
+            while os.read(read_fd, 1 << 20):  # keep the writer unblocked until it closes
+                pass
+
+    def log(n: int) -> None:
+        for i in range(500):
+            logger.warning("thread %d record %d", n, i)
+
+    reading = threading.Thread(target=read)
+    reading.start()
+    loggers = [threading.Thread(target=log, args=(n,)) for n in range(4)]
+    try:
+        for t in loggers:
+            t.start()
+        for i in range(200):  # chunks big enough to take several writes each
+            outbox.send(("chunk", i, b"x" * 256 * 1024))
+        for t in loggers:
+            t.join()
+        outbox.send(("end",))
+    finally:
+        logger.removeHandler(handler)
+        writer.close()
+        reading.join(30)
+        reader.close()
+    assert not torn, f"a frame was torn: {torn[0]!r}"
+    chunks = [m[1] for m in received if m[0] == "chunk"]
+    assert chunks == list(range(200))
+    logs = [m for m in received if m[0] == "log"]
+    assert logs, "no log record arrived"
+    per_thread: dict[int, list[int]] = {}
+    for kind, level, name, message in logs:
+        assert (kind, level, name) == ("log", logging.WARNING, "test.fetch_child_logs")
+        _, n, _, i = message.split()
+        per_thread.setdefault(int(n), []).append(int(i))
+    # In order per thread; when the main thread falls behind, the oldest are dropped.
+    assert all(v == sorted(v) and len(set(v)) == len(v) for v in per_thread.values())
+
+
+def test_a_record_repeated_within_the_window_is_counted_not_resent() -> None:
+    read_fd, write_fd = os.pipe()
+    reader, writer = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    outbox = _Outbox(writer)
+    handler = _PipeLog(outbox)
+    logger = logging.getLogger("test.fetch_child_repeats")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for _ in range(50):
+            logger.error("connect to broker failed")
+        handler.REPEAT_S = 0.0  # the window has passed
+        logger.error("connect to broker failed")
+        logger.error("another line")
+        outbox.send(("alive", {}))
+        got = []
+        while reader.poll(0.5):
+            got.append(pickle.loads(reader.recv_bytes()))
+            if got[-1][0] == "alive":
+                break
+    finally:
+        logger.removeHandler(handler)
+        reader.close()
+        writer.close()
+    messages = [m[3] for m in got if m[0] == "log"]
+    assert messages[0] == "connect to broker failed"
+    assert messages[1].startswith("connect to broker failed (and 49 more like it in the last")
+    assert messages[2] == "another line"
+    assert len(messages) == 3
