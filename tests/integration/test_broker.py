@@ -34,6 +34,16 @@ from tests.integration.conftest import BROKER_PARTITIONS
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _new_topic(broker: EmbeddedBroker, prefix: str, partitions: int) -> str:
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, client_id="test-create")
+    try:
+        admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1}})
+    finally:
+        admin.close()
+    return topic
+
+
 def _partition_counts(bootstrap: str) -> dict[str, int]:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="test-describe")
     try:
@@ -139,12 +149,7 @@ def test_idempotent_producer_and_consumer_group_round_trip_exactly(
     "watermarks are right. If this passes, Tansu was fixed: drop the marker.",
 )
 def test_end_offsets_count_every_record_of_a_batch(broker: EmbeddedBroker) -> None:
-    topic = f"test-end-offsets-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, client_id="test-create")
-    try:
-        admin.create_topics({topic: {"num_partitions": 1, "replication_factor": 1}})
-    finally:
-        admin.close()
+    topic = _new_topic(broker, "test-end-offsets", partitions=1)
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=500)
     try:
         for n in range(5):  # one batch of five records, offsets 0-4
@@ -165,12 +170,7 @@ def test_end_offsets_count_every_record_of_a_batch(broker: EmbeddedBroker) -> No
 def test_messages_in_topic_counts_every_record_despite_that(broker: EmbeddedBroker) -> None:
     from agenttrail.embedded._kafka_admin import messages_in_topic
 
-    topic = f"test-messages-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, client_id="test-create")
-    try:
-        admin.create_topics({topic: {"num_partitions": 3, "replication_factor": 1}})
-    finally:
-        admin.close()
+    topic = _new_topic(broker, "test-messages", partitions=3)
     assert messages_in_topic(broker.bootstrap, topic) == 0
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=200)
     try:
