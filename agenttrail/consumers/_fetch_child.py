@@ -133,7 +133,6 @@ def _route_logs(outbox: _Outbox, level: int) -> None:
         root.removeHandler(handler)
     root.addHandler(_PipeLog(outbox))
     root.setLevel(level)
-    logging.lastResort = None
 
 
 def _run(commands: Connection, data: Connection, parent: int) -> None:

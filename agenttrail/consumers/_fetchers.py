@@ -67,11 +67,11 @@ class FetcherFailed(ConsumerError):
 
 
 def _relay(child: _Child, level: int, name: str, message: str) -> None:
-    """Log a fetcher child's log record here, under its own logger name."""
-    logger = logging.getLogger(
-        name if name.startswith("agenttrail") else f"{log.name}.fetcher.{name}"
+    """Log a fetcher child's log record here, under ``agenttrail.consumers.fetcher.`` and
+    the name of the logger that emitted it in the child (its Kafka client's)."""
+    logging.getLogger(f"{log.name}.fetcher.{name}").log(
+        level, "fetcher %d (pid %d): %s", child.index, child.process.pid, message
     )
-    logger.log(level, "fetcher %d (pid %d): %s", child.index, child.process.pid, message)
 
 
 class _Child:
