@@ -29,12 +29,13 @@ from agenttrail.consumers._errors import BrokerRefused, BrokerUnavailable, Consu
 from agenttrail.consumers._ledger import LedgerEntry, OffsetLedger, PartitionFenced
 from agenttrail.consumers._pipeline import IngestPipeline
 from agenttrail.consumers._run import prepare_store, run_consumer
-from agenttrail.consumers._stats import IngestSnapshot, IngestStats
+from agenttrail.consumers._stats import Backlog, IngestSnapshot, IngestStats
 from agenttrail.consumers._validate import InvalidRecord, validate_record
 from agenttrail.consumers._writer import BatchWriter
 
 __all__ = [
     "DEAD_LETTER_COLUMNS",
+    "Backlog",
     "Backoff",
     "Batch",
     "BatchDecoder",

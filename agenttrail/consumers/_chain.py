@@ -16,7 +16,7 @@ pipeline's (``_pipeline.py``); the partition records below are what the steps sh
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from agenttrail.consumers._config import ConsumerConfig
 from agenttrail.consumers._decode import Decoder, PreparedBatch
 from agenttrail.consumers._incarnation import LEGACY_INCARNATION
 from agenttrail.consumers._ledger import PartitionFenced
-from agenttrail.consumers._stats import IngestStats
+from agenttrail.consumers._stats import Backlog, IngestStats
 from agenttrail.store import StoreError
 
 log = logging.getLogger("agenttrail.consumers")
@@ -83,6 +83,25 @@ class Partition:
         return self.pending is not None or len(self.buffer) > 0
 
 
+def backlog(
+    parts: Iterable[Partition], highwater: Callable[[TopicPartition], int | None]
+) -> Backlog | None:
+    """The messages of ``parts`` not stored yet: fetched-but-unbatched, in the pending
+    batch, and not fetched (up to the partition's ``highwater``). None while any one
+    partition's high watermark or read position is unknown (or there are none): a sum
+    over the partitions known so far would read as "caught up" with one never fetched.
+    """
+    total, marks = 0, {}
+    for part in parts:
+        high = highwater(part.tp)
+        if high is None or part.buffer.position is None:
+            return None
+        pending = len(part.pending.batch.messages) if part.pending else 0
+        total += max(0, high - part.buffer.position) + len(part.buffer) + pending
+        marks[part.tp.partition] = high
+    return Backlog(total, marks) if marks else None
+
+
 class CommitStep:
     """Counts stored batches and commits the offsets of partitions still owned.
 
@@ -100,7 +119,7 @@ class CommitStep:
         self,
         commit: Callable[[dict[TopicPartition, OffsetAndMetadata]], None],
         stats: IngestStats,
-        lag: Callable[[], int | None],
+        lag: Callable[[], Backlog | None],
     ):
         self._commit = commit
         self._stats = stats

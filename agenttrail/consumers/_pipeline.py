@@ -43,6 +43,7 @@ from agenttrail.consumers._chain import (
     InsertStep,
     MessageRejected,
     Partition,
+    backlog,
 )
 from agenttrail.consumers._config import ConsumerConfig
 from agenttrail.consumers._decode import Decoder, PythonDecoder, StoreDecoder
@@ -52,7 +53,7 @@ from agenttrail.consumers._framing import FramingSpec, first_offset, spec_for
 from agenttrail.consumers._incarnation import IncarnationProbe
 from agenttrail.consumers._ledger import OffsetLedger
 from agenttrail.consumers._librdkafka import choose
-from agenttrail.consumers._stats import IngestStats
+from agenttrail.consumers._stats import Backlog, IngestStats
 from agenttrail.consumers._writer import BatchWriter
 from agenttrail.events import EventCodec
 from agenttrail.store import FAMILY_TABLES, Store, StoreUnavailable
@@ -610,19 +611,9 @@ class IngestPipeline:
         assert self._consumer is not None
         self._consumer.commit(offsets)
 
-    def _lag(self) -> int | None:
+    def _lag(self) -> Backlog | None:
         consumer = self._consumer
-        if consumer is None:
-            return None
-        total, known = 0, False
-        for part in self._parts.values():
-            high = consumer.highwater(part.tp)
-            if high is None or part.buffer.position is None:
-                continue
-            known = True
-            pending = len(part.pending.batch.messages) if part.pending else 0
-            total += max(0, high - part.buffer.position) + len(part.buffer) + pending
-        return total if known else None
+        return None if consumer is None else backlog(self._parts.values(), consumer.highwater)
 
     def _drain(self) -> None:
         """Store what was fetched before stopping: one attempt, no waiting on a dead store."""

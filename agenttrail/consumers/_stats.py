@@ -9,6 +9,21 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class Backlog:
+    """What the assigned partitions hold that is not stored yet, and the broker's high
+    watermarks it was counted against (partition -> offset after its last message, as
+    this consumer last heard it; a mark only rises).
+
+    ``messages == 0`` says everything up to those marks is stored: a reader that knows
+    how many messages a partition really holds compares them, since a mark heard before
+    the last messages were produced is low.
+    """
+
+    messages: int
+    highwater: dict[int, int]
+
+
+@dataclass(frozen=True)
 class IngestSnapshot:
     """A consistent copy of the counters at one moment.
 
@@ -16,7 +31,10 @@ class IngestSnapshot:
         events: events stored, per family.
         dead_letters: messages stored in ``dead_letters``.
         batches: batches stored and committed.
-        lag: messages in the assigned partitions not yet stored (None before the first fetch).
+        lag: messages in the assigned partitions not yet stored; None until every
+            assigned partition's high watermark and position are known.
+        highwater: the high watermark per partition that ``lag`` was counted against
+            (empty while ``lag`` is None).
         partitions: partitions currently assigned to this consumer.
         store_failures: failed insert attempts (each retried; nothing is dropped).
         retrying: whether inserts are currently backing off because the store fails.
@@ -35,6 +53,7 @@ class IngestSnapshot:
     dead_letters: int = 0
     batches: int = 0
     lag: int | None = None
+    highwater: dict[int, int] = field(default_factory=dict)
     partitions: tuple[int, ...] = ()
     store_failures: int = 0
     retrying: bool = False
@@ -58,6 +77,7 @@ class IngestSnapshot:
             "dead_letters": self.dead_letters,
             "batches": self.batches,
             "lag": self.lag,
+            "highwater": {str(p): h for p, h in sorted(self.highwater.items())},
             "partitions": list(self.partitions),
             "store_failures": self.store_failures,
             "retrying": self.retrying,
@@ -78,7 +98,7 @@ class IngestStats:
         self._events: Counter[str] = Counter()
         self._dead_letters = 0
         self._batches = 0
-        self._lag: int | None = None
+        self._lag: Backlog | None = None
         self._partitions: tuple[int, ...] = ()
         self._store_failures = 0
         self._retrying = False
@@ -106,12 +126,12 @@ class IngestStats:
             self._duplicates_dropped += dropped
 
     def batch_stored(
-        self, events: dict[str, int], dead_letters: int, lag: int | object | None = ...
+        self, events: dict[str, int], dead_letters: int, lag: Backlog | object | None = ...
     ) -> None:
         """Count one stored and committed batch (and, when given, the lag after it)."""
         with self._lock:
             if lag is not ...:
-                self._lag = lag if isinstance(lag, int) else None
+                self._lag = lag if isinstance(lag, Backlog) else None
             self._events.update(events)
             self._dead_letters += dead_letters
             self._batches += 1
@@ -130,7 +150,7 @@ class IngestStats:
         with self._lock:
             self._retrying = False
 
-    def set_lag(self, lag: int | None) -> None:
+    def set_lag(self, lag: Backlog | None) -> None:
         """Record the lag computed after a poll."""
         with self._lock:
             self._lag = lag
@@ -147,7 +167,8 @@ class IngestStats:
                 events=dict(self._events),
                 dead_letters=self._dead_letters,
                 batches=self._batches,
-                lag=self._lag,
+                lag=None if self._lag is None else self._lag.messages,
+                highwater={} if self._lag is None else dict(self._lag.highwater),
                 partitions=self._partitions,
                 store_failures=self._store_failures,
                 retrying=self._retrying,

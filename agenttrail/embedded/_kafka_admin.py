@@ -109,8 +109,15 @@ def ensure_topics(
 
 
 def messages_in_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> int:
-    """The sum of ``topic``'s end offsets: on a topic nothing was ever deleted from, the
-    messages it holds. 0 when the broker or the topic is not there.
+    """The sum of ``topic``'s end offsets (:func:`topic_end_offsets`): on a topic nothing
+    was ever deleted from, the messages it holds. 0 when the broker or the topic is not
+    there."""
+    return sum(topic_end_offsets(bootstrap, topic, timeout).values())
+
+
+def topic_end_offsets(bootstrap: str, topic: str, timeout: float = 5.0) -> dict[int, int]:
+    """Each partition's end offset (the offset after its last message); empty when the
+    broker or the topic is not there.
 
     Asked twice: with ListOffsets, then with one fetch per partition from just below
     that answer, whose response carries the partition's high watermark. The embedded
@@ -130,7 +137,7 @@ def messages_in_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> int:
             max_partition_fetch_bytes=1024,  # the first batch from there says enough
         )
     except KafkaError:
-        return 0
+        return {}
     try:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = {tp: int(end) for tp, end in consumer.end_offsets(tps).items()}
@@ -146,9 +153,9 @@ def messages_in_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> int:
                 if mark is not None:
                     ends[tp] = max(ends[tp], int(mark))
                     asked.remove(tp)
-        return sum(ends.values())
+        return {tp.partition: end for tp, end in ends.items()}
     except KafkaError:
-        return 0
+        return {}
     finally:
         consumer.close()
 

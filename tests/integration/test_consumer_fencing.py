@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from agenttrail.consumers import (
+    Backlog,
     Batch,
     BatchDecoder,
     BatchWriter,
@@ -56,7 +57,7 @@ class FreezableStats(IngestStats):
         self.thawed = threading.Event()
         self.thawed.set()
 
-    def set_lag(self, lag: int | None) -> None:
+    def set_lag(self, lag: Backlog | None) -> None:
         self.thawed.wait()  # the consumer thread stops here: no poll, no heartbeat
         super().set_lag(lag)
 

@@ -105,6 +105,7 @@ def main() -> None:
         for m in members:
             s = m.pipeline.stats.snapshot()
             status["members"][m.name] = {"partitions": list(s.partitions), "lag": s.lag,
+                                         "highwater": {str(k): v for k, v in s.highwater.items()},
                                          "events_total": s.events_total,
                                          "error": repr(m.error) if m.error else None}  # fmt: skip
         print(json.dumps(status), flush=True)

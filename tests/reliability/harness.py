@@ -158,6 +158,7 @@ class Consumer(JsonLinesProcess):
                  fault: str | None = None, env: dict[str, str] | None = None):  # fmt: skip
         # With a fault, the same CLI runs under tests.reliability.faulty_consumer's hooks.
         argv = [sys.executable, "-m", "tests.reliability.faulty_consumer"] if fault else CLI
+        self.bootstrap = bootstrap
         env = {"AGENTTRAIL_KAFKA_OPTIONS": json.dumps(KAFKA_OPTIONS), **(env or {})}
         if fault:
             env["RELIABILITY_FAULT"] = fault
@@ -171,6 +172,15 @@ class Consumer(JsonLinesProcess):
 
     def stored(self) -> int:
         return int(self.last().get("events_total", 0))
+
+    def caught_up_with(self, ends: dict[int, int]) -> bool:
+        """Whether the last status says every message up to ``ends`` (partition -> end
+        offset, asked of the broker) is stored: lag 0 counted against high watermarks at
+        least that high. Lag 0 alone can rest on a mark heard before the last messages
+        were produced."""
+        s = self.last()
+        marks = s.get("highwater") or {}
+        return s.get("lag") == 0 and all(int(marks.get(str(p), -1)) >= e for p, e in ends.items())
 
     def wait_assigned(self, partitions: int, timeout: float = 120) -> None:
         """Until the consumer reports owning every partition (the group has formed)."""

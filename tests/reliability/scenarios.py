@@ -25,6 +25,7 @@ import fastavro
 from kafka import KafkaProducer
 
 from agenttrail.consumers.testing import sample_record, sealed
+from agenttrail.embedded._kafka_admin import topic_end_offsets
 from agenttrail.events import EVENTS_TOPIC, EventType, default_registry, frame
 from tests.deadline import wait_until
 from tests.ports import restartable_port
@@ -93,13 +94,16 @@ def _drain_and_stop(
         code = e.stop(signal.SIGCONT, timeout=600)  # wait for it to finish on its own
         assert code == 0, f"emitter exited {code}: {e.log_tail()}"
     expected = len(truth_keys([e.truth_path for e in emitters]))
+    ends = topic_end_offsets(consumer.bootstrap, EVENTS_TOPIC)
+    assert len(ends) == partitions, f"the broker named end offsets {ends}, not {partitions}"
 
     def caught_up() -> bool:
-        s = consumer.last()
-        return s.get("lag") == 0 and len(s.get("partitions", [])) == partitions
+        owned = len(consumer.last().get("partitions", [])) == partitions
+        return owned and consumer.caught_up_with(ends)
 
     try:
-        wait_until(caught_up, timeout=timeout, interval=0.2, what=f"lag 0, {expected} produced")
+        wait_until(caught_up, timeout=timeout, interval=0.2,
+                   what=f"lag 0 up to end offsets {ends}, {expected} produced")  # fmt: skip
     except AssertionError as exc:
         # Count what got stored anyway: the row shows the loss instead of hiding it.
         _UNDRAINED.append(f"{exc}; consumer status {consumer.last()}")
@@ -749,12 +753,15 @@ def group_rebalances(workdir: Path, *, tasks: int, spans: int, members: int = 2,
         ]
         for a in agents:
             assert a.stop(signal.SIGCONT, timeout=600) == 0, a.log_tail()
+        ends = topic_end_offsets(broker.bootstrap, EVENTS_TOPIC)
 
         def caught_up() -> bool:
             s = host.last()
             ms = s.get("members", {}).values()
+            marks = {int(p): h for m in ms for p, h in (m.get("highwater") or {}).items()}
             return (s.get("churned") == churn and len(owned()) == partitions
-                    and all(m.get("lag") == 0 for m in ms))  # fmt: skip
+                    and all(m.get("lag") == 0 for m in ms)
+                    and all(marks.get(p, -1) >= e for p, e in ends.items()))  # fmt: skip
 
         try:
             wait_until(caught_up, timeout=drain_timeout, interval=0.3, what="the group lag 0")

@@ -95,3 +95,29 @@ def test_batch_is_also_cut_by_bytes() -> None:
     assert buf.buffered_bytes == 700
     one = buf.take(100, batch_bytes=10)  # a message larger than the limit still goes alone
     assert one is not None and len(one.messages) == 1
+
+
+def test_the_backlog_is_unknown_until_every_partition_has_a_high_watermark() -> None:
+    # A sum over the partitions heard from so far would say "caught up" while one
+    # partition was never fetched: a drain that trusts it stops early and loses that one.
+    from kafka import TopicPartition
+
+    from agenttrail.consumers._chain import Partition, backlog
+
+    parts = [Partition.new(TopicPartition("t", p)) for p in range(3)]
+    for part in parts:
+        part.buffer.position = 0
+    parts[0].buffer.add(msgs(0, 1, 2), now=0.0)  # buffered, not stored: still backlog
+    marks: dict[int, int | None] = {0: 3, 1: 7, 2: None}
+
+    def highwater(tp: TopicPartition) -> int | None:
+        return marks[tp.partition]
+
+    assert backlog(parts, highwater) is None
+    marks[2] = 0
+    lag = backlog(parts, highwater)
+    assert lag is not None
+    assert (lag.messages, lag.highwater) == (3 + 7, {0: 3, 1: 7, 2: 0})
+    parts[1].buffer.position = None  # its read position is being decided again
+    assert backlog(parts, highwater) is None
+    assert backlog([], highwater) is None
