@@ -96,13 +96,23 @@ def run_raw(bootstrap: str, topic: str, count: int) -> dict[str, float]:
     while seen < count:
         batch = consumer.poll(timeout_ms=200)
         if start is None and consumer.assignment():
-            start = time.perf_counter()
+            start, cpu0 = time.perf_counter(), _cpu_seconds(os.getpid())
         for messages in batch.values():
             seen += len(messages)
     assert start is not None
     elapsed = time.perf_counter() - start
+    cpu = _cpu_seconds(os.getpid()) - cpu0
     consumer.close()
-    return {"rate": count / elapsed, "seconds": elapsed}
+    return {"rate": count / elapsed, "seconds": elapsed, "cpu": {"consumer": cpu}}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a live process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> float:
@@ -142,6 +152,8 @@ def run_ingest(
         while not pipeline.stats.snapshot().partitions:
             time.sleep(0.01)
         start = time.perf_counter()
+        pids = list(getattr(pipeline._consumer, "pids", []))
+        cpu0 = {pid: _cpu_seconds(pid) for pid in [os.getpid(), *pids]}
         peak, sampled_at = 0.0, 0.0
         while pipeline.stats.snapshot().events_total < count:
             time.sleep(0.005)
@@ -150,6 +162,10 @@ def run_ingest(
                 pids = getattr(pipeline._consumer, "pids", [])
                 peak = max(peak, _rss_mb(os.getpid()) + sum(_rss_mb(p) for p in pids))
         elapsed = time.perf_counter() - start
+        cpu = {
+            "consumer" if pid == os.getpid() else f"fetcher {i}": _cpu_seconds(pid) - before
+            for i, (pid, before) in enumerate(cpu0.items())
+        }
         stop.set()
         thread.join()
         stored = (
@@ -157,7 +173,7 @@ def run_ingest(
             + store.query("SELECT count() FROM llm_calls")[0][0]
         )
         assert stored == count, f"stored {stored} of {count}"
-    return {"rate": count / elapsed, "seconds": elapsed, "tree_rss_mb": peak}
+    return {"rate": count / elapsed, "seconds": elapsed, "tree_rss_mb": peak, "cpu": cpu}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -194,6 +210,15 @@ def in_subprocess(
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _cpu_line(run: dict[str, Any], count: int) -> str:
+    """CPU time per event of each process of a run (broker counted over the run's whole
+    subprocess, group join and shutdown included), and the run's wall time per event."""
+    parts = [f"{name} {seconds / count * 1e6:.1f} µs" for name, seconds in run["cpu"].items()]
+    total = sum(run["cpu"].values()) / count * 1e6
+    wall = run["seconds"] / count * 1e6
+    return ", ".join(parts) + f" | total {total:.1f} µs, wall {wall:.1f} µs"
 
 
 def main() -> None:
@@ -240,15 +265,19 @@ def main() -> None:
                 continue
             topic = f"bench-{family}-{int(time.time())}"
             sent = fill(broker.bootstrap, topic, family, count, text, args.partitions)
+            cpu0 = _cpu_seconds(broker.pid or 0)
             raw = in_subprocess("raw", broker.bootstrap, topic, count, args.batch_size, False)
+            raw["cpu"]["broker"] = _cpu_seconds(broker.pid or 0) - cpu0
             runs = [args.fetchers]
             if args.compare and args.fetchers:
                 runs.insert(0, 0)
             for fetchers in runs:
+                cpu0 = _cpu_seconds(broker.pid or 0)
                 ingest = in_subprocess(
                     "ingest", broker.bootstrap, topic, count, args.batch_size,
                     args.python_decode, fetchers,
                 )  # fmt: skip
+                ingest["cpu"]["broker"] = _cpu_seconds(broker.pid or 0) - cpu0
                 print(
                     f"{family:<10} {count:>7} events of {sent / count:,.0f} B | "
                     f"raw fetch {raw['rate']:>9,.0f}/s (RSS {raw['peak_rss_mb']:.0f} MB) | "
@@ -256,6 +285,8 @@ def main() -> None:
                     f"(RSS {ingest['peak_rss_mb']:.0f} MB) | "
                     f"ratio {ingest['rate'] / raw['rate']:.2f}"
                 )
+                for name, run in (("raw fetch", raw), (f"ingest, {fetchers} fetchers", ingest)):
+                    print(f"  CPU per event, {name}: {_cpu_line(run, count)}")
 
 
 if __name__ == "__main__":

@@ -366,15 +366,65 @@ def _zigzags() -> Callable[[int], bytes]:
     return zigzag
 
 
+EVENT_ID_CHARS = 36
+"""Characters of an event id in its canonical form, the only form the store's check takes."""
+
+
+def _string_end(value: bytes, i: int) -> int:
+    """Where the Avro string starting at ``i`` ends; -1 if it is not one within ``value``."""
+    n = shift = 0
+    while True:
+        if i >= len(value) or shift > 63:
+            return -1
+        byte = value[i]
+        i += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            break
+    if n & 1:  # a negative length
+        return -1
+    end = i + (n >> 1)
+    return end if end <= len(value) else -1
+
+
+def envelope(value: bytes) -> tuple[bytes, bytes] | None:
+    """The event id and the (tenant, task_id) of a framed message, read from its body.
+
+    Every agenttrail schema opens with ``event_id`` (uuid string), ``event_type``
+    (string), ``schema_version`` (int), ``tenant`` and ``task_id`` (strings); only
+    families that do are handed to the store (``_avro.supports``). Returns the id's 36
+    characters and the bytes of ``tenant`` and ``task_id`` as they are encoded (which is
+    the Avro encoding of a record of those two strings), or None when the body does not
+    open that way (an id of another length, a truncated body): such a message is decoded
+    in Python, where the codec names what is wrong with it.
+    """
+    if len(value) < 6 + EVENT_ID_CHARS or value[5] != EVENT_ID_CHARS << 1:
+        return None
+    i = _string_end(value, 6 + EVENT_ID_CHARS)  # event_type
+    while 0 <= i < len(value) and value[i] >= 0x80:  # schema_version, a varint
+        i += 1
+    if i < 0 or i >= len(value):
+        return None
+    start = i + 1
+    end = _string_end(value, start)  # tenant
+    end = _string_end(value, end) if end >= 0 else -1  # task_id
+    if end < 0:
+        return None
+    return value[6 : 6 + EVENT_ID_CHARS], value[start:end]
+
+
 def pack(
     partition: int, records: list[Fields], kinds: dict[bytes, int], limit: int, nonce: int
 ) -> tuple[Any, ...]:
     """One partition's fetched records as ``_framing.Chunk`` reads them.
 
-    A message whose 5-byte header names one of ``kinds`` (the newest flat schemas) and
-    that is at most ``limit`` bytes is framed as its store-side Avro row, exactly as
+    A message whose 5-byte header names one of ``kinds`` (the newest flat schemas), that
+    is at most ``limit`` bytes and whose body opens with the envelope :func:`envelope`
+    reads, is framed as its store-side Avro row, exactly as
     ``_avro.AvroBlockEncoder.block`` frames it: ``zigzag(partition) zigzag(offset) body
-    zigzag(nonce + offset)``; any other is shipped as it came.
+    zigzag(nonce + offset)``, and its event id and (tenant, task_id) bytes are appended
+    to its kind's lists; any other is shipped as it came.
     """
     from array import array
     from itertools import accumulate
@@ -391,16 +441,24 @@ def pack(
     kind_of = bytearray()
     slabs = [bytearray() for _ in kinds]
     ends = [array("q") for _ in kinds]
+    ids = [bytearray() for _ in kinds]
+    tasks = [bytearray() for _ in kinds]
+    task_ends = [array("q") for _ in kinds]
     raw: list[bytes | None] = []
     head = _varint(partition << 1)
     offset_zigzag, nonce_zigzag = _zigzags(), _zigzags()
     get_kind, add_kind, add_raw = kinds.get, kind_of.append, raw.append
     for offset, _, _, value in records:
         kind = get_kind(value[:5]) if value is not None and 5 <= len(value) <= limit else None
-        if kind is None or value is None:
+        opening = envelope(value) if kind is not None and value is not None else None
+        if kind is None or value is None or opening is None:
             add_kind(_RAW)
             add_raw(value)
             continue
+        ids[kind] += opening[0]
+        task = tasks[kind]
+        task += opening[1]
+        task_ends[kind].append(len(task))
         slab = slabs[kind]
         slab += head
         slab += offset_zigzag(offset)
@@ -411,7 +469,8 @@ def pack(
     return (
         offsets.tobytes(), stamps.tobytes(), keys, key_cum.tobytes(), key_none,
         cum.tobytes(), bytes(kind_of), [bytes(s) for s in slabs], [e.tobytes() for e in ends],
-        raw,
+        raw, [bytes(i) for i in ids], [bytes(t) for t in tasks],
+        [e.tobytes() for e in task_ends],
     )  # fmt: skip
 
 

@@ -29,7 +29,8 @@ from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, overload
 
-from agenttrail.consumers._avro import AvroBlock, AvroBlockEncoder, zigzag
+from agenttrail.consumers._avro import AvroBlock, AvroBlockEncoder, BlockRows, zigzag
+from agenttrail.consumers._fetch_child import EVENT_ID_CHARS
 
 log = logging.getLogger("agenttrail.consumers")
 
@@ -62,10 +63,17 @@ def frame_row(partition: int, offset: int, value: bytes, nonce: int) -> bytes:
 
 def compatible(encoder: AvroBlockEncoder) -> bool:
     """Whether blocks assembled from child-framed rows equal the encoder's own."""
-    value = b"\x00" + encoder.entry.schema_id.to_bytes(4, "big") + b"\x02\x04\x06"
+
+    def string(s: bytes) -> bytes:
+        return zigzag(len(s)) + s
+
+    # The envelope (event_id, event_type, schema_version 1, tenant, task_id), then a byte.
+    task = string(b"acme") + string(b"task-1")
+    body = string(b"0" * EVENT_ID_CHARS) + string(b"t") + b"\x02" + task + b"\x06"
+    value = b"\x00" + encoder.entry.schema_id.to_bytes(4, "big") + body
     own = encoder.block(3, [300], [value])
-    made = encoder.assemble(3, 1, [frame_row(3, 300, value, own.nonce)], own.nonce)
-    return made == own
+    rows = BlockRows(1, [frame_row(3, 300, value, own.nonce)], [b"0" * EVENT_ID_CHARS], {task})
+    return encoder.assemble(3, rows, own.nonce) == own
 
 
 def spec_for(encoders: dict[int, AvroBlockEncoder], max_payload_bytes: int) -> FramingSpec:
@@ -87,12 +95,13 @@ class Chunk:
     Built from the child's wire tuple; the arrays are zero-copy views of its bytes.
     """
 
-    __slots__ = ("cum", "framed", "key_cum", "key_none", "keys", "kinds", "nonce",
-                 "offsets", "partition", "raw", "row_ends", "schema_ids", "slabs",
-                 "stamps")  # fmt: skip
+    __slots__ = ("cum", "event_ids", "framed", "key_cum", "key_none", "keys", "kinds",
+                 "nonce", "offsets", "partition", "raw", "row_ends", "schema_ids", "slabs",
+                 "stamps", "task_ends", "tasks")  # fmt: skip
 
     def __init__(self, partition: int, wire: tuple[Any, ...], spec: FramingSpec):
-        (offsets, stamps, keys, key_cum, key_none, cum, kinds, slabs, row_ends, raw) = wire
+        (offsets, stamps, keys, key_cum, key_none, cum, kinds, slabs, row_ends, raw,
+         event_ids, tasks, task_ends) = wire  # fmt: skip
         self.partition = partition
         self.offsets = memoryview(offsets).cast("q")
         self.stamps = memoryview(stamps).cast("q")
@@ -104,6 +113,9 @@ class Chunk:
         self.slabs: list[bytes] = slabs
         self.row_ends = [memoryview(e).cast("q") for e in row_ends]
         self.raw: list[bytes | None] = raw
+        self.event_ids: list[bytes] = event_ids  # per kind, EVENT_ID_CHARS per row
+        self.tasks: list[bytes] = tasks  # per kind, each row's (tenant, task_id) as Avro
+        self.task_ends = [memoryview(e).cast("q") for e in task_ends]
         self.schema_ids = spec.schema_ids
         self.nonce = spec.nonce
         self.framed = len(raw) < len(self.offsets)
@@ -139,16 +151,36 @@ class Chunk:
         header = b"\x00" + self.schema_ids[kind].to_bytes(4, "big")
         return header + self.slabs[kind][body_at:body_end]
 
-    def rows(self, kind: int, i: int, j: int) -> tuple[int, memoryview]:
-        """How many messages of ``kind`` are at indexes [i, j), and their framed rows."""
+    def rows(self, kind: int, i: int, j: int) -> FramedRows:
+        """The messages of ``kind`` at indexes [i, j): their count, framed rows, event
+        ids and the set of their (tenant, task_id)."""
         kinds = self.kinds
         before = kinds[:i].count(kind)
         count = kinds[i:j].count(kind)
         if not count:
-            return 0, memoryview(b"")
+            return FramedRows(0, memoryview(b""), b"", set())
         ends = self.row_ends[kind]
         start = ends[before - 1] if before else 0
-        return count, memoryview(self.slabs[kind])[start : ends[before + count - 1]]
+        rows = memoryview(self.slabs[kind])[start : ends[before + count - 1]]
+        ids = self.event_ids[kind][before * EVENT_ID_CHARS : (before + count) * EVENT_ID_CHARS]
+        tasks, task_ends = self.tasks[kind], self.task_ends[kind]
+        at = task_ends[before - 1] if before else 0
+        keys = set()
+        for end in task_ends[before : before + count]:
+            keys.add(tasks[at:end])
+            at = end
+        return FramedRows(count, rows, ids, keys)
+
+
+class FramedRows(NamedTuple):
+    """Framed messages of one schema: how many, their rows (``_avro`` framing), their
+    event ids (:data:`EVENT_ID_CHARS` bytes each, in order) and the distinct Avro
+    encodings of their (tenant, task_id)."""
+
+    messages: int
+    rows: memoryview
+    event_ids: bytes
+    tasks: set[bytes]
 
 
 class ChunkList(list[Chunk]):
@@ -225,26 +257,26 @@ class FramedMessages(_LazyRecords):
             out.extend(r for n, r in enumerate(s.chunk.records(s.i, s.j), s.i) if kinds[n] == RAW)
         return out
 
-    def framed(self) -> dict[int, tuple[int, list[memoryview], FramedGroup]]:
-        """Per schema id: the count of its framed messages, their rows (pieces in order),
-        and the messages themselves (made only if asked for)."""
-        parts: dict[int, list[memoryview]] = {}
-        counts: dict[int, int] = {}
-        nonce: int | None = None
+    def framed(self) -> dict[int, tuple[BlockRows, FramedGroup]]:
+        """Per schema id: its framed messages' rows as a block takes them, and the
+        messages themselves (made only if asked for)."""
+        out: dict[int, tuple[BlockRows, FramedGroup]] = {}
         for s in self.slices:
             chunk = s.chunk
             if not chunk.framed:
                 continue
-            if nonce is None:
-                nonce = chunk.nonce
             for kind, schema_id in enumerate(chunk.schema_ids):
-                count, rows = chunk.rows(kind, s.i, s.j)
-                if count:
-                    parts.setdefault(schema_id, []).append(rows)
-                    counts[schema_id] = counts.get(schema_id, 0) + count
-        return {
-            sid: (counts[sid], rows, FramedGroup(self.slices, sid)) for sid, rows in parts.items()
-        }
+                part = chunk.rows(kind, s.i, s.j)
+                if not part.messages:
+                    continue
+                if schema_id not in out:
+                    out[schema_id] = (BlockRows(), FramedGroup(self.slices, schema_id))
+                made = out[schema_id][0]
+                made.count += part.messages
+                made.pieces.append(part.rows)
+                made.event_ids.append(part.event_ids)
+                made.tasks |= part.tasks
+        return out
 
     @property
     def nonce(self) -> int | None:
@@ -291,10 +323,10 @@ def framed_blocks(batch: Any, encoders: dict[int, AvroBlockEncoder]) -> FramedBl
         return None
     nonce = messages.nonce
     blocks: dict[int, tuple[AvroBlock, Sequence[FetchedRecord]]] = {}
-    for schema_id, (count, rows, group) in messages.framed().items():
+    for schema_id, (rows, group) in messages.framed().items():
         encoder = encoders.get(schema_id)
         if encoder is None or nonce is None:
             return FramedBlocks({}, list(messages))
-        block = encoder.assemble(batch.partition, count, rows, nonce)
+        block = encoder.assemble(batch.partition, rows, nonce)
         blocks[schema_id] = (block, group)
     return FramedBlocks(blocks, messages.unframed())

@@ -141,17 +141,9 @@ class BatchWriter:
         assert group is not None
         if insert.dedup_token in prepared.stored:
             return None
-        try:
-            block = group.block
-            self.store.insert_from_file(
-                insert.table, block.insert_sql, block.data, rows=block.rows,
-                dedup_token=insert.dedup_token,
-            )  # fmt: skip
+        if store_block(self.store, insert):
             prepared.stored.add(insert.dedup_token)
             return None
-        except StoreError:
-            # Nothing of it was stored (one block, all or nothing): decode it here.
-            pass
         if self.decoder.fall_back(prepared, insert) is None:
             return None
         prepared.duplicates += self.copies.drop_copies(
@@ -215,6 +207,25 @@ class BatchWriter:
         mid = (lo + hi) // 2
         self._split(insert, lo, mid, refused, None)
         self._split(insert, mid, hi, refused, None)
+
+
+def store_block(store: Store, insert: TableInsert) -> bool:
+    """Insert a store-decoded group, checked by the store within the insert; False when
+    it must be decoded by the codec instead: refused before the store was asked (see
+    ``AvroBlock.refused``), or by the store (a row failed its check, a copy, a store
+    error), in which case nothing of it was stored (one block, all or nothing)."""
+    assert insert.avro is not None
+    block = insert.avro.block
+    if block.refused is not None:
+        return False
+    try:
+        store.insert_from_file(
+            insert.table, block.insert_sql, block.data, rows=block.rows,
+            dedup_token=insert.dedup_token, more={"tasks": block.tasks},
+        )  # fmt: skip
+    except StoreError:
+        return False
+    return True
 
 
 LedgerRow = tuple[str, str, int, int, int, State, int, int, datetime]

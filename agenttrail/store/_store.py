@@ -166,10 +166,13 @@ class Store:
         rows: int,
         dedup_token: str | None = None,
         fmt: str = "Avro",
+        more: Mapping[str, bytes] | None = None,
     ) -> None:
         """Run ``sql``, an ``INSERT INTO {table} … SELECT … FROM {data}`` of ``rows`` rows,
         with ``{table}`` standing for ``table`` and ``{data}`` for ``data`` read in format
-        ``fmt`` by the engine (in-process engine only, see :attr:`can_query_files`).
+        ``fmt`` by the engine (in-process engine only, see :attr:`can_query_files`);
+        each ``{name}`` of ``more`` stands for its bytes read the same way (e.g. a small
+        table a check looks things up in).
 
         The rows are read as one chunk and inserted as ONE block, like
         :meth:`insert_columns`: the insert is all or nothing (an exception raised while
@@ -196,17 +199,21 @@ class Store:
                 # The token names the rows: deduplicate whatever the engine thinks of the
                 # SELECT's stability (its default may turn deduplication off silently).
                 settings["deduplicate_insert_select"] = "enable_even_for_bad_queries"
-        fd, name = tempfile.mkstemp(prefix="agenttrail-", suffix=f".{fmt.lower()}")
+        names: list[str] = []
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            source = f"file('{name}', '{fmt}')"
-            clause = ", ".join(f"{k} = {_setting_literal(v)}" for k, v in settings.items())
             statement = sql.replace("{table}", f"{self.database}.{table}")
-            self.command(f"{statement.replace('{data}', source)} SETTINGS {clause}")
+            for placeholder, content in [("data", data), *(more or {}).items()]:
+                fd, name = tempfile.mkstemp(prefix="agenttrail-", suffix=f".{fmt.lower()}")
+                names.append(name)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(content)
+                statement = statement.replace(f"{{{placeholder}}}", f"file('{name}', '{fmt}')")
+            clause = ", ".join(f"{k} = {_setting_literal(v)}" for k, v in settings.items())
+            self.command(f"{statement} SETTINGS {clause}")
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
+            for name in names:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
 
     def _knows_setting(self, name: str) -> bool:
         known = self._settings_known.get(name)

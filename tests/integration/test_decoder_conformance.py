@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 
 from agenttrail.consumers import Batch, Decoder, PythonDecoder, StoreDecoder
 from agenttrail.consumers._decode import PreparedBatch, TableInsert
+from agenttrail.consumers._writer import store_block
 from agenttrail.consumers.testing import sample_record, sealed
 from agenttrail.events import default_registry
-from agenttrail.store import FAMILY_TABLES, Store, StoreError
+from agenttrail.store import FAMILY_TABLES, Store
 from tests.integration.test_consumer_rejects import encode_wide
 from tests.strategies import model_event_strategy
 
@@ -73,15 +74,9 @@ def _write(store: Store, decoder: Decoder, prepared: PreparedBatch) -> None:
     for planned in [i for i in prepared.inserts if i.table != "dead_letters"]:
         insert: TableInsert | None = planned
         if planned.avro is not None:
-            block = planned.avro.block
-            try:
-                store.insert_from_file(
-                    planned.table, block.insert_sql, block.data, rows=block.rows,
-                    dedup_token=token + planned.table,
-                )  # fmt: skip
+            if store_block(store, replace(planned, dedup_token=token + planned.table)):
                 continue
-            except StoreError:
-                insert = decoder.fall_back(prepared, planned)
+            insert = decoder.fall_back(prepared, planned)
         if insert is not None:
             store.insert_columns(insert.table, insert.column_names, insert.columns,
                                  dedup_token=token + insert.table)  # fmt: skip

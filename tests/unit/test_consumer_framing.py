@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import agenttrail.consumers._avro as _avro
 import agenttrail.consumers._fetch_child as fetch_child_module
 from agenttrail.consumers import Batch, PartitionBuffer, StoreDecoder
+from agenttrail.consumers._avro import zigzag
 from agenttrail.consumers._framing import (
     Chunk,
     ChunkList,
@@ -229,6 +230,14 @@ def test_an_unframed_chunk_gives_back_every_record_as_it_came() -> None:
     assert as_tuples(chunk.records(0, len(chunk))) == [tuple(r) for r in recs]
 
 
+def avro_string(value: bytes) -> bytes:
+    return zigzag(len(value)) + value
+
+
+OPENING = 37 + 10 + 1
+"""Bytes of an envelope before its tenant: the event id, "tool_span" and the version."""
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     partition=st.integers(0, 2**31 - 1),
@@ -240,10 +249,12 @@ def test_an_unframed_chunk_gives_back_every_record_as_it_came() -> None:
     steps=st.lists(st.sampled_from([1, 1, 1, 2, 8191, 8192, 8193]), min_size=1, max_size=40),
     nonce=st.one_of(st.integers(0, 2**14), st.integers(0, 2**56 - 1)),
     bodies=st.lists(st.binary(max_size=20), min_size=1, max_size=5),
+    tasks=st.lists(st.text(max_size=70), min_size=2, max_size=4),
 )
 def test_every_framed_row_is_the_store_row_of_its_message_at_any_offset_and_nonce(
-    partition: int, first: int, steps: list[int], nonce: int, bodies: list[bytes]
-) -> None:
+    partition: int, first: int, steps: list[int], nonce: int, bodies: list[bytes],
+    tasks: list[str],
+) -> None:  # fmt: skip
     # Offsets and nonces across the 7-bit groups where the table-driven varints switch
     # from one lookup to a low part and a kept high part.
     spec = spec_for(decoder().store_encoders, LIMIT)._replace(nonce=nonce)
@@ -252,12 +263,58 @@ def test_every_framed_row_is_the_store_row_of_its_message_at_any_offset_and_nonc
     for step in steps:
         offsets.append(offset)
         offset += step
-    values = [header + bodies[n % len(bodies)] for n in range(len(offsets))]
+    # Each body opens with the envelope (event id, event type, schema version, tenant,
+    # task id; strings past 63 bytes take two-byte lengths), then anything.
+    ids = [f"{n:036d}".encode() for n in range(len(offsets))]
+    envelopes = [
+        avro_string(ids[n]) + avro_string(b"tool_span") + zigzag(2)
+        + avro_string(tasks[0].encode()) + avro_string(tasks[n % len(tasks)].encode())
+        for n in range(len(offsets))
+    ]  # fmt: skip
+    values = [header + envelopes[n] + bodies[n % len(bodies)] for n in range(len(offsets))]
     kinds = {header: 0}
     fields = [(o, 0, None, v) for o, v in zip(offsets, values, strict=True)]
     wire = pack(partition, fields, kinds, LIMIT, nonce)
     chunk = Chunk(partition, wire, spec)
     for n, (o, v) in enumerate(zip(offsets, values, strict=True)):
-        count, row = chunk.rows(0, n, n + 1)
+        count, row, event_ids, task = chunk.rows(0, n, n + 1)
         assert count == 1 and bytes(row) == frame_row(partition, o, v, nonce)
+        assert event_ids == ids[n] and task == {envelopes[n][OPENING:]}
         assert chunk.records(n, n + 1)[0].value == v
+    assert chunk.rows(0, 0, len(offsets)).tasks == {e[OPENING:] for e in envelopes}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event_id=st.binary(min_size=36, max_size=36),
+    event_type=st.binary(max_size=200),
+    version=st.integers(-(2**31), 2**31 - 1),
+    tenant=st.binary(max_size=300),
+    task=st.binary(max_size=300),
+    tail=st.binary(max_size=30),
+    cut=st.integers(0, 2000),
+    noise=st.binary(max_size=80),
+)
+def test_the_envelope_is_read_exactly_or_not_at_all(
+    event_id: bytes, event_type: bytes, version: int, tenant: bytes, task: bytes,
+    tail: bytes, cut: int, noise: bytes,
+) -> None:  # fmt: skip
+    header = b"\x00\x00\x00\x00\x07"
+    task_part = avro_string(tenant) + avro_string(task)
+    opening = avro_string(event_id) + avro_string(event_type) + zigzag(version) + task_part
+    value = header + opening + tail
+    assert fetch_child_module.envelope(value) == (event_id, task_part)
+    # Cut anywhere inside the envelope: never read, never raises.
+    short = value[: 5 + min(cut, len(opening) - 1)]
+    assert fetch_child_module.envelope(short) is None
+    # Any bytes at all: an answer or None, and an answer lies within the value.
+    found = fetch_child_module.envelope(header + noise)
+    assert found is None or (found[0] in noise and found[1] in noise)
+
+
+def test_an_event_id_of_another_length_or_a_negative_string_length_is_no_envelope() -> None:
+    rest = avro_string(b"tool_span") + zigzag(2) + avro_string(b"acme") + avro_string(b"t-1")
+    header = b"\x00\x00\x00\x00\x07"
+    assert fetch_child_module.envelope(header + avro_string(b"0" * 36) + rest) is not None
+    assert fetch_child_module.envelope(header + avro_string(b"0" * 35) + rest) is None
+    assert fetch_child_module.envelope(header + avro_string(b"0" * 36) + zigzag(-3) + rest) is None
