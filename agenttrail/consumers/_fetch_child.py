@@ -401,7 +401,18 @@ def envelope(value: bytes) -> tuple[bytes, bytes] | None:
     """
     if len(value) < 6 + EVENT_ID_CHARS or value[5] != EVENT_ID_CHARS << 1:
         return None
-    i = _string_end(value, 6 + EVENT_ID_CHARS)  # event_type
+    at = 6 + EVENT_ID_CHARS  # the event type's length
+    try:  # the usual case first: one-byte lengths and version
+        n = value[at]
+        start = at + 2 + (n >> 1)
+        a = value[start]
+        b = value[start + 1 + (a >> 1)]
+        end = start + 2 + (a >> 1) + (b >> 1)
+        if (n | value[start - 1] | a | b) < 0x80 and not (n | a | b) & 1 and end <= len(value):
+            return value[6:at], value[start:end]
+    except IndexError:
+        pass  # a longer length read as one byte points past the end: read it fully
+    i = _string_end(value, at)  # event_type
     while 0 <= i < len(value) and value[i] >= 0x80:  # schema_version, a varint
         i += 1
     if i < 0 or i >= len(value):
@@ -411,7 +422,7 @@ def envelope(value: bytes) -> tuple[bytes, bytes] | None:
     end = _string_end(value, end) if end >= 0 else -1  # task_id
     if end < 0:
         return None
-    return value[6 : 6 + EVENT_ID_CHARS], value[start:end]
+    return value[6:at], value[start:end]
 
 
 def pack(
