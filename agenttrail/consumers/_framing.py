@@ -5,10 +5,12 @@ partition's fetch it sends one :class:`Chunk`: offsets, timestamps and keys pack
 arrays and blobs, and every message framed with one of the newest flat schemas (the
 ones :class:`~agenttrail.consumers._decode.StoreDecoder` hands to the engine) already
 wrapped as the store-side Avro row ``zigzag(partition) · zigzag(offset) · body ·
-zigzag(nonce + offset)`` (see ``_avro``), appended to one slab per schema. Messages
-that cannot be framed there (an older schema, a family that is not flat, a value that
-is malformed, missing or oversize) travel as their raw bytes and reach the Python
-decode path and the dead letters exactly as before.
+zigzag(nonce + offset)`` (see ``_avro``), appended to one slab per schema, with its
+envelope (event id and (tenant, task_id), ``_fetch_child.envelope``) appended to two
+more, which the block's checks take without reading the rows again. Messages that
+cannot be framed there (an older schema, a family that is not flat, a value that is
+malformed, missing or oversize, a body that does not open with the envelope) travel as
+their raw bytes and reach the Python decode path and the dead letters exactly as before.
 
 The parent's buffer keeps chunks as slices (:class:`ChunkSlice`); batches are cut by
 the same count and byte rules as record by record (so the same data still gives the
