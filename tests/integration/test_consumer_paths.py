@@ -17,7 +17,7 @@ from agenttrail.consumers import Batch, BatchDecoder, BatchWriter, OffsetLedger
 from agenttrail.consumers._decode import PreparedBatch
 from agenttrail.consumers.testing import sample_record, sealed
 from agenttrail.events import EventCodec
-from agenttrail.store import FAMILY_TABLES, Store, StoreUnavailable
+from agenttrail.store import FAMILY_TABLES, Store, StoreError, StoreUnavailable
 
 FLAT = ["llm_call", "tool_span", "agent_message", "guard_event"]
 
@@ -156,3 +156,33 @@ def test_a_retried_batch_does_not_insert_its_stored_store_decoded_group_again(
     assert prepared.duplicates == 0 and prepared.events == {"tool_span": 3000}
     assert store.query("SELECT count() FROM tool_spans")[0][0] == 3000
     assert _task_run_events(store) == 3000
+
+
+def test_a_block_whose_task_list_misses_a_row_stores_nothing(store: Store) -> None:
+    # The copy lookup reads the block's tasks from the list made from the envelopes; a
+    # row whose task is not on it would escape the lookup, so the store refuses the block.
+    first = _spans(40, "listed")
+    assert _write_store_decoded(store, first).events == {"tool_span": 40}
+    decoder = BatchDecoder(store_decodes=True)
+    later = [Msg(100 + i, v) for i, v in enumerate([*_spans(20, "other"), first[5]])]
+    prepared = decoder.prepare(Batch("t", 0, 100, 120, later))
+    (group,) = prepared.unchecked
+    listed_only = decoder.prepare(Batch("t", 0, 100, 119, later[:20])).unchecked[0].block
+    assert group.block.rows == 21 and listed_only.rows == 20
+    # The resent copy's task ("listed-0") is missing from the list of the first 20 rows.
+    with pytest.raises(StoreError):
+        store.insert_from_file(
+            "tool_spans", group.block.insert_sql, group.block.data, rows=21,
+            more={"tasks": listed_only.tasks},
+        )  # fmt: skip
+    # With its own list the store finds the copy and refuses the block too; the writer
+    # then stores the 20 new events once and drops the copy.
+    with pytest.raises(StoreError):
+        store.insert_from_file(
+            "tool_spans", group.block.insert_sql, group.block.data, rows=21,
+            more={"tasks": group.block.tasks},
+        )  # fmt: skip
+    assert store.query("SELECT count() FROM tool_spans")[0][0] == 40
+    BatchWriter(store, OffsetLedger(store, "g", "test"), decoder).write(prepared)
+    assert prepared.duplicates == 1 and prepared.events == {"tool_span": 20}
+    assert store.query("SELECT count(), uniqExact(event_id) FROM tool_spans") == [(60, 60)]
