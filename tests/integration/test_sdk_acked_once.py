@@ -25,6 +25,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from agenttrail.embedded import EmbeddedBroker
+from agenttrail.embedded._kafka_admin import topic_end_offsets
 from agenttrail.producer import Recorder
 from tests.deadline import wait_until
 from tests.integration.test_sdk_kafka import PARTITIONS
@@ -104,13 +105,20 @@ def _digests(path: Path) -> list[bytes]:
 
 
 def _all_messages(bootstrap: str, topic: str) -> list[bytes]:
-    """Every value on ``topic``, up to the end offsets as they are now."""
+    """Every value on ``topic``, up to the end offsets as they are now.
+
+    The ends are the true ones (``topic_end_offsets``): the embedded broker's ListOffsets
+    answer stops at its last batch's first offset + 1, and a poll returns at most 500
+    records, so reading "past" that answer could leave the rest of a large last batch
+    unread and count its records as missing.
+    """
+    ends_by_partition = topic_end_offsets(bootstrap, topic)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
+        ends = {tp: ends_by_partition.get(tp.partition, 0) for tp in parts}
         values: list[bytes] = []
 
         def read_to_the_end() -> bool:
