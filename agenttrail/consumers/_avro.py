@@ -130,6 +130,13 @@ class BlockRows:
     event_ids: list[bytes] = field(default_factory=list)
     tasks: set[bytes] = field(default_factory=set)
 
+    def extend(self, more: BlockRows) -> None:
+        """Add ``more``'s rows after these."""
+        self.count += more.count
+        self.pieces += more.pieces
+        self.event_ids += more.event_ids
+        self.tasks |= more.tasks
+
 
 @dataclass(frozen=True)
 class AvroBlock:

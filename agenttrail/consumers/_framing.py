@@ -153,14 +153,14 @@ class Chunk:
         header = b"\x00" + self.schema_ids[kind].to_bytes(4, "big")
         return header + self.slabs[kind][body_at:body_end]
 
-    def rows(self, kind: int, i: int, j: int) -> FramedRows:
-        """The messages of ``kind`` at indexes [i, j): their count, framed rows, event
-        ids and the set of their (tenant, task_id)."""
+    def rows(self, kind: int, i: int, j: int) -> BlockRows:
+        """The messages of ``kind`` at indexes [i, j) as a block takes them: their count,
+        framed rows, event ids and the set of their (tenant, task_id)."""
         kinds = self.kinds
         before = kinds[:i].count(kind)
         count = kinds[i:j].count(kind)
         if not count:
-            return FramedRows(0, memoryview(b""), b"", set())
+            return BlockRows()
         ends = self.row_ends[kind]
         start = ends[before - 1] if before else 0
         rows = memoryview(self.slabs[kind])[start : ends[before + count - 1]]
@@ -171,18 +171,7 @@ class Chunk:
         for end in task_ends[before : before + count]:
             keys.add(tasks[at:end])
             at = end
-        return FramedRows(count, rows, ids, keys)
-
-
-class FramedRows(NamedTuple):
-    """Framed messages of one schema: how many, their rows (``_avro`` framing), their
-    event ids (:data:`EVENT_ID_CHARS` bytes each, in order) and the distinct Avro
-    encodings of their (tenant, task_id)."""
-
-    messages: int
-    rows: memoryview
-    event_ids: bytes
-    tasks: set[bytes]
+        return BlockRows(count, [rows], [ids], keys)
 
 
 class ChunkList(list[Chunk]):
@@ -269,15 +258,11 @@ class FramedMessages(_LazyRecords):
                 continue
             for kind, schema_id in enumerate(chunk.schema_ids):
                 part = chunk.rows(kind, s.i, s.j)
-                if not part.messages:
+                if not part.count:
                     continue
                 if schema_id not in out:
                     out[schema_id] = (BlockRows(), FramedGroup(self.slices, schema_id))
-                made = out[schema_id][0]
-                made.count += part.messages
-                made.pieces.append(part.rows)
-                made.event_ids.append(part.event_ids)
-                made.tasks |= part.tasks
+                out[schema_id][0].extend(part)
         return out
 
     @property

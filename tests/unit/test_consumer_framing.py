@@ -277,9 +277,11 @@ def test_every_framed_row_is_the_store_row_of_its_message_at_any_offset_and_nonc
     wire = pack(partition, fields, kinds, LIMIT, nonce)
     chunk = Chunk(partition, wire, spec)
     for n, (o, v) in enumerate(zip(offsets, values, strict=True)):
-        count, row, event_ids, task = chunk.rows(0, n, n + 1)
-        assert count == 1 and bytes(row) == frame_row(partition, o, v, nonce)
-        assert event_ids == ids[n] and task == {envelopes[n][OPENING:]}
+        one = chunk.rows(0, n, n + 1)
+        assert one.count == 1 and [bytes(r) for r in one.pieces] == [
+            frame_row(partition, o, v, nonce)
+        ]
+        assert one.event_ids == [ids[n]] and one.tasks == {envelopes[n][OPENING:]}
         assert chunk.records(n, n + 1)[0].value == v
     assert chunk.rows(0, 0, len(offsets)).tasks == {e[OPENING:] for e in envelopes}
 
